@@ -1,0 +1,1 @@
+"""The Starlette web front end: authenticate, validate, fan out, answer."""

@@ -1,0 +1,151 @@
+"""The Starlette app, built by create_app(settings); connections live in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import redis.asyncio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from api.auth import authenticate
+from api.body import check_content_type, phone_numbers, read_body
+from api.fanout import FanOut
+from api.problems import Problem, invalid, unavailable
+from api.publisher import TaskPublisher
+from api.results import ResultListener
+from shared.phones import InvalidPhoneNumber, to_e164
+from shared.settings import Settings
+from shared.store import AsyncStore
+
+log = logging.getLogger("endcontact.api")
+
+LOOKUP_TIMEOUT = 2.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: AsyncStore
+    fanout: FanOut
+
+
+def services(request: Request) -> Services:
+    result: Services = request.app.state.services
+    return result
+
+
+async def end_contact(request: Request) -> Response:
+    svc = services(request)
+    started = time.perf_counter()
+    key = await authenticate(request, svc.store)
+    check_content_type(request.headers.get("content-type"))
+    phones = phone_numbers(await read_body(request), svc.settings.default_region)
+    outcome = await svc.fanout.end_contact(key.scope, phones)
+    log.info(
+        "end-contact key=%s numbers=%d success=%d failure=%d duration_ms=%.1f",
+        key.id,
+        len(phones),
+        len(outcome.success),
+        len(outcome.failure),
+        (time.perf_counter() - started) * 1000,
+    )
+    return JSONResponse({"success": outcome.success, "failure": outcome.failure}, 201)
+
+
+async def lookup(request: Request) -> Response:
+    svc = services(request)
+    key = await authenticate(request, svc.store)
+    text = request.path_params["phoneNumber"]
+    try:
+        phone = to_e164(text, svc.settings.default_region)
+    except InvalidPhoneNumber as exc:
+        raise invalid(
+            "phoneNumber is not a valid phone number.",
+            [{"parameter": "phoneNumber", "value": text, "reason": str(exc)}],
+        ) from None
+    try:
+        async with asyncio.timeout(LOOKUP_TIMEOUT):
+            ended_at = await svc.store.ended_at(key.scope, phone)
+    except (TimeoutError, redis.RedisError, OSError):
+        raise unavailable("The lookup cannot be made right now; retry shortly.") from None
+    if ended_at is None:
+        raise Problem(
+            404,
+            "Contact with this number has not been ended for this campaign.",
+            type="/problems/not-ended",
+        )
+    return JSONResponse({"phoneNumber": phone, "endedAt": ended_at})
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def problem_response(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return exc.response()
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return Problem(exc.status_code, exc.detail, headers=dict(exc.headers or {})).response()
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    # Logged with its type and place only: an exception's text can carry request data.
+    log.error("unhandled %s", exc.__class__.__name__, exc_info=False)
+    return Problem(500, "Something went wrong on our side; retry shortly.").response()
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = redis.asyncio.Redis.from_url(
+            settings.require_redis_url(),
+            decode_responses=True,
+            socket_connect_timeout=2,
+            health_check_interval=30,
+        )
+        listener = ResultListener(client)
+        await listener.start()
+        app.state.services = Services(
+            settings=settings,
+            store=AsyncStore(client),
+            fanout=FanOut(TaskPublisher(client), listener, settings.result_timeout),
+        )
+        try:
+            yield
+        finally:
+            await listener.stop()
+            await client.aclose()
+
+    return Starlette(
+        routes=[
+            Route("/api/v1/leads/end-contact", end_contact, methods=["POST"]),
+            Route("/api/v1/leads/end-contact/{phoneNumber}", lookup, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        exception_handlers={
+            Problem: problem_response,
+            HTTPException: http_error,
+            Exception: server_error,
+        },
+        lifespan=lifespan,
+    )
+
+
+def create_app_from_env() -> Starlette:
+    """The factory uvicorn imports (`api.app:create_app_from_env`), once per process."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return create_app(Settings.from_env())

@@ -1,0 +1,144 @@
+"""Reading and validating the end-contact request body.
+
+Everything wrong with a body is reported at once, one `errors` entry per offending
+item, so a client can fix all of it in one go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import ClientDisconnect
+
+from api.problems import Problem, invalid
+from shared.phones import InvalidPhoneNumber, to_e164
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_NUMBERS = 50
+FIELD = "phoneNumberList"
+# A client that trickles its body must not hold a connection and a task forever.
+BODY_READ_TIMEOUT = 10.0
+
+
+def _too_large() -> Problem:
+    return Problem(
+        413,
+        f"The body is larger than {MAX_BODY_BYTES} bytes.",
+        type="/problems/body-too-large",
+    )
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole body, refusing early (without reading it) when it is too large."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(BODY_READ_TIMEOUT):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise _too_large()
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Problem(
+            408, "The body did not arrive in time.", type="/problems/body-timeout"
+        ) from None
+    except ClientDisconnect:
+        raise invalid("The body ended before it was complete.", []) from None
+    return b"".join(chunks)
+
+
+def check_content_type(value: str | None) -> None:
+    media_type, _, params = (value or "").partition(";")
+    charset = ""
+    for param in params.split(";"):
+        name, _, param_value = param.strip().partition("=")
+        if name.lower() == "charset":
+            charset = param_value.strip().strip('"').lower()
+    if media_type.strip().lower() != "application/json" or charset not in ("", "utf-8"):
+        raise invalid(
+            "The body must be JSON, sent as Content-Type: application/json.",
+            [{"header": "content-type", "value": value, "reason": "must be application/json"}],
+        )
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise invalid(
+            "The body is not valid UTF-8.",
+            [{"pointer": "", "reason": f"invalid UTF-8 at byte {exc.start}"}],
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise invalid(
+            "The body is not valid JSON.",
+            [{"pointer": "", "reason": f"{exc.msg} at line {exc.lineno} column {exc.colno}"}],
+        ) from None
+    except RecursionError:
+        raise invalid(
+            "The body is not valid JSON.", [{"pointer": "", "reason": "nested too deeply"}]
+        ) from None
+
+
+def phone_numbers(raw: bytes, region: str) -> list[str]:
+    """The E.164 numbers of a request body, in request order, or a 400 Problem."""
+    document = _decode(raw)
+    pointer = f"/{FIELD}"
+    if not isinstance(document, dict):
+        raise invalid(
+            "The body must be a JSON object.",
+            [{"pointer": "", "reason": "must be a JSON object with a phoneNumberList"}],
+        )
+    if FIELD not in document:
+        raise invalid(f"{FIELD} is required.", [{"pointer": pointer, "reason": "required"}])
+    entries = document[FIELD]
+    if not isinstance(entries, list):
+        raise invalid(
+            f"{FIELD} must be an array of strings.",
+            [{"pointer": pointer, "value": entries, "reason": "must be an array of strings"}],
+        )
+    if not 1 <= len(entries) <= MAX_NUMBERS:
+        raise invalid(
+            f"{FIELD} must hold 1 to {MAX_NUMBERS} numbers; it holds {len(entries)}.",
+            [{"pointer": pointer, "reason": f"must hold 1 to {MAX_NUMBERS} entries"}],
+        )
+
+    numbers: list[str] = []
+    errors: list[dict[str, Any]] = []
+    first_seen: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        item = f"{pointer}/{index}"
+        if not isinstance(entry, str):
+            errors.append({"pointer": item, "value": entry, "reason": "must be a string"})
+            continue
+        try:
+            number = to_e164(entry, region)
+        except InvalidPhoneNumber as exc:
+            errors.append({"pointer": item, "value": entry, "reason": str(exc)})
+            continue
+        if number in first_seen:
+            errors.append(
+                {
+                    "pointer": item,
+                    "value": entry,
+                    "reason": f"duplicate of {pointer}/{first_seen[number]} ({number})",
+                }
+            )
+            continue
+        first_seen[number] = index
+        numbers.append(number)
+    if errors:
+        count = "1 entry" if len(errors) == 1 else f"{len(errors)} entries"
+        raise invalid(f"{count} of {FIELD} must be fixed; nothing was processed.", errors)
+    return numbers

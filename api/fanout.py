@@ -1,0 +1,79 @@
+"""One request's numbers out as Celery tasks, and their outcomes back, by a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import redis
+
+from shared.phones import mask
+from shared.tasks import task_args
+
+if TYPE_CHECKING:
+    from api.publisher import TaskPublisher
+    from api.results import ResultListener, Watch
+    from shared.apikeys import Scope
+
+log = logging.getLogger(__name__)
+
+# After the deadline, one last read of the result keys may take this long: the
+# request answers within its timeout plus this margin, whatever Redis does.
+SWEEP_TIMEOUT = 0.25
+
+
+@dataclass
+class Outcome:
+    success: list[str] = field(default_factory=list)
+    failure: list[str] = field(default_factory=list)
+
+
+class FanOut:
+    def __init__(self, publisher: TaskPublisher, listener: ResultListener, timeout: float) -> None:
+        self._publisher = publisher
+        self._listener = listener
+        self._timeout = timeout
+
+    async def end_contact(self, scope: Scope, phones: list[str]) -> Outcome:
+        """Run one task per number; a task not known to have succeeded is a failure."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        # Past its request's deadline a task is pointless: the worker discards it.
+        expires = datetime.now(UTC) + timedelta(seconds=self._timeout)
+        task_ids = [str(uuid.uuid4()) for _ in phones]
+        messages = [
+            self._publisher.message(task_id, task_args(scope, phone), repr([mask(phone)]), expires)
+            for task_id, phone in zip(task_ids, phones, strict=True)
+        ]
+        with self._listener.watch(task_ids) as watch:
+            published = False
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._listener.subscribe(watch)
+                    # Set first: an LPUSH cut off by the deadline may still have landed.
+                    published = True
+                    await self._publisher.publish(messages)
+                    await watch.wait()
+            except TimeoutError:
+                pass
+            except (redis.RedisError, OSError) as exc:
+                log.warning("fan-out failed: %s", exc.__class__.__name__)
+            if published and watch.pending():
+                await self._last_look(watch)
+            succeeded = watch.results()
+        outcome = Outcome()
+        for phone, ok in zip(phones, succeeded, strict=True):
+            (outcome.success if ok else outcome.failure).append(phone)
+        return outcome
+
+    async def _last_look(self, watch: Watch) -> None:
+        """Results can land while the subscription is down: read the keys, briefly."""
+        try:
+            async with asyncio.timeout(SWEEP_TIMEOUT):
+                await self._listener.sweep(watch)
+        except (TimeoutError, redis.RedisError, OSError):
+            pass

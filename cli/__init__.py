@@ -1,0 +1,1 @@
+"""The `endcontact` command: run the service, its parts, and manage API keys."""

@@ -1,0 +1,189 @@
+"""`endcontact run | web | worker | keys create | keys list | keys revoke`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import redis
+
+from shared.embedded import EmbeddedServerError, embedded_redis
+from shared.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from shared.store import Store
+
+
+@contextlib.contextmanager
+def redis_url(settings: Settings) -> Iterator[str]:
+    """REDIS_URL when set; otherwise the data directory's embedded server."""
+    if settings.redis_url is not None:
+        yield settings.redis_url
+    else:
+        with embedded_redis(settings.data_dir) as url:
+            yield url
+
+
+def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    with redis_url(settings) as url:
+        # The factory reads its settings from the environment, as in compose.
+        os.environ["REDIS_URL"] = url
+        uvicorn.run(
+            "api.app:create_app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            # Its lines carry the request path, and the lookup path is a phone number.
+            access_log=False,
+            server_header=False,
+            # In-flight requests finish within their deadline; give them that long.
+            timeout_graceful_shutdown=int(settings.result_timeout) + 5,
+        )
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.tasks import QUEUE
+    from worker.app import create_celery
+
+    with redis_url(settings) as url:
+        app = create_celery(replace(settings, redis_url=url))
+        argv = [
+            "worker",
+            f"--concurrency={args.concurrency}",
+            f"--queues={QUEUE}",
+            "--loglevel=INFO",
+            "--hostname=endcontact@%h",
+            # No clock sync or revoke lists to share between workers: skipping them
+            # makes start-up faster and keeps broadcast chatter off the broker.
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        app.worker_main(argv)
+    return 0
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from cli.run import run_all
+
+    with redis_url(settings) as url:
+        return run_all(url, args.host, args.port, args.concurrency)
+
+
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    with _store(settings) as store:
+        try:
+            key, secret = store.create_key(args.company, args.campaign, args.label)
+        except ValueError as exc:
+            print(f"endcontact: {exc}", file=sys.stderr)
+            return 2
+    print(f"Created {key.id} for company {key.scope.company!r}, campaign {key.scope.campaign!r}.")
+    print("The key is shown this once and stored only as a hash:")
+    print(secret)
+    return 0
+
+
+def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
+    with _store(settings) as store:
+        keys = store.list_keys()
+    for key in keys:
+        fields = [
+            key.id,
+            key.label or "-",
+            key.scope.company,
+            key.scope.campaign,
+            key.created_at,
+            key.revoked_at or "-",
+        ]
+        print("\t".join(fields))
+    return 0
+
+
+def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    with _store(settings) as store:
+        key = store.revoke_key(args.key_id)
+    if key is None:
+        print(f"endcontact: no key with id {args.key_id!r}", file=sys.stderr)
+        return 1
+    print(f"Revoked {key.id} at {key.revoked_at}.")
+    return 0
+
+
+@contextlib.contextmanager
+def _store(settings: Settings) -> Iterator[Store]:
+    from shared.store import Store
+
+    with redis_url(settings) as url:
+        client = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
+        )
+        try:
+            yield Store(client)
+        finally:
+            client.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="endcontact", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    def serve_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--host", default="127.0.0.1")
+        command.add_argument("--port", type=int, default=8000)
+
+    run = commands.add_parser("run", help="web, a worker and (without REDIS_URL) Redis")
+    serve_options(run)
+    run.add_argument("--concurrency", type=int, default=os.cpu_count() or 1)
+    run.set_defaults(handler=cmd_run)
+
+    web = commands.add_parser("web", help="the HTTP front end")
+    serve_options(web)
+    web.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    web.set_defaults(handler=cmd_web)
+
+    worker = commands.add_parser("worker", help="a Celery worker")
+    worker.add_argument("--concurrency", type=int, default=os.cpu_count() or 1)
+    worker.set_defaults(handler=cmd_worker)
+
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key; prints it last")
+    create.add_argument("--company", required=True)
+    create.add_argument("--campaign", required=True)
+    create.add_argument("--label", default="")
+    create.set_defaults(handler=cmd_keys_create)
+    key_commands.add_parser(
+        "list", help="id, label, company, campaign, created, revoked"
+    ).set_defaults(handler=cmd_keys_list)
+    revoke = key_commands.add_parser("revoke", help="refuse the key from now on")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(handler=cmd_keys_revoke)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        code: int = args.handler(settings, args)
+    except (SettingsError, EmbeddedServerError) as exc:
+        print(f"endcontact: {exc}", file=sys.stderr)
+        return 2
+    except redis.RedisError as exc:
+        print(f"endcontact: Redis did not answer: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Domain code shared by the web and worker processes: no HTTP, no Celery."""

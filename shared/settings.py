@@ -1,0 +1,60 @@
+"""The one settings object, read from the environment."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import phonenumbers
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # None means "use the embedded server for data_dir": the CLI resolves it before
+    # anything connects, so code below the CLI always sees a URL.
+    redis_url: str | None
+    data_dir: Path
+    result_timeout: float
+    default_region: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            redis_url=env.get("REDIS_URL") or None,
+            data_dir=Path(env.get("ENDCONTACT_DATA_DIR") or "var").resolve(),
+            result_timeout=_seconds(env, "ENDCONTACT_RESULT_TIMEOUT", default=5.0),
+            default_region=_region(env.get("ENDCONTACT_DEFAULT_REGION") or "US"),
+        )
+
+    def require_redis_url(self) -> str:
+        if self.redis_url is None:
+            raise SettingsError("REDIS_URL is not set and no embedded server was started")
+        return self.redis_url
+
+
+def _seconds(env: Mapping[str, str], name: str, *, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not (math.isfinite(value) and 0 < value <= 300):
+        raise SettingsError(f"{name} must be between 0 and 300 seconds, got {raw!r}")
+    return value
+
+
+def _region(raw: str) -> str:
+    region = raw.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise SettingsError(f"ENDCONTACT_DEFAULT_REGION {raw!r} is not a known region code")
+    return region

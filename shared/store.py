@@ -1,0 +1,131 @@
+"""The Redis keyspace and the operations on it.
+
+Keys:
+  ec:key:<sha256 of the API key>   hash: id, company, campaign, label, created_at[, revoked_at]
+  ec:key-ids                       hash: key id -> sha256, for listing and revoking by id
+  ec:ended:<company>:<campaign>    hash: E.164 number -> time it was first ended
+
+Company and campaign are percent-encoded in key names, so a ':' in a name cannot make
+two scopes collide. One hash per campaign keeps small campaigns compact and lets an
+operator count or export a campaign's marks with one key.
+
+`Store` is synchronous (worker, CLI); `AsyncStore` has the two reads the web needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from shared.apikeys import ApiKey, Scope, check_name, digest, generate_id, generate_secret
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+
+KEY_IDS = "ec:key-ids"
+
+
+def key_record(secret_digest: str) -> str:
+    return f"ec:key:{secret_digest}"
+
+
+def ended_key(scope: Scope) -> str:
+    return f"ec:ended:{quote(scope.company, safe='')}:{quote(scope.campaign, safe='')}"
+
+
+def utc_now() -> str:
+    """ISO 8601 in UTC with milliseconds, e.g. 2026-11-28T22:34:14.123Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _api_key(raw: Mapping[Any, Any]) -> ApiKey | None:
+    if not raw:
+        return None
+    fields = {str(name): str(value) for name, value in raw.items()}
+    return ApiKey(
+        id=fields["id"],
+        scope=Scope(fields["company"], fields["campaign"]),
+        label=fields.get("label", ""),
+        created_at=fields["created_at"],
+        revoked_at=fields.get("revoked_at") or None,
+    )
+
+
+class Store:
+    def __init__(self, client: redis.Redis) -> None:
+        # The client must decode responses: everything stored here is text.
+        self._redis = client
+
+    def end_contact(self, scope: Scope, phone: str) -> str:
+        """Mark `phone` ended for `scope`; return when it was first ended.
+
+        HSETNX makes this idempotent: a repeat keeps the first time.
+        """
+        key = ended_key(scope)
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, phone, utc_now())
+            pipe.hget(key, phone)
+            _, ended_at = pipe.execute()
+        return str(ended_at)
+
+    def ended_at(self, scope: Scope, phone: str) -> str | None:
+        value = self._redis.hget(ended_key(scope), phone)
+        return None if value is None else str(value)
+
+    def create_key(self, company: str, campaign: str, label: str = "") -> tuple[ApiKey, str]:
+        """Store a new key; return it with its secret, which exists nowhere else after."""
+        scope = Scope(check_name("company", company), check_name("campaign", campaign))
+        label = check_name("label", label) if label.strip() else ""
+        secret = generate_secret()
+        key = ApiKey(generate_id(), scope, label, utc_now(), None)
+        secret_digest = digest(secret)
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                key_record(secret_digest),
+                mapping={
+                    "id": key.id,
+                    "company": scope.company,
+                    "campaign": scope.campaign,
+                    "label": label,
+                    "created_at": key.created_at,
+                },
+            )
+            pipe.hset(KEY_IDS, key.id, secret_digest)
+            pipe.execute()
+        return key, secret
+
+    def list_keys(self) -> list[ApiKey]:
+        digests = self._redis.hgetall(KEY_IDS)
+        with self._redis.pipeline(transaction=False) as pipe:
+            for secret_digest in digests.values():
+                pipe.hgetall(key_record(str(secret_digest)))
+            records: list[Mapping[Any, Any]] = pipe.execute()
+        keys = [key for key in map(_api_key, records) if key is not None]
+        return sorted(keys, key=lambda key: (key.created_at, key.id))
+
+    def revoke_key(self, key_id: str) -> ApiKey | None:
+        """Revoke by id; revoking twice keeps the first time. None if no such key."""
+        secret_digest = self._redis.hget(KEY_IDS, key_id)
+        if secret_digest is None:
+            return None
+        record = key_record(str(secret_digest))
+        self._redis.hsetnx(record, "revoked_at", utc_now())
+        return _api_key(self._redis.hgetall(record))
+
+    def find_key(self, secret: str) -> ApiKey | None:
+        return _api_key(self._redis.hgetall(key_record(digest(secret))))
+
+
+class AsyncStore:
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self._redis = client
+
+    async def find_key(self, secret: str) -> ApiKey | None:
+        return _api_key(await self._redis.hgetall(key_record(digest(secret))))
+
+    async def ended_at(self, scope: Scope, phone: str) -> str | None:
+        value = await self._redis.hget(ended_key(scope), phone)
+        return None if value is None else str(value)

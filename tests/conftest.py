@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from shared.apikeys import ApiKey
+from shared.embedded import free_port, start_server, stop_server
+from shared.store import Store
+from tests.processes import spawn, start_web, stop, wait_for, worker_ready
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real valkey-server on a free port; yields its base URL (no database number)."""
+    port = free_port()
+    process = start_server(tmp_path_factory.mktemp("valkey"), port)
+    yield f"redis://127.0.0.1:{port}"
+    stop_server(process)
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: str) -> str:
+    """Database 0: the one the session's web and worker use."""
+    return f"{redis_server}/0"
+
+
+@pytest.fixture(scope="session")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def worker(redis_url: str, logs: Path) -> Iterator[None]:
+    log = logs / "worker.log"
+    process = spawn(["worker", "--concurrency=2"], {"REDIS_URL": redis_url}, log)
+    wait_for(lambda: worker_ready(log), process, log)
+    yield
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def web(redis_url: str, worker: None, logs: Path) -> Iterator[str]:
+    """The base URL of a web process with a worker behind it."""
+    base, process = start_web({"REDIS_URL": redis_url}, logs / "web.log")
+    yield base
+    stop(process)
+
+
+@pytest.fixture
+def client(web: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=web, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+def store(redis_url: str) -> Iterator[Store]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield Store(client)
+    client.close()
+
+
+@dataclass(frozen=True)
+class Caller:
+    secret: str
+    key: ApiKey
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-api-key": self.secret}
+
+
+def new_caller(store: Store, company: str | None = None, campaign: str | None = None) -> Caller:
+    """A key for a company and campaign of its own, so tests never share marks."""
+    key, secret = store.create_key(
+        company or f"company-{uuid.uuid4().hex[:8]}",
+        campaign or f"campaign-{uuid.uuid4().hex[:8]}",
+    )
+    return Caller(secret, key)
+
+
+@pytest.fixture
+def caller(store: Store) -> Caller:
+    return new_caller(store)

@@ -1,0 +1,76 @@
+"""Starting and stopping the service's real processes for the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from shared.embedded import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`python -m cli ARGS` with `env` added, output to `log`, in its own session."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ENDCONTACT_"))}
+    full_env.update(env)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cli", *args],
+            cwd=ROOT,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_for(
+    ready: object, process: subprocess.Popen[bytes], log: Path, timeout: float = 30
+) -> None:
+    assert callable(ready)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited {process.returncode}:\n{log.read_text()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{process.args!r} not ready in {timeout}s:\n{log.read_text()}")
+        time.sleep(0.05)
+
+
+def http_ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def worker_ready(log: Path) -> bool:
+    return " ready." in log.read_text(errors="replace")
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def start_web(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """`endcontact web` on a free port; returns its base URL once it answers."""
+    port = free_port()
+    process = spawn(["web", f"--port={port}"], env, log)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: http_ready(base), process, log)
+    return base, process

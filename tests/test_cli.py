@@ -1,0 +1,136 @@
+"""The `endcontact` command as an operator uses it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.embedded import PORT_FILE, free_port, running_url
+from tests.processes import ROOT, http_ready, spawn, stop, wait_for
+
+URL = "/api/v1/leads/end-contact"
+
+
+def endcontact(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ENDCONTACT_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_keys_create_list_revoke(redis_url: str, web: str) -> None:
+    env = {"REDIS_URL": redis_url}
+    created = endcontact(
+        "keys",
+        "create",
+        "--company",
+        "Acme: Inc",
+        "--campaign",
+        "spring",
+        "--label",
+        "crm",
+        env=env,
+    )
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip().splitlines()[-1]
+    assert secret.startswith("ec_")
+    assert len(secret) >= 40
+
+    listed = endcontact("keys", "list", env=env)
+    assert listed.returncode == 0
+    assert secret not in listed.stdout
+    line = next(row for row in listed.stdout.splitlines() if "\tcrm\t" in row)
+    key_id, label, company, campaign, _, revoked = line.split("\t")
+    assert key_id.startswith("key_")
+    assert (label, company, campaign, revoked) == ("crm", "Acme: Inc", "spring", "-")
+    assert key_id in created.stdout
+
+    headers = {"x-api-key": secret}
+    body = {"phoneNumberList": ["(509) 555-1234"]}
+    assert httpx.post(f"{web}{URL}", json=body, headers=headers).status_code == 201
+
+    revoked_run = endcontact("keys", "revoke", key_id, env=env)
+    assert revoked_run.returncode == 0
+    assert httpx.post(f"{web}{URL}", json=body, headers=headers).status_code == 401
+    relisted = endcontact("keys", "list", env=env).stdout
+    assert next(r for r in relisted.splitlines() if r.startswith(key_id)).split("\t")[5] != "-"
+
+
+def test_keys_revoke_unknown_id_fails(redis_url: str) -> None:
+    result = endcontact("keys", "revoke", "key_nope", env={"REDIS_URL": redis_url})
+    assert result.returncode == 1
+    assert "no key" in result.stderr
+
+
+def test_keys_create_refuses_empty_names(redis_url: str) -> None:
+    result = endcontact(
+        "keys", "create", "--company", " ", "--campaign", "x", env={"REDIS_URL": redis_url}
+    )
+    assert result.returncode == 2
+    assert "company" in result.stderr
+
+
+def test_bad_setting_is_a_clear_error() -> None:
+    result = endcontact("keys", "list", env={"ENDCONTACT_RESULT_TIMEOUT": "soon"})
+    assert result.returncode == 2
+    assert "ENDCONTACT_RESULT_TIMEOUT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_redis_is_a_clear_error() -> None:
+    result = endcontact("keys", "list", env={"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    assert result.returncode == 1
+    assert "Redis did not answer" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(180)
+def test_run_starts_everything_embedded_and_persists(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    env = {"ENDCONTACT_DATA_DIR": str(data)}
+
+    def start() -> tuple[str, subprocess.Popen[bytes]]:
+        port = free_port()
+        process = spawn(["run", f"--port={port}", "--concurrency=1"], env, tmp_path / "run.log")
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: http_ready(base), process, tmp_path / "run.log", timeout=60)
+        return base, process
+
+    base, process = start()
+    # `keys create` beside a running `run` uses the same embedded server.
+    created = endcontact("keys", "create", "--company", "acme", "--campaign", "spring", env=env)
+    assert created.returncode == 0, created.stderr
+    headers = {"x-api-key": created.stdout.splitlines()[-1]}
+    response = httpx.post(
+        f"{base}{URL}", json={"phoneNumberList": ["(509) 555-1234"]}, headers=headers, timeout=30
+    )
+    assert response.json() == {"success": ["+15095551234"], "failure": []}
+    ended_at = httpx.get(f"{base}{URL}/+15095551234", headers=headers).json()["endedAt"]
+
+    # Ctrl-C stops all of it: web, worker and the embedded server.
+    assert stop(process, signal.SIGINT) == 0
+    assert running_url(data) is None
+    assert "endcontact is running on" in (tmp_path / "run.log").read_text()
+
+    # Keys and marks survive a restart (the append-only file in the data directory).
+    base, process = start()
+    try:
+        found = httpx.get(f"{base}{URL}/+15095551234", headers=headers)
+        assert found.status_code == 200
+        assert found.json()["endedAt"] == ended_at
+    finally:
+        assert stop(process, signal.SIGINT) == 0
+    assert (data / PORT_FILE).exists()
+    assert running_url(data) is None

@@ -1,0 +1,327 @@
+"""POST /api/v1/leads/end-contact and its lookup, against a real web, worker and Redis."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.store import Store, ended_key
+from tests.conftest import Caller, new_caller
+from tests.processes import start_web, stop
+
+URL = "/api/v1/leads/end-contact"
+
+
+def post(client: httpx.Client, caller: Caller | None, body: Any) -> httpx.Response:
+    headers = caller.headers if caller else {}
+    return client.post(URL, json=body, headers=headers)
+
+
+def lookup(client: httpx.Client, caller: Caller, number: str) -> httpx.Response:
+    return client.get(f"{URL}/{httpx.URL(number).raw_path.decode()}", headers=caller.headers)
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem: dict[str, Any] = response.json()
+    assert problem["status"] == status
+    assert {"type", "title", "detail"} <= problem.keys()
+    return problem
+
+
+# --- 201 -------------------------------------------------------------------------
+
+
+def test_ends_contact_in_e164_in_request_order(client: httpx.Client, caller: Caller) -> None:
+    numbers = ["(509) 555-1234", "+1 201-555-0123", "212.555.0199", "+44 20 7946 0958"]
+    response = post(client, caller, {"phoneNumberList": numbers})
+    assert response.status_code == 201, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "success": ["+15095551234", "+12015550123", "+12125550199", "+442079460958"],
+        "failure": [],
+    }
+    for number in response.json()["success"]:
+        found = lookup(client, caller, number)
+        assert found.status_code == 200
+        assert found.json()["phoneNumber"] == number
+
+
+def test_fifty_numbers_all_succeed(client: httpx.Client, caller: Caller) -> None:
+    numbers = [f"(509) 555-{n:04d}" for n in range(1000, 1050)]
+    response = post(client, caller, {"phoneNumberList": numbers})
+    assert response.status_code == 201
+    assert response.json()["success"] == [f"+1509555{n:04d}" for n in range(1000, 1050)]
+    assert response.json()["failure"] == []
+
+
+def test_ending_again_is_a_success_and_keeps_the_first_time(
+    client: httpx.Client, caller: Caller
+) -> None:
+    body = {"phoneNumberList": ["(509) 555-1234"]}
+    assert post(client, caller, body).json()["success"] == ["+15095551234"]
+    first = lookup(client, caller, "+15095551234").json()["endedAt"]
+    time.sleep(0.01)
+    again = post(client, caller, {"phoneNumberList": ["+1 (509) 555 1234", "(509) 555-9876"]})
+    assert again.status_code == 201
+    assert again.json() == {"success": ["+15095551234", "+15095559876"], "failure": []}
+    assert lookup(client, caller, "+15095551234").json()["endedAt"] == first
+
+
+def test_ended_at_is_iso_8601_utc(client: httpx.Client, caller: Caller) -> None:
+    post(client, caller, {"phoneNumberList": ["(509) 555-1234"]})
+    ended_at = lookup(client, caller, "(509) 555-1234").json()["endedAt"]
+    assert ended_at.endswith("Z")
+    parsed = time.strptime(ended_at, "%Y-%m-%dT%H:%M:%S.%fZ")
+    assert abs(time.mktime(parsed) - time.mktime(time.gmtime())) < 600
+
+
+def test_other_fields_are_ignored_and_charset_is_accepted(
+    client: httpx.Client, caller: Caller
+) -> None:
+    response = client.post(
+        URL,
+        content=json.dumps({"phoneNumberList": ["5095551234"], "note": 1}),
+        headers={**caller.headers, "content-type": "application/json; charset=UTF-8"},
+    )
+    assert response.status_code == 201
+    assert response.json()["success"] == ["+15095551234"]
+
+
+# --- 401 -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"x-api-key": ""},
+        {"x-api-key": "not-a-key"},
+        {"x-api-key": "ec_" + "A" * 43},
+        {"x-api-key": "ec_" + "A" * 500},
+    ],
+    ids=["missing", "empty", "malformed", "unknown", "too-long"],
+)
+def test_bad_keys_get_401(client: httpx.Client, headers: dict[str, str]) -> None:
+    response = client.post(URL, json={"phoneNumberList": ["(509) 555-1234"]}, headers=headers)
+    problem = assert_problem(response, 401)
+    assert problem["detail"] == "A valid x-api-key header is required."
+
+
+def test_revoked_key_gets_401(client: httpx.Client, caller: Caller, store: Store) -> None:
+    assert post(client, caller, {"phoneNumberList": ["(509) 555-1234"]}).status_code == 201
+    store.revoke_key(caller.key.id)
+    assert_problem(post(client, caller, {"phoneNumberList": ["(509) 555-1234"]}), 401)
+    assert_problem(lookup(client, caller, "+15095551234"), 401)
+
+
+def test_401_comes_before_400(client: httpx.Client) -> None:
+    response = client.post(URL, content=b"{not json", headers={"x-api-key": "wrong"})
+    assert_problem(response, 401)
+
+
+def test_lookup_needs_a_key(client: httpx.Client) -> None:
+    assert_problem(client.get(f"{URL}/+15095551234"), 401)
+
+
+# --- 400 -------------------------------------------------------------------------
+
+BAD_BODIES: list[tuple[str, bytes, str, str]] = [
+    # id, raw body, content type, pointer of the first error
+    ("not-json", b"{nope", "application/json", ""),
+    ("invalid-utf8", b'{"phoneNumberList": ["\xff"]}', "application/json", ""),
+    ("array-body", b'["(509) 555-1234"]', "application/json", ""),
+    ("missing-field", b'{"phones": ["(509) 555-1234"]}', "application/json", "/phoneNumberList"),
+    ("null", b'{"phoneNumberList": null}', "application/json", "/phoneNumberList"),
+    ("string", b'{"phoneNumberList": "(509) 555-1234"}', "application/json", "/phoneNumberList"),
+    ("empty", b'{"phoneNumberList": []}', "application/json", "/phoneNumberList"),
+    (
+        "fifty-one",
+        json.dumps({"phoneNumberList": [f"509555{n:04d}" for n in range(51)]}).encode(),
+        "application/json",
+        "/phoneNumberList",
+    ),
+    (
+        "not-a-string",
+        b'{"phoneNumberList": [5095551234]}',
+        "application/json",
+        "/phoneNumberList/0",
+    ),
+    (
+        "nested-deep",
+        b'{"phoneNumberList": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        "application/json",
+        "",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type", "pointer"),
+    [case[1:] for case in BAD_BODIES],
+    ids=[case[0] for case in BAD_BODIES],
+)
+def test_malformed_bodies_get_400(
+    client: httpx.Client, caller: Caller, raw: bytes, content_type: str, pointer: str
+) -> None:
+    response = client.post(
+        URL, content=raw, headers={**caller.headers, "content-type": content_type}
+    )
+    problem = assert_problem(response, 400)
+    assert problem["errors"][0]["pointer"] == pointer
+    assert problem["errors"][0]["reason"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"],
+)
+def test_wrong_content_type_gets_400(
+    client: httpx.Client, caller: Caller, content_type: str | None
+) -> None:
+    headers = dict(caller.headers)
+    if content_type:
+        headers["content-type"] = content_type
+    response = client.post(URL, content=b'{"phoneNumberList": ["5095551234"]}', headers=headers)
+    problem = assert_problem(response, 400)
+    assert problem["errors"][0]["header"] == "content-type"
+
+
+def test_every_bad_entry_is_reported_and_nothing_is_processed(
+    client: httpx.Client, caller: Caller, store: Store
+) -> None:
+    numbers: list[Any] = [
+        "(509) 555-1234",  # fine
+        "(555) 555-1234",  # possible but not valid: no such area code
+        "+1 509-555-1234",  # the same number as entry 0
+        "(509) 555-1234 ext. 7",
+        42,
+        "call me maybe",
+        "(509) 555-9876",  # fine
+    ]
+    response = post(client, caller, {"phoneNumberList": numbers})
+    problem = assert_problem(response, 400)
+    by_pointer = {error["pointer"]: error for error in problem["errors"]}
+    assert sorted(by_pointer) == [f"/phoneNumberList/{i}" for i in (1, 2, 3, 4, 5)]
+    assert by_pointer["/phoneNumberList/1"]["value"] == "(555) 555-1234"
+    assert "valid" in by_pointer["/phoneNumberList/1"]["reason"]
+    assert "duplicate of /phoneNumberList/0" in by_pointer["/phoneNumberList/2"]["reason"]
+    assert "extension" in by_pointer["/phoneNumberList/3"]["reason"]
+    assert by_pointer["/phoneNumberList/4"]["reason"] == "must be a string"
+    # Nothing was processed: not even the valid entries.
+    time.sleep(0.3)
+    assert store.ended_at(caller.key.scope, "+15095551234") is None
+    assert store.ended_at(caller.key.scope, "+15095559876") is None
+    assert lookup(client, caller, "+15095559876").status_code == 404
+
+
+def test_body_over_64_kib_gets_413(client: httpx.Client, caller: Caller) -> None:
+    raw = json.dumps({"phoneNumberList": ["5095551234"], "pad": "x" * 70_000}).encode()
+    response = client.post(
+        URL, content=raw, headers={**caller.headers, "content-type": "application/json"}
+    )
+    assert_problem(response, 413)
+
+
+# --- lookup and tenants ----------------------------------------------------------
+
+
+def test_lookup_accepts_any_format_and_404s_when_not_ended(
+    client: httpx.Client, caller: Caller
+) -> None:
+    post(client, caller, {"phoneNumberList": ["(509) 555-1234"]})
+    for form in ["(509) 555-1234", "+15095551234", "509.555.1234"]:
+        found = lookup(client, caller, form)
+        assert found.status_code == 200, form
+        assert found.json()["phoneNumber"] == "+15095551234"
+    problem = assert_problem(lookup(client, caller, "(509) 555-0000"), 404)
+    assert problem["type"] == "/problems/not-ended"
+    bad = assert_problem(lookup(client, caller, "(555) 555-1234"), 400)
+    assert bad["errors"][0]["parameter"] == "phoneNumber"
+
+
+def test_marks_are_invisible_to_other_campaigns_and_companies(
+    client: httpx.Client, store: Store
+) -> None:
+    owner = new_caller(store)
+    company = owner.key.scope.company
+    same_company = new_caller(store, company=company)
+    same_campaign_name = new_caller(store, campaign=owner.key.scope.campaign)
+    assert post(client, owner, {"phoneNumberList": ["(509) 555-1234"]}).status_code == 201
+    first = lookup(client, owner, "+15095551234").json()["endedAt"]
+    for other in (same_company, same_campaign_name):
+        assert lookup(client, other, "+15095551234").status_code == 404
+    # Another campaign ending the same number gets its own mark; the owner's stays.
+    time.sleep(0.01)
+    assert post(client, same_company, {"phoneNumberList": ["(509) 555-1234"]}).status_code == 201
+    theirs = lookup(client, same_company, "+15095551234").json()["endedAt"]
+    assert lookup(client, owner, "+15095551234").json()["endedAt"] == first
+    assert theirs >= first
+
+
+# --- failures --------------------------------------------------------------------
+
+
+def test_a_task_that_raises_is_a_failure(
+    client: httpx.Client, caller: Caller, store: Store, redis_url: str
+) -> None:
+    import redis
+
+    # Break the campaign's storage for real: a string where the worker expects a
+    # hash makes every write of that campaign raise WRONGTYPE inside the task.
+    raw = redis.Redis.from_url(redis_url)
+    raw.set(ended_key(caller.key.scope), "not a hash")
+    response = post(client, caller, {"phoneNumberList": ["(509) 555-1234", "(509) 555-9876"]})
+    assert response.status_code == 201
+    assert response.json() == {"success": [], "failure": ["+15095551234", "+15095559876"]}
+    raw.delete(ended_key(caller.key.scope))
+    # Nothing is stuck: the client's retry succeeds.
+    retry = post(client, caller, {"phoneNumberList": ["(509) 555-1234", "(509) 555-9876"]})
+    assert retry.json() == {"success": ["+15095551234", "+15095559876"], "failure": []}
+
+
+def test_without_a_worker_every_number_fails_within_the_deadline(
+    redis_server: str, store: Store, tmp_path: Path
+) -> None:
+    # Database 1 has no worker listening; keys are looked up there too.
+    import redis
+
+    lonely = Store(redis.Redis.from_url(f"{redis_server}/1", decode_responses=True))
+    caller = new_caller(lonely)
+    base, process = start_web(
+        {"REDIS_URL": f"{redis_server}/1", "ENDCONTACT_RESULT_TIMEOUT": "1"},
+        tmp_path / "web.log",
+    )
+    try:
+        started = time.monotonic()
+        response = httpx.post(
+            f"{base}{URL}",
+            json={"phoneNumberList": ["(509) 555-1234", "(509) 555-9876"]},
+            headers=caller.headers,
+            timeout=30,
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        stop(process)
+    assert response.status_code == 201
+    assert response.json() == {"success": [], "failure": ["+15095551234", "+15095559876"]}
+    # Not a speed check: a hang check. The deadline is 1 s; it must not be ignored.
+    assert elapsed < 4, elapsed
+
+
+# --- the edge --------------------------------------------------------------------
+
+
+def test_unknown_routes_and_methods_are_problems(client: httpx.Client) -> None:
+    assert_problem(client.get("/nope"), 404)
+    assert_problem(client.get(URL), 405)
+
+
+def test_healthz(client: httpx.Client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}

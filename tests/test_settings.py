@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+
+from shared.settings import Settings, SettingsError
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.redis_url is None
+    assert settings.result_timeout == 5.0
+    assert settings.default_region == "US"
+    assert settings.data_dir.name == "var"
+
+
+def test_values_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "REDIS_URL": "redis://r:6379/0",
+            "ENDCONTACT_RESULT_TIMEOUT": "2.5",
+            "ENDCONTACT_DEFAULT_REGION": "gb",
+            "ENDCONTACT_DATA_DIR": "/tmp/x",
+        }
+    )
+    assert settings.redis_url == "redis://r:6379/0"
+    assert settings.result_timeout == 2.5
+    assert settings.default_region == "GB"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"ENDCONTACT_RESULT_TIMEOUT": "soon"},
+        {"ENDCONTACT_RESULT_TIMEOUT": "0"},
+        {"ENDCONTACT_RESULT_TIMEOUT": "nan"},
+        {"ENDCONTACT_DEFAULT_REGION": "XX"},
+    ],
+)
+def test_bad_values_are_named(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match=next(iter(env))):
+        Settings.from_env(env)

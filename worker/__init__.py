@@ -1,0 +1,1 @@
+"""The Celery worker: runs one end-contact task per phone number."""
