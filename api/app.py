@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import traceback
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -101,8 +102,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
-    # Logged with its type and place only: an exception's text can carry request data.
-    log.error("unhandled %s", exc.__class__.__name__, exc_info=False)
+    # The frames, not the message: an exception's text can carry request data.
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unhandled %s\n%s", exc.__class__.__name__, frames)
     return Problem(500, "Something went wrong on our side; retry shortly.").response()
 
 

@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from shared.store import Store, ended_key
+from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller
-from tests.processes import start_web, stop
+from tests.processes import spawn, start_web, stop, wait_for, worker_ready
 
 URL = "/api/v1/leads/end-contact"
 
@@ -313,6 +314,21 @@ def test_without_a_worker_every_number_fails_within_the_deadline(
     assert response.json() == {"success": [], "failure": ["+15095551234", "+15095559876"]}
     # Not a speed check: a hang check. The deadline is 1 s; it must not be ignored.
     assert elapsed < 4, elapsed
+
+    # A worker that comes later drains the stale tasks without running them: they
+    # expired with their request, so the client's "failure" stays true.
+    log = tmp_path / "worker.log"
+    worker = spawn(["worker", "--concurrency=1"], {"REDIS_URL": f"{redis_server}/1"}, log)
+    try:
+        wait_for(lambda: worker_ready(log), worker, log)
+        queue = redis.Redis.from_url(f"{redis_server}/1")
+        wait_for(lambda: queue.llen(QUEUE) == 0, worker, log)
+        time.sleep(0.5)
+    finally:
+        stop(worker)
+    assert lonely.ended_at(caller.key.scope, "+15095551234") is None
+    assert lonely.ended_at(caller.key.scope, "+15095559876") is None
+    assert log.read_text().count("Discarding revoked task") == 2
 
 
 # --- the edge --------------------------------------------------------------------
