@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -44,7 +43,7 @@ class FanOut:
         deadline = loop.time() + self._timeout
         # Past its request's deadline a task is pointless: the worker discards it.
         expires = datetime.now(UTC) + timedelta(seconds=self._timeout)
-        task_ids = [str(uuid.uuid4()) for _ in phones]
+        task_ids = [self._listener.new_task_id() for _ in phones]
         messages = [
             self._publisher.message(task_id, task_args(scope, phone), repr([mask(phone)]), expires)
             for task_id, phone in zip(task_ids, phones, strict=True)
@@ -53,7 +52,7 @@ class FanOut:
             published = False
             try:
                 async with asyncio.timeout_at(deadline):
-                    await self._listener.subscribe(watch)
+                    await self._listener.ready()
                     # Set first: an LPUSH cut off by the deadline may still have landed.
                     published = True
                     await self._publisher.publish(messages)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +54,8 @@ class TaskPublisher:
                 "delivery_info": {"exchange": "", "routing_key": QUEUE},
                 "priority": 0,
                 "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
+                # Unique per message is all kombu needs of it; the task id is.
+                "delivery_tag": task_id,
             },
         }
         return json.dumps(envelope)

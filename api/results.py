@@ -1,22 +1,26 @@
 """Waiting for Celery results without polling and without blocking the event loop.
 
-Celery's Redis result backend stores each result at `celery-task-meta-<id>` and, in
-the same transaction, publishes it on a channel of that name. One pub/sub connection
-per web process serves every request: a request subscribes to its tasks' channels,
-waits until Redis has confirmed the subscription, and only then publishes the tasks,
-so no result can be published before we listen. Whatever the connection may still
-miss (it dropped and came back) is read from the result keys: after a reconnect for
-everyone, and at the deadline for whoever is still waiting.
+Celery's Redis result backend stores each result at `celery-task-meta-<task id>` and,
+in the same transaction, publishes it on a channel of that name. Task ids are ours to
+choose, so every task a web process publishes gets an id that starts with that
+process's listener id, and one pattern subscription, made at start-up and confirmed
+before any task is published, receives exactly this process's results: no
+subscribe or unsubscribe per request, and no one else's traffic.
+
+Whatever the connection may miss (it dropped and came back) is read from the result
+keys: after a reconnect for every waiting request, and at the deadline for whoever is
+still waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -51,11 +55,13 @@ def outcome(raw: str | bytes | None) -> bool | None:
 class Watch:
     """The outcomes of one request's tasks, filled in as their results arrive."""
 
-    def __init__(self, keys: list[str]) -> None:
+    def __init__(self, task_ids: list[str]) -> None:
         loop = asyncio.get_running_loop()
-        self.keys = keys
-        self.outcomes: dict[str, asyncio.Future[bool]] = {k: loop.create_future() for k in keys}
-        self.subscribed: dict[str, asyncio.Future[None]] = {k: loop.create_future() for k in keys}
+        self.task_ids = task_ids
+        self.keys = [result_key(task_id) for task_id in task_ids]
+        self.outcomes: dict[str, asyncio.Future[bool]] = {
+            k: loop.create_future() for k in self.keys
+        }
 
     async def wait(self) -> None:
         """Until every task is done; the caller bounds it with its deadline."""
@@ -71,26 +77,30 @@ class Watch:
             future.set_result(result)
 
     def results(self) -> list[bool]:
-        """Per key, in order: True only for a task known to have succeeded."""
+        """Per task, in order: True only for a task known to have succeeded."""
         return [f.done() and not f.cancelled() and f.result() for f in self.outcomes.values()]
 
     def close(self) -> None:
-        for outcome_future in self.outcomes.values():
-            outcome_future.cancel()
-        for subscribed in self.subscribed.values():
-            subscribed.cancel()
+        for future in self.outcomes.values():
+            future.cancel()
 
 
 class ResultListener:
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._redis = client
         self._pubsub: redis.asyncio.client.PubSub = client.pubsub()
+        self.id = uuid.uuid4().hex
+        self._pattern = f"{RESULT_KEY_PREFIX}{self.id}-*"
+        self._counter = itertools.count()
         self._watches: dict[str, Watch] = {}
+        self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        # Subscribed for the listener's whole life, so the connection always has a
-        # subscription and reading from it never stops to wait for one.
-        self._anchor = f"endcontact:listener:{uuid.uuid4()}"
+
+    def new_task_id(self) -> str:
+        # Unique without a uuid4 per task (which costs a system call): this process's
+        # random id and a counter.
+        return f"{self.id}-{next(self._counter)}"
 
     async def start(self) -> None:
         # Does not wait for Redis: a web process that starts before Redis (or while
@@ -106,10 +116,14 @@ class ResultListener:
             task.cancel()
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    async def ready(self) -> None:
+        """Returns once the subscription is confirmed: tasks may be published then."""
+        await self._subscribed.wait()
+
     @contextlib.contextmanager
-    def watch(self, task_ids: Iterable[str]) -> Iterator[Watch]:
+    def watch(self, task_ids: list[str]) -> Iterator[Watch]:
         """Route the tasks' results to a Watch while the block runs; then forget them."""
-        watch = Watch([result_key(task_id) for task_id in task_ids])
+        watch = Watch(task_ids)
         for key in watch.keys:
             self._watches[key] = watch
         try:
@@ -118,13 +132,6 @@ class ResultListener:
             for key in watch.keys:
                 self._watches.pop(key, None)
             watch.close()
-            # Not awaited: the answer to the client must not wait for the cleanup.
-            self._spawn(self._unsubscribe(watch.keys))
-
-    async def subscribe(self, watch: Watch) -> None:
-        """Returns once Redis has confirmed every subscription: publish after this."""
-        await self._pubsub.subscribe(*watch.keys)
-        await asyncio.gather(*watch.subscribed.values())
 
     async def sweep(self, watch: Watch) -> None:
         """Read the result keys of the tasks still pending (a last look)."""
@@ -133,50 +140,39 @@ class ResultListener:
             for key, raw in zip(keys, await self._redis.mget(keys), strict=True):
                 watch.settle(key, raw)
 
-    async def _unsubscribe(self, keys: list[str]) -> None:
-        # If the connection is gone, so are the subscriptions: redis-py resubscribes
-        # on reconnect only what is still wanted, which these keys no longer are.
-        with contextlib.suppress(redis.RedisError, OSError):
-            await self._pubsub.unsubscribe(*keys)
+    async def _listen(self) -> None:
+        lost = False
+        while True:
+            try:
+                if not self._pubsub.patterns:
+                    await self._pubsub.psubscribe(self._pattern)
+                message = await self._pubsub.get_message(timeout=None)
+            except (redis.RedisError, OSError) as exc:
+                if not lost:
+                    log.warning("result listener lost Redis: %s", exc.__class__.__name__)
+                lost = True
+                self._subscribed.clear()
+                await asyncio.sleep(_RECONNECT_DELAY)
+                continue
+            if message is None:
+                continue
+            if message["type"] == "pmessage":
+                watch = self._watches.get(message["channel"])
+                if watch is not None:
+                    watch.settle(message["channel"], message["data"])
+            elif message["type"] == "psubscribe":
+                self._subscribed.set()
+                if lost:
+                    # Back, and resubscribed by redis-py; what was published while we
+                    # were away is only in the keys.
+                    lost = False
+                    log.info("result listener reconnected")
+                    self._spawn(self._sweep_all())
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def _listen(self) -> None:
-        lost = False
-        while True:
-            try:
-                if self._anchor not in self._pubsub.channels:
-                    await self._pubsub.subscribe(self._anchor)
-                message = await self._pubsub.get_message(timeout=None)
-            except (redis.RedisError, OSError) as exc:
-                if not lost:
-                    log.warning("result listener lost Redis: %s", exc)
-                lost = True
-                await asyncio.sleep(_RECONNECT_DELAY)
-                continue
-            if lost:
-                # Back, and resubscribed by redis-py; what was published while we
-                # were away is only in the keys.
-                lost = False
-                log.info("result listener reconnected")
-                self._spawn(self._sweep_all())
-            if message is not None:
-                self._dispatch(message)
-
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        channel = message["channel"]
-        watch = self._watches.get(channel)
-        if watch is None:
-            return
-        if message["type"] == "message":
-            watch.settle(channel, message["data"])
-        elif message["type"] == "subscribe":
-            future = watch.subscribed.get(channel)
-            if future is not None and not future.done():
-                future.set_result(None)
 
     async def _sweep_all(self) -> None:
         for watch in {id(w): w for w in self._watches.values()}.values():

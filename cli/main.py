@@ -12,11 +12,17 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from cli.supervisor import cli_command, supervise
 from shared.embedded import EmbeddedServerError, embedded_redis
 from shared.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from shared.store import Store
+
+
+# One more than the cores: each worker waits on Redis for part of every task, and a
+# third process fills those waits on two cores (measured: bench/README.md).
+DEFAULT_WORKERS = (os.cpu_count() or 1) + 1
 
 
 @contextlib.contextmanager
@@ -51,23 +57,34 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    with redis_url(settings) as url:
+        if args.concurrency == 1:
+            return _solo_worker(replace(settings, redis_url=url))
+        # N single-process workers, not one prefork worker with N children: a task is
+        # one Redis write, so the prefork pool's pipe to its children costs more than
+        # the task itself (see bench/README.md for the numbers).
+        commands = [cli_command("worker", "--concurrency=1") for _ in range(args.concurrency)]
+        return supervise(commands, {"REDIS_URL": url})
+
+
+def _solo_worker(settings: Settings) -> int:
     from shared.tasks import QUEUE
     from worker.app import create_celery
 
-    with redis_url(settings) as url:
-        app = create_celery(replace(settings, redis_url=url))
-        argv = [
+    app = create_celery(settings)
+    app.worker_main(
+        [
             "worker",
-            f"--concurrency={args.concurrency}",
+            "--pool=solo",
             f"--queues={QUEUE}",
             "--loglevel=INFO",
-            "--hostname=endcontact@%h",
+            f"--hostname=endcontact-{os.getpid()}@%h",
             # No clock sync or revoke lists to share between workers: skipping them
             # makes start-up faster and keeps broadcast chatter off the broker.
             "--without-gossip",
             "--without-mingle",
         ]
-        app.worker_main(argv)
+    )
     return 0
 
 
@@ -141,7 +158,7 @@ def parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="web, a worker and (without REDIS_URL) Redis")
     serve_options(run)
-    run.add_argument("--concurrency", type=int, default=os.cpu_count() or 1)
+    run.add_argument("--concurrency", type=int, default=DEFAULT_WORKERS, help="worker processes")
     run.set_defaults(handler=cmd_run)
 
     web = commands.add_parser("web", help="the HTTP front end")
@@ -149,8 +166,8 @@ def parser() -> argparse.ArgumentParser:
     web.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     web.set_defaults(handler=cmd_web)
 
-    worker = commands.add_parser("worker", help="a Celery worker")
-    worker.add_argument("--concurrency", type=int, default=os.cpu_count() or 1)
+    worker = commands.add_parser("worker", help="Celery workers")
+    worker.add_argument("--concurrency", type=int, default=DEFAULT_WORKERS, help="worker processes")
     worker.set_defaults(handler=cmd_worker)
 
     keys = commands.add_parser("keys", help="create, list and revoke API keys")

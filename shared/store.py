@@ -59,17 +59,14 @@ class Store:
         # The client must decode responses: everything stored here is text.
         self._redis = client
 
-    def end_contact(self, scope: Scope, phone: str) -> str:
-        """Mark `phone` ended for `scope`; return when it was first ended.
+    def end_contact(self, scope: Scope, phone: str) -> bool:
+        """Mark `phone` ended for `scope`; True if this was the first time.
 
-        HSETNX makes this idempotent: a repeat keeps the first time.
+        HSETNX makes this idempotent: a repeat keeps the first time. A single command,
+        not a pipeline: redis-py quotes a failed pipeline's commands, number included,
+        in its error message, and that message ends up in the worker's log.
         """
-        key = ended_key(scope)
-        with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(key, phone, utc_now())
-            pipe.hget(key, phone)
-            _, ended_at = pipe.execute()
-        return str(ended_at)
+        return bool(self._redis.hsetnx(ended_key(scope), phone, utc_now()))
 
     def ended_at(self, scope: Scope, phone: str) -> str | None:
         value = self._redis.hget(ended_key(scope), phone)

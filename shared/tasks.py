@@ -2,8 +2,9 @@
 
 One task per phone number, named TASK_NAME, on queue QUEUE, with positional
 arguments task_args(...): plain strings, so the message is JSON and readable by
-any Celery worker that knows the name. It returns the time the number was first
-ended. Changing any of this needs both sides deployed together.
+any Celery worker that knows the name. It returns True if the number was ended
+for the first time, False if it already was. Changing any of this needs both
+sides deployed together.
 """
 
 from __future__ import annotations

@@ -1,0 +1,462 @@
+"""`python -m bench`: endcontact against the naive way, Celery's floor and the direct
+floor, on this machine, each system with its own Redis-compatible server and processes.
+
+Prints a table and the ratios the targets are stated in; writes results.md and
+results.png to --out. `--short` runs a few seconds in all, to prove the benchmark
+works (the test suite does that), not to measure anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import redis
+import redis.asyncio
+
+from api.publisher import TaskPublisher
+from api.results import result_key
+from bench.cluster import Cluster, cpu_seconds, rss_mib
+from bench.load import Numbers, Samples, closed_loop
+from shared.apikeys import Scope
+from shared.embedded import server_binary
+from shared.settings import Settings
+from shared.store import Store, ended_key
+from shared.tasks import TASK_NAME, task_args
+from worker.app import create_celery
+
+# name: (web, worker). "typical" is Celery with its defaults (bench/typical.py): what
+# most people run; "naive + our worker" shows how much of the gap the worker alone closes.
+SYSTEMS = {
+    "endcontact": ("endcontact", "endcontact"),
+    "naive": ("bench.baselines:naive_app", "typical"),
+    "naive + our worker": ("bench.baselines:naive_app", "endcontact"),
+    "direct": ("bench.baselines:direct_app", None),
+}
+
+
+@dataclass
+class Point:
+    system: str
+    concurrency: int
+    requests_per_s: float
+    numbers_per_s: float
+    p50: float  # milliseconds
+    p95: float
+    p99: float
+    failures: int
+    errors: int
+    web_cpu_ms: float = float("nan")  # CPU of the web per request
+    worker_cpu_ms: float = float("nan")  # CPU of the workers per number
+    # Cores each part used on average over the point: where the machine went.
+    cores: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, system: str, concurrency: int, samples: Samples) -> Point:
+        lat = sorted(samples.latencies) or [float("nan")]
+        cuts = statistics.quantiles(lat, n=100) if len(lat) > 1 else [lat[0]] * 99
+        return cls(
+            system,
+            concurrency,
+            len(samples.latencies) / samples.seconds,
+            (samples.numbers - samples.failures) / samples.seconds,
+            cuts[49] * 1000,
+            cuts[94] * 1000,
+            cuts[98] * 1000,
+            samples.failures,
+            samples.errors,
+        )
+
+
+@dataclass
+class Memory:
+    system: str
+    web_start: float
+    web_end: float
+    worker_start: float
+    worker_end: float
+
+
+def _key(cluster: Cluster) -> str:
+    store = Store(redis.Redis.from_url(cluster.redis_url, decode_responses=True))
+    return store.create_key("bench", "bench")[1]
+
+
+def run_system(
+    name: str, concurrencies: list[int], seconds: float, workers: int, work: Path
+) -> tuple[list[Point], Memory]:
+    points = []
+    web, worker = SYSTEMS[name]
+    typical = worker == "typical"
+    # The typical worker runs Celery's usual prefork pool with a process per core.
+    count = (os.cpu_count() or 1) if typical else workers
+    directory = work / name.replace(" + ", "-").replace(" ", "-")
+    directory.mkdir()
+    with Cluster(directory, web, worker, count) as cluster:
+        key = _key(cluster)
+        # A short warm-up so start-up costs are not in the first point or memory.
+        asyncio.run(closed_loop("127.0.0.1", cluster.port, key, 2, 1.0, warmup=0.5))
+        web0, worker0 = rss_mib(cluster.web), rss_mib(cluster.worker)
+        first = 1_000_000
+        for concurrency in concurrencies:
+            parts = {"web": cluster.web, "workers": cluster.worker, "redis": cluster.redis}
+            before = {part: cpu_seconds(process) for part, process in parts.items()}
+            generator, started = time.process_time(), time.perf_counter()
+            samples = asyncio.run(
+                closed_loop(
+                    "127.0.0.1", cluster.port, key, concurrency, seconds, first_number=first
+                )
+            )
+            first += 1_000_000
+            point = Point.of(name, concurrency, samples)
+            wall = time.perf_counter() - started
+            used = {part: cpu_seconds(process) - before[part] for part, process in parts.items()}
+            point.cores = {part: seconds / wall for part, seconds in used.items()}
+            point.cores["load generator"] = (time.process_time() - generator) / wall
+            point.web_cpu_ms = used["web"] * 1000 / max(1, samples.all_requests)
+            if cluster.worker is not None:
+                point.worker_cpu_ms = used["workers"] * 1000 / max(1, samples.all_numbers)
+            points.append(point)
+            print(_row(points[-1]), flush=True)
+        memory = Memory(name, web0, rss_mib(cluster.web), worker0, rss_mib(cluster.worker))
+    return points, memory
+
+
+def celery_floor(seconds: float, workers: int, work: Path) -> Point:
+    """No HTTP: plain apply_async of 50 tasks, then read the result keys every 1 ms."""
+    with Cluster(work / "floor", None, "endcontact", workers) as cluster:
+        app = create_celery(Settings.from_env({"REDIS_URL": cluster.redis_url}))
+        client = redis.Redis.from_url(cluster.redis_url)
+        scope, numbers = Scope("bench", "floor"), Numbers()
+        samples = Samples()
+        warm_until = time.perf_counter() + 1.0
+        until = warm_until + seconds
+        while (started := time.perf_counter()) < until:
+            ids = [
+                app.send_task(TASK_NAME, args=task_args(scope, phone)).id
+                for phone in numbers.take(50)
+            ]
+            keys = [result_key(task_id) for task_id in ids]
+            deadline = started + 5
+            while any(value is None for value in client.mget(keys)):
+                if time.perf_counter() > deadline:
+                    break
+                time.sleep(0.001)
+            finished = time.perf_counter()
+            if started >= warm_until:
+                done = sum(
+                    value is not None and b'"SUCCESS"' in value for value in client.mget(keys)
+                )
+                samples.latencies.append(finished - started)
+                samples.numbers += 50
+                samples.failures += 50 - done
+        samples.seconds = time.perf_counter() - warm_until
+    return Point.of("celery floor", 1, samples)
+
+
+def drain_ceiling(tasks: int, workers: int, work: Path, runs: int = 3) -> float:
+    """Tasks per second the same worker command drains from a pre-filled queue:
+    the median of `runs` runs, each on a fresh server (one run spreads by ±10 %)."""
+    rates = []
+    for run in range(runs):
+        directory = work / f"drain-{run}"
+        directory.mkdir()
+        rates.append(_drain_once(tasks, workers, directory))
+    return statistics.median(rates)
+
+
+def _drain_once(tasks: int, workers: int, directory: Path) -> float:
+    with Cluster(directory, None, None, workers) as cluster:
+        scope = Scope("bench", "drain")
+
+        async def fill() -> None:
+            client = redis.asyncio.Redis.from_url(cluster.redis_url, decode_responses=True)
+            publisher = TaskPublisher(client)
+            expires = datetime.now(UTC) + timedelta(minutes=10)
+            phones = Numbers().take(tasks)
+            messages = [
+                publisher.message(str(uuid.uuid4()), task_args(scope, phone), "[]", expires)
+                for phone in phones
+            ]
+            for start in range(0, tasks, 1000):
+                await publisher.publish(messages[start : start + 1000])
+            await client.aclose()
+
+        asyncio.run(fill())
+        client = redis.Redis.from_url(cluster.redis_url)
+        cluster.start_worker()
+        key = ended_key(scope)
+        while (done := client.hlen(key)) == 0:
+            time.sleep(0.002)
+        started, first = time.perf_counter(), done
+        deadline = started + 120
+        while (done := client.hlen(key)) < tasks and time.perf_counter() < deadline:
+            time.sleep(0.005)
+        return (done - first) / (time.perf_counter() - started)
+
+
+def soak(seconds: float, concurrency: int, workers: int, work: Path) -> None:
+    """endcontact under steady load; RSS of web and workers printed every minute."""
+    directory = work / "soak"
+    directory.mkdir()
+    with Cluster(directory, "endcontact", "endcontact", workers) as cluster:
+        key = _key(cluster)
+        print("minute | web RSS MiB | worker RSS MiB | numbers/s | p99 ms | failed | non-201")
+        print(f"0 | {rss_mib(cluster.web):.1f} | {rss_mib(cluster.worker):.1f} | | | |")
+        first = 0
+        for minute in range(1, int(seconds // 60) + 1):
+            samples = asyncio.run(
+                closed_loop("127.0.0.1", cluster.port, key, concurrency, 59.0, first_number=first)
+            )
+            first += 3_000_000
+            point = Point.of("soak", concurrency, samples)
+            print(
+                f"{minute} | {rss_mib(cluster.web):.1f} | {rss_mib(cluster.worker):.1f} | "
+                f"{point.numbers_per_s:.0f} | {point.p99:.0f} | {point.failures} | "
+                f"{point.errors}",
+                flush=True,
+            )
+
+
+def _row(p: Point) -> str:
+    return (
+        f"| {p.system} | {p.concurrency} | {p.requests_per_s:.1f} | {p.numbers_per_s:.0f} | "
+        f"{p.p50:.1f} | {p.p95:.1f} | {p.p99:.1f} | {p.failures} | {p.errors} | "
+        f"{p.web_cpu_ms:.2f} | {p.worker_cpu_ms:.3f} |"
+    ).replace("nan", "-")
+
+
+HEADER = (
+    "| system | concurrency | requests/s | numbers/s | p50 ms | p95 ms | p99 ms "
+    "| failed numbers | non-201 | web CPU ms/request | worker CPU ms/number |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    valkey = subprocess.run(
+        [str(server_binary()), "--version"], capture_output=True, text=True, check=False
+    ).stdout.split()[2]
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+        f"valkey-server {valkey}, {platform.system()} {platform.release()}"
+    )
+
+
+def ratios(points: list[Point], floor: Point, drain: float) -> list[tuple[str, float, str, bool]]:
+    def at(system: str, concurrency: int) -> Point | None:
+        return next(
+            (p for p in points if p.system == system and p.concurrency == concurrency), None
+        )
+
+    def best(system: str) -> float:
+        return max(
+            (p.numbers_per_s for p in points if p.system == system and p.concurrency in (16, 64)),
+            default=float("nan"),
+        )
+
+    out = []
+    ours1, naive1 = at("endcontact", 1), at("naive", 1)
+    if ours1:
+        out.append(
+            (
+                "c=1 p50 / Celery floor p50",
+                ours1.p50 / floor.p50,
+                "<= 1.3",
+                ours1.p50 / floor.p50 <= 1.3,
+            )
+        )
+    if ours1 and naive1:
+        out.append(
+            (
+                "c=1 naive p50 / endcontact p50",
+                naive1.p50 / ours1.p50,
+                ">= 6",
+                naive1.p50 / ours1.p50 >= 6,
+            )
+        )
+    if best("endcontact") == best("endcontact"):
+        out.append(
+            (
+                "saturation numbers/s / drain ceiling",
+                best("endcontact") / drain,
+                ">= 0.8",
+                best("endcontact") / drain >= 0.8,
+            )
+        )
+        out.append(
+            (
+                "saturation numbers/s / naive's",
+                best("endcontact") / best("naive"),
+                ">= 1.5",
+                best("endcontact") / best("naive") >= 1.5,
+            )
+        )
+    ours16 = at("endcontact", 16)
+    if ours16:
+        out.append(
+            ("c=16 p99 / p50", ours16.p99 / ours16.p50, "<= 3", ours16.p99 / ours16.p50 <= 3)
+        )
+        out.append(
+            (
+                "c=16 failed numbers",
+                ours16.failures + ours16.errors,
+                "== 0",
+                ours16.failures + ours16.errors == 0,
+            )
+        )
+    return out
+
+
+def _budget(points: list[Point]) -> list[str]:
+    """Where the cores went at endcontact's saturation point."""
+    candidates = [p for p in points if p.system == "endcontact" and p.concurrency in (16, 64)]
+    if not candidates:
+        return []
+    best = max(candidates, key=lambda p: p.numbers_per_s)
+    parts = ", ".join(f"{part} {cores:.2f}" for part, cores in best.cores.items())
+    return [
+        "",
+        f"Cores used at endcontact's saturation (concurrency {best.concurrency}, "
+        f"{os.cpu_count()} cores): {parts}.",
+    ]
+
+
+def report(
+    points: list[Point],
+    floor: Point,
+    drain: float,
+    memory: list[Memory],
+    seconds: float,
+    workers: int,
+) -> str:
+    lines = [
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}.",
+        f"Closed loop, 50 numbers a request, {seconds:g} s a point after a 1 s warm-up; "
+        f"worker: `endcontact worker --concurrency {workers}`.",
+        "",
+        HEADER,
+        *(_row(p) for p in [*points, floor]),
+        "",
+        f"Worker drain ceiling (pre-filled queue, same worker command): **{drain:.0f} tasks/s**.",
+        *_budget(points),
+        "",
+        "| ratio | value | target | met |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {value:.2f} | {target} | {'yes' if ok else '**no**'} |"
+            for name, value, target, ok in ratios(points, floor, drain)
+        ),
+        "",
+        "| system | web RSS start → end (MiB) | worker RSS start → end (MiB) |",
+        "|---|---|---|",
+        *(
+            f"| {m.system} | {m.web_start:.0f} → {m.web_end:.0f} | "
+            f"{m.worker_start:.0f} → {m.worker_end:.0f} |"
+            for m in memory
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(points: list[Point], floor: Point, drain: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for system in SYSTEMS:
+        mine = [p for p in points if p.system == system]
+        if not mine:
+            continue
+        xs = [p.concurrency for p in mine]
+        (line,) = left.plot(xs, [p.p50 for p in mine], marker="o", label=f"{system} p50")
+        left.plot(
+            xs, [p.p99 for p in mine], linestyle="--", color=line.get_color(), label=f"{system} p99"
+        )
+        right.plot(xs, [p.numbers_per_s for p in mine], marker="o", label=system)
+    left.axhline(floor.p50, color="grey", linestyle=":", label="Celery floor p50 (c=1)")
+    right.axhline(drain, color="grey", linestyle=":", label="worker drain ceiling")
+    for axis, title, unit in ((left, "Latency", "ms"), (right, "Throughput", "numbers/s")):
+        axis.set_xscale("log", base=2)
+        ticks = sorted({p.concurrency for p in points})
+        axis.set_xticks(ticks, [str(t) for t in ticks])
+        axis.set_yscale("log")
+        axis.set_xlabel("concurrent clients (50 numbers a request)")
+        axis.set_ylabel(unit)
+        axis.set_title(title)
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per point")
+    parser.add_argument("--concurrency", default="1,4,16,64")
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 1)
+    parser.add_argument("--drain-tasks", type=int, default=20_000)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--short", action="store_true", help="a few seconds: does it work?")
+    parser.add_argument(
+        "--soak",
+        type=float,
+        metavar="SECONDS",
+        help="only endcontact at concurrency 16 for SECONDS, memory every minute",
+    )
+    args = parser.parse_args()
+    if args.soak:
+        with tempfile.TemporaryDirectory(prefix="endcontact-soak-") as tmp:
+            soak(args.soak, 16, args.workers, Path(tmp))
+        return
+    if args.short:
+        args.seconds, args.concurrency, args.drain_tasks = 0.5, "1,4", 300
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    points: list[Point] = []
+    memory: list[Memory] = []
+    print(HEADER, flush=True)
+    with tempfile.TemporaryDirectory(prefix="endcontact-bench-") as tmp:
+        work = Path(tmp)
+        for system in args.systems.split(","):
+            system_points, system_memory = run_system(
+                system, concurrencies, args.seconds, args.workers, work
+            )
+            points += system_points
+            memory.append(system_memory)
+        (work / "floor").mkdir()
+        floor = celery_floor(max(args.seconds, 1.0), args.workers, work)
+        print(_row(floor), flush=True)
+        drain = drain_ceiling(args.drain_tasks, args.workers, work)
+    text = report(points, floor, drain, memory, args.seconds, args.workers)
+    print()
+    print(text)
+    (args.out / "results.md").write_text(text)
+    plot(points, floor, drain, args.out / "results.png")
+    print(f"wrote {args.out / 'results.md'} and {args.out / 'results.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Starting one system under test: its own Redis-compatible server, worker and web."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+from shared.embedded import free_port, start_server, stop_server
+from shared.tasks import QUEUE
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _wait(check: object, process: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
+    assert callable(check)
+    deadline = time.monotonic() + timeout
+    while not check():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.05)
+
+
+def _healthy(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/healthz", timeout=1) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _tree(process: subprocess.Popen[bytes] | None) -> list[psutil.Process]:
+    if process is None or process.poll() is not None:
+        return []
+    parent = psutil.Process(process.pid)
+    return [parent, *parent.children(recursive=True)]
+
+
+def rss_mib(process: subprocess.Popen[bytes] | None) -> float:
+    """Resident memory of a process and all its children, in MiB."""
+    total = 0
+    for proc in _tree(process):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += proc.memory_info().rss
+    return total / 2**20
+
+
+def cpu_seconds(process: subprocess.Popen[bytes] | None) -> float:
+    """CPU time (user + system) a process and its children have used so far."""
+    total = 0.0
+    for proc in _tree(process):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+class Cluster:
+    """`with Cluster(dir, web=..., workers=...) as c:` runs until the block ends.
+
+    web: None (no web), "endcontact" (`endcontact web`), or a uvicorn factory
+    such as "bench.baselines:naive_app". worker: None, "endcontact" (`endcontact
+    worker --concurrency N`) or "typical" (Celery's defaults, bench/typical.py).
+    """
+
+    def __init__(self, data_dir: Path, web: str | None, worker: str | None, workers: int) -> None:
+        self.data_dir = data_dir
+        self.web_target = web
+        self.worker_kind = worker
+        self.workers = workers
+        self.port = free_port()
+        self.redis_url = ""
+        self.web: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.redis: subprocess.Popen[bytes] | None = None
+        self._log = open(data_dir / "processes.log", "ab")  # noqa: SIM115
+
+    def __enter__(self) -> Cluster:
+        redis_port = free_port()
+        self.redis = start_server(self.data_dir / "valkey", redis_port)
+        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        if self.worker_kind is not None:
+            self.start_worker()
+        if self.web_target is not None:
+            self._start_web(self.web_target)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for process in (self.web, self.worker):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(30)
+        if self.redis is not None:
+            stop_server(self.redis)
+        self._log.close()
+
+    def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "REDIS_URL": self.redis_url}
+        return subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def start_worker(self) -> None:
+        log = self.data_dir / "processes.log"
+        before = log.read_text(errors="replace").count(" ready.")
+        if self.worker_kind == "typical":
+            args = [
+                "-m",
+                "celery",
+                "-A",
+                "bench.typical",
+                "worker",
+                f"--queues={QUEUE}",
+                f"--concurrency={self.workers}",
+                "--loglevel=INFO",
+            ]
+            expected = 1
+        else:
+            args = ["-m", "cli", "worker", f"--concurrency={self.workers}"]
+            expected = self.workers
+        self.worker = self._spawn(args)
+        _wait(
+            lambda: log.read_text(errors="replace").count(" ready.") >= before + expected,
+            self.worker,
+            "worker",
+        )
+
+    def _start_web(self, target: str) -> None:
+        if target == "endcontact":
+            args = ["-m", "cli", "web", f"--port={self.port}"]
+        else:
+            args = [
+                "-m",
+                "uvicorn",
+                target,
+                "--factory",
+                f"--port={self.port}",
+                "--no-access-log",
+                "--log-level=warning",
+            ]
+        self.web = self._spawn(args)
+        _wait(lambda: _healthy(f"http://127.0.0.1:{self.port}"), self.web, target)

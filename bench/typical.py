@@ -1,0 +1,29 @@
+"""Celery as most people set it up: defaults everywhere. The naive baseline's app.
+
+    REDIS_URL=... celery -A bench.typical worker --concurrency=2 -Q endcontact
+
+Same task name, queue and store as endcontact, so only the setup differs: prefork
+pool, acks with ack emulation, the stock result backend, per-task INFO logs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import redis
+from celery import Celery
+
+from shared.apikeys import Scope
+from shared.store import Store
+from shared.tasks import QUEUE, TASK_NAME
+
+URL = os.environ["REDIS_URL"]
+app = Celery("typical", broker=URL, backend=URL, set_as_current=False)
+app.conf.task_default_queue = QUEUE
+app.conf.broker_connection_retry_on_startup = True
+_store = Store(redis.Redis.from_url(URL, decode_responses=True))
+
+
+@app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
+def end_contact(company: str, campaign: str, phone: str) -> bool:
+    return _store.end_contact(Scope(company, campaign), phone)

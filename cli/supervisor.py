@@ -1,0 +1,110 @@
+"""Child processes started, restarted when they crash, and stopped together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+
+# Warm shutdown takes up to the request deadline plus a margin; past this, kill.
+STOP_TIMEOUT = 20.0
+# A child that keeps dying is broken, not unlucky: give up rather than spin.
+MAX_RESTARTS_PER_MINUTE = 5
+
+
+class _Stop(Exception):
+    pass
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cli", *args]
+
+
+class Supervisor:
+    def __init__(self, commands: list[list[str]], env: dict[str, str]) -> None:
+        self._commands = commands
+        self._env = {**os.environ, **env}
+        self._children: list[subprocess.Popen[bytes] | None] = [None] * len(commands)
+        self._restarts: list[float] = []
+
+    def _start(self, index: int) -> None:
+        # Own sessions: a terminal's Ctrl-C reaches only the supervisor, which stops
+        # each child once (a second SIGINT would make Celery abandon its tasks).
+        self._children[index] = subprocess.Popen(
+            self._commands[index], env=self._env, start_new_session=True
+        )
+
+    def start(self) -> None:
+        for index in range(len(self._commands)):
+            self._start(index)
+
+    def alive(self) -> bool:
+        return all(child is not None and child.poll() is None for child in self._children)
+
+    def restart_crashed(self) -> bool:
+        """Restart children that exited; False when they crash too often to go on."""
+        for index, child in enumerate(self._children):
+            if child is not None and child.poll() is not None:
+                now = time.monotonic()
+                self._restarts = [t for t in self._restarts if now - t < 60] + [now]
+                if len(self._restarts) > MAX_RESTARTS_PER_MINUTE:
+                    print("endcontact: children keep crashing; stopping", file=sys.stderr)
+                    return False
+                print(
+                    f"endcontact: {' '.join(self._commands[index][2:])} exited with "
+                    f"{child.returncode}; restarting",
+                    file=sys.stderr,
+                )
+                self._start(index)
+        return True
+
+    def stop(self) -> None:
+        # In reverse order of start: the web first, so nothing new arrives while the
+        # workers finish what they hold.
+        for child in reversed(self._children):
+            if child is not None and child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for child in reversed(self._children):
+            if child is None:
+                continue
+            try:
+                child.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def supervise(
+    commands: list[list[str]], env: dict[str, str], on_started: Callable[[], bool] | None = None
+) -> int:
+    """Run until SIGINT or SIGTERM; 0 after a clean stop. `on_started` returns False
+    if the service did not come up."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise _Stop
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    supervisor = Supervisor(commands, env)
+    code = 0
+    try:
+        supervisor.start()
+        if on_started is not None and not on_started():
+            code = 1
+        while code == 0:
+            time.sleep(0.2)
+            if not supervisor.restart_crashed():
+                code = 1
+    except _Stop:
+        pass
+    finally:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        supervisor.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code

@@ -1,0 +1,30 @@
+"""The benchmark runs and reports; its timings are not judged here (CI machines are noisy)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.processes import ROOT
+
+
+@pytest.mark.timeout(300)
+def test_short_benchmark_prints_table_and_writes_plot(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--short", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = (tmp_path / "results.md").read_text()
+    for system in ("| endcontact | 1 |", "| naive | 4 |", "| direct | 1 |", "| celery floor | 1 |"):
+        assert system in table
+    assert "drain ceiling" in table
+    assert "c=1 p50 / Celery floor p50" in table
+    assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
