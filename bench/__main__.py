@@ -12,8 +12,10 @@ import argparse
 import asyncio
 import os
 import platform
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -411,6 +413,9 @@ def plot(points: list[Point], floor: Point, drain: float, path: Path) -> None:
 
 
 def main() -> None:
+    # SIGTERM ends the run like Ctrl-C: through the clusters' exits, so no server,
+    # worker or web is left behind (they run in sessions of their own).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0, help="per point")
     parser.add_argument("--concurrency", default="1,4,16,64")

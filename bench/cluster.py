@@ -83,13 +83,18 @@ class Cluster:
         self._log = open(data_dir / "processes.log", "ab")  # noqa: SIM115
 
     def __enter__(self) -> Cluster:
-        redis_port = free_port()
-        self.redis = start_server(self.data_dir / "valkey", redis_port)
-        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        if self.worker_kind is not None:
-            self.start_worker()
-        if self.web_target is not None:
-            self._start_web(self.web_target)
+        try:
+            redis_port = free_port()
+            self.redis = start_server(self.data_dir / "valkey", redis_port)
+            self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+            if self.worker_kind is not None:
+                self.start_worker()
+            if self.web_target is not None:
+                self._start_web(self.web_target)
+        except BaseException:
+            # A failed or interrupted start stops what it had started.
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(
