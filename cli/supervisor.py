@@ -20,6 +20,16 @@ class _Stop(Exception):
     pass
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: on Linux, get SIGTERM when the supervisor dies,
+    even by SIGKILL, instead of living on as an orphan nobody stops."""
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6").prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "cli", *args]
 
@@ -35,7 +45,10 @@ class Supervisor:
         # Own sessions: a terminal's Ctrl-C reaches only the supervisor, which stops
         # each child once (a second SIGINT would make Celery abandon its tasks).
         self._children[index] = subprocess.Popen(
-            self._commands[index], env=self._env, start_new_session=True
+            self._commands[index],
+            env=self._env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
     def start(self) -> None:

@@ -53,28 +53,27 @@ def start_server(
 ) -> subprocess.Popen[bytes]:
     """Start valkey-server on 127.0.0.1:`port` with its files in `data_dir`; wait for it."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    args = [
-        str(server_binary()),
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        str(data_dir),
-        "--appendonly",
-        "yes",
+    options = {
+        "port": str(port),
+        "bind": "127.0.0.1",
+        "dir": str(data_dir),
+        "appendonly": "yes",
+        # Every write on disk before its reply: a success must survive a crash, and
+        # batching fsyncs (everysec) would make each task wait up to a second for
+        # WAITAOF. Measured and argued in the README, "Durability".
+        "appendfsync": "always",
         # The append-only file is the one persistence; RDB snapshots would only add
         # fork pauses and a second, older copy.
-        "--save",
-        "",
+        "save": "",
         # A queue that loses messages under memory pressure loses requests: refuse
         # writes instead, which the service reports as failures the client can retry.
-        "--maxmemory-policy",
-        "noeviction",
-        "--logfile",
-        str(data_dir / "valkey.log"),
-        *extra_args,
-    ]
+        "maxmemory-policy": "noeviction",
+        "logfile": str(data_dir / "valkey.log"),
+    }
+    args = [str(server_binary())]
+    for name, value in options.items():
+        args += [f"--{name}", value]
+    args += extra_args
     # Its own session: a Ctrl-C meant for the CLI must not kill the server before the
     # CLI has stopped the processes that write to it.
     process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)

@@ -19,10 +19,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import redis
+
 from shared.apikeys import ApiKey, Scope, check_name, digest, generate_id, generate_secret
 
 if TYPE_CHECKING:
-    import redis
     import redis.asyncio
 
 KEY_IDS = "ec:key-ids"
@@ -54,19 +55,52 @@ def _api_key(raw: Mapping[Any, Any]) -> ApiKey | None:
     )
 
 
+class NotDurable(RuntimeError):
+    """The mark was written but Redis did not confirm it is on disk."""
+
+
+# How long a write may wait for its fsync. With appendfsync always it is already on
+# disk when WAITAOF asks; with everysec the wait is up to a second.
+DURABLE_TIMEOUT_MS = 2000
+
+
 class Store:
     def __init__(self, client: redis.Redis) -> None:
         # The client must decode responses: everything stored here is text.
         self._redis = client
+        self._waitaof = True
 
     def end_contact(self, scope: Scope, phone: str) -> bool:
-        """Mark `phone` ended for `scope`; True if this was the first time.
+        """Mark `phone` ended for `scope`, on disk; True if this was the first time.
 
         HSETNX makes this idempotent: a repeat keeps the first time. A single command,
         not a pipeline: redis-py quotes a failed pipeline's commands, number included,
         in its error message, and that message ends up in the worker's log.
         """
-        return bool(self._redis.hsetnx(ended_key(scope), phone, utc_now()))
+        first = bool(self._redis.hsetnx(ended_key(scope), phone, utc_now()))
+        self._confirm_on_disk()
+        return first
+
+    def _confirm_on_disk(self) -> None:
+        """WAITAOF: return once this connection's writes are fsynced to the AOF.
+
+        A success told to a client must survive Redis being killed right after. Redis
+        and Valkey before 7.2 lack WAITAOF; there durability rests on the server's own
+        `appendfsync always`, which is what we configure (README, "Durability").
+        """
+        if not self._waitaof:
+            return
+        try:
+            reply = self._redis.execute_command(  # type: ignore[no-untyped-call]
+                "WAITAOF", 1, 0, DURABLE_TIMEOUT_MS
+            )
+        except redis.ResponseError as exc:
+            if "unknown command" not in str(exc).lower():
+                raise NotDurable(str(exc)) from None  # e.g. appendonly is off
+            self._waitaof = False
+            return
+        if int(reply[0]) < 1:
+            raise NotDurable(f"not fsynced within {DURABLE_TIMEOUT_MS} ms")
 
     def ended_at(self, scope: Scope, phone: str) -> str | None:
         value = self._redis.hget(ended_key(scope), phone)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.embedded import free_port
+from shared.embedded import free_port, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,3 +74,56 @@ def start_web(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen[byt
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: http_ready(base), process, log)
     return base, process
+
+
+class Stack:
+    """A private Redis, workers and web for tests that kill and restart them."""
+
+    def __init__(self, directory: Path, timeout: float = 2.0) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.timeout = timeout
+        self.redis: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.web: subprocess.Popen[bytes] | None = None
+        self.base = ""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"REDIS_URL": self.url, "ENDCONTACT_RESULT_TIMEOUT": str(self.timeout)}
+
+    def start_redis(self) -> None:
+        self.redis = start_server(self.directory / "valkey", self.port)
+
+    def start_worker(self, concurrency: int = 1) -> None:
+        log = self.directory / "worker.log"
+        log.touch()
+        before = log.read_text(errors="replace").count(" ready.")
+        self.worker = spawn(["worker", f"--concurrency={concurrency}"], self.env, log)
+        wait_for(
+            lambda: log.read_text(errors="replace").count(" ready.") >= before + concurrency,
+            self.worker,
+            log,
+        )
+
+    def start_web(self) -> None:
+        self.base, self.web = start_web(self.env, self.directory / "web.log")
+
+    def start(self) -> Stack:
+        self.start_redis()
+        self.start_worker()
+        self.start_web()
+        return self
+
+    def stop(self) -> None:
+        for process in (self.web, self.worker):
+            if process is not None:
+                stop(process)
+        if self.redis is not None:
+            stop_server(self.redis)
+
+    def logs(self) -> str:
+        return "".join(
+            path.read_text(errors="replace") for path in sorted(self.directory.glob("*.log"))
+        )
