@@ -22,6 +22,7 @@ from api.body import check_content_type, phone_numbers, read_body
 from api.fanout import FanOut
 from api.problems import Problem, invalid, unavailable
 from api.publisher import TaskPublisher
+from api.ratelimit import check_rate
 from api.results import ResultListener
 from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import Settings
@@ -48,6 +49,7 @@ async def end_contact(request: Request) -> Response:
     svc = services(request)
     started = time.perf_counter()
     key = await authenticate(request, svc.store)
+    limits = await check_rate(svc.store, key, svc.settings)
     check_content_type(request.headers.get("content-type"))
     phones = phone_numbers(await read_body(request), svc.settings.default_region)
     outcome = await svc.fanout.end_contact(key.scope, phones)
@@ -59,12 +61,15 @@ async def end_contact(request: Request) -> Response:
         len(outcome.failure),
         (time.perf_counter() - started) * 1000,
     )
-    return JSONResponse({"success": outcome.success, "failure": outcome.failure}, 201)
+    return JSONResponse(
+        {"success": outcome.success, "failure": outcome.failure}, 201, headers=limits
+    )
 
 
 async def lookup(request: Request) -> Response:
     svc = services(request)
     key = await authenticate(request, svc.store)
+    limits = await check_rate(svc.store, key, svc.settings)
     text = request.path_params["phoneNumber"]
     try:
         phone = to_e164(text, svc.settings.default_region)
@@ -84,7 +89,7 @@ async def lookup(request: Request) -> Response:
             "Contact with this number has not been ended for this campaign.",
             type="/problems/not-ended",
         )
-    return JSONResponse({"phoneNumber": phone, "endedAt": ended_at})
+    return JSONResponse({"phoneNumber": phone, "endedAt": ended_at}, headers=limits)
 
 
 async def healthz(request: Request) -> Response:

@@ -23,6 +23,9 @@ class Settings:
     data_dir: Path
     result_timeout: float
     default_region: str
+    # Requests per key per window, shared by all web processes; 0 turns it off.
+    rate_limit: int = 600
+    rate_window: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -32,6 +35,8 @@ class Settings:
             data_dir=Path(env.get("ENDCONTACT_DATA_DIR") or "var").resolve(),
             result_timeout=_seconds(env, "ENDCONTACT_RESULT_TIMEOUT", default=5.0),
             default_region=_region(env.get("ENDCONTACT_DEFAULT_REGION") or "US"),
+            rate_limit=_count(env, "ENDCONTACT_RATE_LIMIT", default=600),
+            rate_window=max(1, _count(env, "ENDCONTACT_RATE_WINDOW", default=60)),
         )
 
     def require_redis_url(self) -> str:
@@ -51,6 +56,15 @@ def _seconds(env: Mapping[str, str], name: str, *, default: float) -> float:
     if not (math.isfinite(value) and 0 < value <= 300):
         raise SettingsError(f"{name} must be between 0 and 300 seconds, got {raw!r}")
     return value
+
+
+def _count(env: Mapping[str, str], name: str, *, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}")
+    return int(raw)
 
 
 def _region(raw: str) -> str:

@@ -157,6 +157,16 @@ class AsyncStore:
     async def find_key(self, secret: str) -> ApiKey | None:
         return _api_key(await self._redis.hgetall(key_record(digest(secret))))
 
+    async def count_request(self, key_id: str, slot: int, window: int) -> int:
+        """Count a request of `key_id` in time slot `slot`; the count so far."""
+        name = f"ec:rate:{key_id}:{slot}"
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.incr(name)
+            # Kept a little past its window; an old window's counter is never read.
+            pipe.expire(name, window + 5)
+            count, _ = await pipe.execute()
+        return int(count)
+
     async def ended_at(self, scope: Scope, phone: str) -> str | None:
         value = await self._redis.hget(ended_key(scope), phone)
         return None if value is None else str(value)

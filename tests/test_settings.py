@@ -34,6 +34,8 @@ def test_values_are_read() -> None:
         {"ENDCONTACT_RESULT_TIMEOUT": "0"},
         {"ENDCONTACT_RESULT_TIMEOUT": "nan"},
         {"ENDCONTACT_DEFAULT_REGION": "XX"},
+        {"ENDCONTACT_RATE_LIMIT": "many"},
+        {"ENDCONTACT_RATE_WINDOW": "-1"},
     ],
 )
 def test_bad_values_are_named(env: dict[str, str]) -> None:
