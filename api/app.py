@@ -20,6 +20,7 @@ from starlette.routing import Route
 from api.auth import authenticate
 from api.body import check_content_type, phone_numbers, read_body
 from api.fanout import FanOut
+from api.openapi import DOCUMENT
 from api.problems import Problem, invalid, unavailable
 from api.publisher import TaskPublisher
 from api.ratelimit import check_rate
@@ -92,6 +93,10 @@ async def lookup(request: Request) -> Response:
     return JSONResponse({"phoneNumber": phone, "endedAt": ended_at}, headers=limits)
 
 
+async def openapi(request: Request) -> Response:
+    return JSONResponse(DOCUMENT)
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -140,6 +145,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/api/v1/leads/end-contact", end_contact, methods=["POST"]),
             Route("/api/v1/leads/end-contact/{phoneNumber}", lookup, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
         ],
         exception_handlers={
             Problem: problem_response,

@@ -208,26 +208,62 @@ def _drain_once(tasks: int, workers: int, directory: Path) -> float:
 
 
 def soak(seconds: float, concurrency: int, workers: int, work: Path) -> None:
-    """endcontact under steady load; RSS of web and workers printed every minute."""
+    """endcontact under steady load, the workers restarted (SIGTERM, then started
+    again) in the middle of every minute; RSS every minute; at the end, every number
+    answered as a success is looked up in Redis."""
     directory = work / "soak"
     directory.mkdir()
     with Cluster(directory, "endcontact", "endcontact", workers) as cluster:
         key = _key(cluster)
-        print("minute | web RSS MiB | worker RSS MiB | numbers/s | p99 ms | failed | non-201")
+
+        def restart() -> None:
+            assert cluster.worker is not None
+            cluster.worker.terminate()
+            cluster.worker.wait(60)
+            cluster.start_worker()
+
+        async def minute_of_load(first: int) -> Samples:
+            async def restart_later() -> None:
+                await asyncio.sleep(30)
+                await asyncio.to_thread(restart)
+
+            samples, _ = await asyncio.gather(
+                closed_loop(
+                    "127.0.0.1",
+                    cluster.port,
+                    key,
+                    concurrency,
+                    59.0,
+                    warmup=0.0,
+                    first_number=first,
+                    keep_successes=True,
+                ),
+                restart_later(),
+            )
+            return samples
+
+        print("minute | web RSS MiB | worker RSS MiB | numbers/s | p99 ms | failed | 5xx")
         print(f"0 | {rss_mib(cluster.web):.1f} | {rss_mib(cluster.worker):.1f} | | | |")
+        successes: list[str] = []
         first = 0
         for minute in range(1, int(seconds // 60) + 1):
-            samples = asyncio.run(
-                closed_loop("127.0.0.1", cluster.port, key, concurrency, 59.0, first_number=first)
-            )
+            samples = asyncio.run(minute_of_load(first))
             first += 3_000_000
+            successes += samples.successes or []
             point = Point.of("soak", concurrency, samples)
             print(
                 f"{minute} | {rss_mib(cluster.web):.1f} | {rss_mib(cluster.worker):.1f} | "
                 f"{point.numbers_per_s:.0f} | {point.p99:.0f} | {point.failures} | "
-                f"{point.errors}",
+                f"{samples.server_errors}",
                 flush=True,
             )
+        client = redis.Redis.from_url(cluster.redis_url)
+        marks = ended_key(Scope("bench", "bench"))
+        missing = 0
+        for start in range(0, len(successes), 1000):
+            chunk = successes[start : start + 1000]
+            missing += sum(value is None for value in client.hmget(marks, chunk))
+        print(f"{len(successes)} numbers answered as successes; {missing} of them not stored")
 
 
 def _row(p: Point) -> str:

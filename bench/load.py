@@ -26,6 +26,9 @@ class Samples:
     # Including the warm-up: what the CPU used over the whole run is divided by.
     all_requests: int = 0
     all_numbers: int = 0
+    server_errors: int = 0  # 5xx answers, warm-up included
+    # E.164 numbers answered as successes, when asked for (to check them afterwards).
+    successes: list[str] | None = None
 
     def add(self, other: Samples) -> None:
         self.latencies += other.latencies
@@ -34,6 +37,9 @@ class Samples:
         self.errors += other.errors
         self.all_requests += other.all_requests
         self.all_numbers += other.all_numbers
+        self.server_errors += other.server_errors
+        if other.successes is not None:
+            self.successes = (self.successes or []) + other.successes
 
 
 class Numbers:
@@ -83,6 +89,9 @@ async def _user(
             finished = time.perf_counter()
             samples.all_requests += 1
             samples.all_numbers += per_request if status == 201 else 0
+            samples.server_errors += status >= 500
+            if samples.successes is not None and status == 201:
+                samples.successes += json.loads(payload)["success"]
             if started < measure_from:
                 continue
             samples.latencies.append(finished - started)
@@ -104,18 +113,21 @@ async def closed_loop(
     warmup: float = 1.0,
     per_request: int = 50,
     first_number: int = 0,
+    keep_successes: bool = False,
 ) -> Samples:
     numbers = Numbers(first_number)
     now = time.perf_counter()
     measure_from, until = now + warmup, now + warmup + seconds
-    per_user = [Samples() for _ in range(concurrency)]
+    per_user = [Samples(successes=[] if keep_successes else None) for _ in range(concurrency)]
     await asyncio.gather(
         *(
             _user(host, port, key, numbers, per_request, measure_from, until, samples)
             for samples in per_user
         )
     )
-    total = Samples(seconds=time.perf_counter() - measure_from)
+    total = Samples(
+        seconds=time.perf_counter() - measure_from, successes=[] if keep_successes else None
+    )
     for samples in per_user:
         total.add(samples)
     return total

@@ -1,0 +1,175 @@
+"""The service's own OpenAPI document, served at /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.body import MAX_BODY_BYTES, MAX_NUMBERS
+
+E164 = {"type": "string", "pattern": r"^\+[1-9][0-9]{1,14}$", "example": "+15095551234"}
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+RATE_HEADERS = {
+    name: {"schema": {"type": "integer"}, "description": description}
+    for name, description in (
+        ("RateLimit-Limit", "Requests allowed per key in the window."),
+        ("RateLimit-Remaining", "Requests left in the window."),
+        ("RateLimit-Reset", "Seconds until the window resets."),
+    )
+}
+
+
+def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/problem+json": {"schema": PROBLEM_REF}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}}
+COMMON_ERRORS = {
+    "401": _problem("Missing, unknown or revoked x-api-key (the answer never says which)."),
+    "429": _problem("Too many requests for this key.", {**RETRY_AFTER, **RATE_HEADERS}),
+    "503": _problem("Redis cannot be reached to check the key; retry.", RETRY_AFTER),
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "endcontact",
+        "version": "1.0.0",
+        "description": "End contact with leads for a company's campaign. Not a do-not-call entry.",
+    },
+    "components": {
+        "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
+        "schemas": {
+            "Problem": {
+                "type": "object",
+                "description": "RFC 9457 problem details.",
+                "required": ["type", "title", "status", "detail"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "title": {"type": "string"},
+                    "status": {"type": "integer"},
+                    "detail": {"type": "string"},
+                    "errors": {
+                        "type": "array",
+                        "description": "One entry per offending item.",
+                        "items": {
+                            "type": "object",
+                            "required": ["reason"],
+                            "properties": {
+                                "pointer": {"type": "string"},
+                                "header": {"type": "string"},
+                                "parameter": {"type": "string"},
+                                "value": {},
+                                "reason": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "security": [{"apiKey": []}],
+    "paths": {
+        "/api/v1/leads/end-contact": {
+            "post": {
+                "summary": "End contact with up to 50 leads for the key's company and campaign",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["phoneNumberList"],
+                                "properties": {
+                                    "phoneNumberList": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "maxItems": MAX_NUMBERS,
+                                        "uniqueItems": True,
+                                        "items": {"type": "string", "example": "(509) 555-1234"},
+                                        "description": "Valid phone numbers, unique by "
+                                        "number; national ones are read in the default region.",
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {
+                        "description": "Every number is in exactly one list, in request order.",
+                        "headers": RATE_HEADERS,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["success", "failure"],
+                                    "properties": {
+                                        "success": {"type": "array", "items": E164},
+                                        "failure": {"type": "array", "items": E164},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": _problem("Invalid body; nothing was processed."),
+                    "408": _problem("The body did not arrive in time."),
+                    "413": _problem(f"The body is larger than {MAX_BODY_BYTES} bytes."),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/api/v1/leads/end-contact/{phoneNumber}": {
+            "get": {
+                "summary": "When contact with a number was ended for the key's campaign",
+                "parameters": [
+                    {
+                        "name": "phoneNumber",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "example": "+15095551234",
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Ended for this company and campaign.",
+                        "headers": RATE_HEADERS,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["phoneNumber", "endedAt"],
+                                    "properties": {
+                                        "phoneNumber": E164,
+                                        "endedAt": {"type": "string", "format": "date-time"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": _problem("Not a valid phone number."),
+                    "404": _problem("Not ended for this company and campaign."),
+                    **COMMON_ERRORS,
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "The process is alive",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Alive.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+    },
+}
