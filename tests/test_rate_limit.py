@@ -1,4 +1,5 @@
-"""The per-key rate limit: counted in Redis, so shared by every web process."""
+"""What every web process must agree on at once: the per-key rate limit (counted in
+Redis) and revocation."""
 
 from __future__ import annotations
 
@@ -46,3 +47,14 @@ def test_limit_is_per_key_and_shared_by_web_processes(two_webs: list[str], store
 
     # Another key has its own budget; a refused request processed nothing.
     assert httpx.post(f"{two_webs[0]}{URL}", json=body, headers=other.headers).status_code == 201
+
+
+def test_revocation_reaches_every_web_process_at_once(two_webs: list[str], store: Store) -> None:
+    caller = new_caller(store)
+    body = {"phoneNumberList": ["(509) 555-1234"]}
+    for base in two_webs:
+        assert httpx.post(f"{base}{URL}", json=body, headers=caller.headers).status_code == 201
+    store.revoke_key(caller.key.id)
+    # Keys are checked in Redis on every request, not cached: no delay to wait out.
+    for base in two_webs:
+        assert httpx.post(f"{base}{URL}", json=body, headers=caller.headers).status_code == 401
