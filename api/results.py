@@ -57,7 +57,6 @@ class Watch:
 
     def __init__(self, task_ids: list[str]) -> None:
         loop = asyncio.get_running_loop()
-        self.task_ids = task_ids
         self.keys = [result_key(task_id) for task_id in task_ids]
         self.outcomes: dict[str, asyncio.Future[bool]] = {
             k: loop.create_future() for k in self.keys

@@ -7,12 +7,12 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 
 import psutil
 
+from cli.run import healthy
 from shared.embedded import free_port, start_server, stop_server
 from shared.tasks import QUEUE
 
@@ -26,14 +26,6 @@ def _wait(check: object, process: subprocess.Popen[bytes], what: str, timeout: f
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not start")
         time.sleep(0.05)
-
-
-def _healthy(base: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{base}/healthz", timeout=1) as response:  # noqa: S310
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def _tree(process: subprocess.Popen[bytes] | None) -> list[psutil.Process]:
@@ -159,4 +151,4 @@ class Cluster:
                 "--log-level=warning",
             ]
         self.web = self._spawn(args)
-        _wait(lambda: _healthy(f"http://127.0.0.1:{self.port}"), self.web, target)
+        _wait(lambda: healthy(f"http://127.0.0.1:{self.port}"), self.web, target)

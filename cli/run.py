@@ -13,7 +13,8 @@ from cli.supervisor import cli_command, supervise
 START_TIMEOUT = 60.0
 
 
-def _healthy(base: str) -> bool:
+def healthy(base: str) -> bool:
+    """The web at `base` answers its health check."""
     try:
         with urllib.request.urlopen(f"{base}/healthz", timeout=1) as response:  # noqa: S310
             return bool(response.status == 200)
@@ -42,7 +43,7 @@ def run_all(redis_url: str, host: str, port: int, concurrency: int) -> int:
 
     def announce() -> bool:
         deadline = time.monotonic() + START_TIMEOUT
-        while not _healthy(base):
+        while not healthy(base):
             if time.monotonic() > deadline:
                 print(f"endcontact: the web did not answer on {base}", file=sys.stderr)
                 return False
