@@ -79,8 +79,12 @@ def start_web(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen[byt
 class Stack:
     """A private Redis, workers and web for tests that kill and restart them."""
 
-    def __init__(self, directory: Path, timeout: float = 2.0) -> None:
+    def __init__(
+        self, directory: Path, timeout: float = 2.0, redis_args: tuple[str, ...] = ()
+    ) -> None:
         self.directory = directory
+        # Server options on top of the embedded defaults (later ones win).
+        self.redis_args = redis_args
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.timeout = timeout
@@ -94,7 +98,7 @@ class Stack:
         return {"REDIS_URL": self.url, "ENDCONTACT_RESULT_TIMEOUT": str(self.timeout)}
 
     def start_redis(self) -> None:
-        self.redis = start_server(self.directory / "valkey", self.port)
+        self.redis = start_server(self.directory / "valkey", self.port, extra_args=self.redis_args)
 
     def start_worker(self, concurrency: int = 1) -> None:
         log = self.directory / "worker.log"

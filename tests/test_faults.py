@@ -12,10 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+import yaml
 
 from shared.store import Store
 from tests.conftest import Caller, new_caller
-from tests.processes import Stack
+from tests.processes import ROOT, Stack
 
 URL = "/api/v1/leads/end-contact"
 pytestmark = pytest.mark.timeout(180)
@@ -140,7 +141,25 @@ def test_redis_down_and_back(stack: Stack) -> None:
     assert stored(store_for(stack), caller, response.json()["success"])
 
 
-def test_successes_survive_redis_killed_right_after(stack: Stack) -> None:
+def compose_redis_args() -> tuple[str, ...]:
+    """The options compose.yaml gives its Redis service, as written there."""
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    command = compose["services"]["redis"]["command"]
+    assert command[0] in ("valkey-server", "redis-server")
+    return tuple(command[1:])
+
+
+@pytest.mark.parametrize("server", ["embedded", "compose"])
+def test_successes_survive_redis_killed_right_after(tmp_path: Path, server: str) -> None:
+    args = compose_redis_args() if server == "compose" else ()
+    stack = Stack(tmp_path, timeout=2.0, redis_args=args).start()
+    try:
+        _successes_survive(stack)
+    finally:
+        stack.stop()
+
+
+def _successes_survive(stack: Stack) -> None:
     caller = new_caller(store_for(stack))
     burst = Burst(stack, caller, 6, 1000)
     burst.sent()
