@@ -37,6 +37,7 @@ LOOKUP_TIMEOUT = 2.0
 @dataclass
 class Services:
     settings: Settings
+    redis: redis.asyncio.Redis
     store: AsyncStore
     fanout: FanOut
 
@@ -98,7 +99,27 @@ async def openapi(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    """The process is alive (for restarts); says nothing of its dependencies."""
     return JSONResponse({"status": "ok"})
+
+
+# Workers beat every 2 s (worker/heartbeat.py); three missed beats and more is gone.
+WORKER_SILENCE = 10.0
+READY_TIMEOUT = 1.0
+
+
+async def readyz(request: Request) -> Response:
+    """Ready for traffic: Redis answers and at least one worker is alive."""
+    svc = services(request)
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            await svc.redis.ping()
+            workers = await svc.store.live_workers(time.time() - WORKER_SILENCE)
+    except (TimeoutError, redis.RedisError, OSError):
+        return JSONResponse({"status": "unavailable", "redis": "down"}, 503)
+    if workers == 0:
+        return JSONResponse({"status": "unavailable", "redis": "ok", "workers": 0}, 503)
+    return JSONResponse({"status": "ready", "redis": "ok", "workers": workers})
 
 
 async def problem_response(request: Request, exc: Exception) -> Response:
@@ -131,6 +152,7 @@ def create_app(settings: Settings) -> Starlette:
         await listener.start()
         app.state.services = Services(
             settings=settings,
+            redis=client,
             store=AsyncStore(client),
             fanout=FanOut(TaskPublisher(client), listener, settings.result_timeout),
         )
@@ -145,6 +167,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/api/v1/leads/end-contact", end_contact, methods=["POST"]),
             Route("/api/v1/leads/end-contact/{phoneNumber}", lookup, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
         exception_handlers={

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import redis.asyncio
 
 KEY_IDS = "ec:key-ids"
+# Sorted set: worker name -> time of its last heartbeat (seconds since the epoch).
+WORKERS = "ec:workers"
 
 
 def key_record(secret_digest: str) -> str:
@@ -106,6 +108,16 @@ class Store:
         value = self._redis.hget(ended_key(scope), phone)
         return None if value is None else str(value)
 
+    def heartbeat(self, worker: str, now: float) -> None:
+        """Say `worker` is alive; forget workers silent for a minute."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(WORKERS, {worker: now})
+            pipe.zremrangebyscore(WORKERS, "-inf", now - 60)
+            pipe.execute()
+
+    def forget_worker(self, worker: str) -> None:
+        self._redis.zrem(WORKERS, worker)
+
     def create_key(self, company: str, campaign: str, label: str = "") -> tuple[ApiKey, str]:
         """Store a new key; return it with its secret, which exists nowhere else after."""
         scope = Scope(check_name("company", company), check_name("campaign", campaign))
@@ -156,6 +168,10 @@ class AsyncStore:
 
     async def find_key(self, secret: str) -> ApiKey | None:
         return _api_key(await self._redis.hgetall(key_record(digest(secret))))
+
+    async def live_workers(self, since: float) -> int:
+        """How many workers sent a heartbeat at or after `since`."""
+        return int(await self._redis.zcount(WORKERS, since, "+inf"))
 
     async def count_request(self, key_id: str, slot: int, window: int) -> int:
         """Count a request of `key_id` in time slot `slot`; the count so far."""

@@ -341,3 +341,24 @@ def test_unknown_routes_and_methods_are_problems(client: httpx.Client) -> None:
 
 def test_healthz(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_sees_redis_and_a_live_worker(client: httpx.Client) -> None:
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["workers"] >= 2  # the session's two worker processes
+
+
+def test_readyz_is_503_without_workers_or_redis(redis_server: str, tmp_path: Path) -> None:
+    from shared.embedded import free_port
+
+    # Database 9: no worker beats there. Then a port where no Redis listens.
+    for url in (f"{redis_server}/9", f"redis://127.0.0.1:{free_port()}/0"):
+        base, process = start_web({"REDIS_URL": url}, tmp_path / "web.log")
+        try:
+            ready = httpx.get(f"{base}/readyz", timeout=10)
+            alive = httpx.get(f"{base}/healthz", timeout=10)
+        finally:
+            stop(process)
+        assert ready.status_code == 503, url
+        assert alive.status_code == 200

@@ -6,11 +6,13 @@ import logging
 
 import redis
 from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
 
 from shared.apikeys import Scope
 from shared.settings import Settings
 from shared.store import Store
 from shared.tasks import QUEUE, TASK_NAME
+from worker.heartbeat import Heartbeat
 
 # Results are read by the waiting web process within its deadline (seconds), so they
 # need not outlive it by much; a short life keeps Redis memory flat under load.
@@ -66,6 +68,24 @@ def create_celery(settings: Settings) -> Celery:
     # second and cost a tenth of the throughput; failures are still logged (ERROR).
     logging.getLogger("celery.worker.strategy").setLevel(logging.WARNING)
     logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
+
+    # Its own client: the heartbeat thread must not share a connection with the task.
+    heartbeat_store = Store(
+        redis.Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
+    )
+    beats: list[Heartbeat] = []
+
+    def start_heartbeat(sender: object, **kwargs: object) -> None:
+        beat = Heartbeat(heartbeat_store, str(getattr(sender, "hostname", "worker")))
+        beat.start()
+        beats.append(beat)
+
+    def stop_heartbeat(sender: object, **kwargs: object) -> None:
+        for beat in beats:
+            beat.stop()
+
+    worker_ready.connect(start_heartbeat, weak=False)
+    worker_shutdown.connect(stop_heartbeat, weak=False)
 
     @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
     def end_contact(company: str, campaign: str, phone: str) -> bool:
