@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import redis.asyncio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -20,11 +21,13 @@ from starlette.routing import Route
 from api.auth import authenticate
 from api.body import check_content_type, phone_numbers, read_body
 from api.fanout import FanOut
+from api.middleware import RequestContext
 from api.openapi import DOCUMENT
 from api.problems import Problem, invalid, unavailable
 from api.publisher import TaskPublisher
 from api.ratelimit import check_rate
 from api.results import ResultListener
+from shared import logs
 from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import Settings
 from shared.store import AsyncStore
@@ -56,12 +59,16 @@ async def end_contact(request: Request) -> Response:
     phones = phone_numbers(await read_body(request), svc.settings.default_region)
     outcome = await svc.fanout.end_contact(key.scope, phones)
     log.info(
-        "end-contact key=%s numbers=%d success=%d failure=%d duration_ms=%.1f",
-        key.id,
-        len(phones),
-        len(outcome.success),
-        len(outcome.failure),
-        (time.perf_counter() - started) * 1000,
+        "end-contact",
+        extra={
+            "key_id": key.id,
+            "company": key.scope.company,
+            "campaign": key.scope.campaign,
+            "numbers": len(phones),
+            "success": len(outcome.success),
+            "failure": len(outcome.failure),
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        },
     )
     return JSONResponse(
         {"success": outcome.success, "failure": outcome.failure}, 201, headers=limits
@@ -175,13 +182,12 @@ def create_app(settings: Settings) -> Starlette:
             HTTPException: http_error,
             Exception: server_error,
         },
+        middleware=[Middleware(RequestContext)],
         lifespan=lifespan,
     )
 
 
 def create_app_from_env() -> Starlette:
     """The factory uvicorn imports (`api.app:create_app_from_env`), once per process."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure()
     return create_app(Settings.from_env())

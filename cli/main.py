@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from cli.supervisor import cli_command, supervise
+from shared import logs
 from shared.embedded import EmbeddedServerError, embedded_redis
 from shared.settings import Settings, SettingsError
 
@@ -38,6 +39,7 @@ def redis_url(settings: Settings) -> Iterator[str]:
 def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    logs.configure()
     with redis_url(settings) as url:
         # The factory reads its settings from the environment, as in compose.
         os.environ["REDIS_URL"] = url
@@ -47,8 +49,11 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
-            # Its lines carry the request path, and the lookup path is a phone number.
+            # Its lines carry the request path, and the lookup path is a phone number;
+            # api.middleware logs each request with its route instead.
             access_log=False,
+            # uvicorn's own lines go through our JSON logging (shared.logs).
+            log_config=None,
             server_header=False,
             # In-flight requests finish within their deadline; give them that long.
             timeout_graceful_shutdown=int(settings.result_timeout) + 5,

@@ -49,3 +49,37 @@ def test_logs_of_a_full_run_hold_no_key_and_no_number(tmp_path: Path) -> None:
     for digits in ("5095551234", "2125550199", "2065550100", "5555551234"):
         assert digits not in logs, digits
         assert digits[-7:] not in logs, digits
+
+
+def test_request_id_is_echoed_or_made_and_logged_as_json(tmp_path: Path) -> None:
+    import json
+
+    stack = Stack(tmp_path, timeout=2.0).start()
+    try:
+        caller = new_caller(Store(redis.Redis.from_url(stack.url, decode_responses=True)))
+        body = {"phoneNumberList": ["(509) 555-1234"]}
+        given = httpx.post(
+            f"{stack.base}{URL}", json=body, headers={**caller.headers, "x-request-id": "abc-123"}
+        )
+        made = httpx.get(f"{stack.base}{URL}/+15095551234", headers=caller.headers)
+        odd = httpx.get(f"{stack.base}/healthz", headers={"x-request-id": "a" * 500})
+    finally:
+        stack.stop()
+    assert given.headers["x-request-id"] == "abc-123"
+    assert len(made.headers["x-request-id"]) == 32
+    assert odd.headers["x-request-id"] != "a" * 500
+
+    lines = [
+        json.loads(line)
+        for line in (tmp_path / "web.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    ended = next(line for line in lines if line["message"] == "end-contact")
+    assert ended["request_id"] == "abc-123"
+    assert ended["key_id"] == caller.key.id
+    assert (ended["numbers"], ended["success"], ended["failure"]) == (1, 1, 0)
+    assert {"time", "level", "company", "campaign", "duration_ms"} <= ended.keys()
+    access = [line for line in lines if line["message"] == "request"]
+    lookup = next(line for line in access if line["request_id"] == made.headers["x-request-id"])
+    assert lookup["route"] == "/api/v1/leads/end-contact/{phoneNumber}"
+    assert lookup["status"] == 200

@@ -6,8 +6,9 @@ import logging
 
 import redis
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import setup_logging, worker_ready, worker_shutdown
 
+from shared import logs
 from shared.apikeys import Scope
 from shared.settings import Settings
 from shared.store import Store
@@ -84,6 +85,11 @@ def create_celery(settings: Settings) -> Celery:
         for beat in beats:
             beat.stop()
 
+    def json_logging(**kwargs: object) -> None:
+        # Connected, this replaces Celery's own logging set-up with ours.
+        logs.configure()
+
+    setup_logging.connect(json_logging, weak=False)
     worker_ready.connect(start_heartbeat, weak=False)
     worker_shutdown.connect(stop_heartbeat, weak=False)
 
