@@ -23,7 +23,7 @@ from api.body import check_content_type, phone_numbers, read_body
 from api.fanout import FanOut
 from api.middleware import RequestContext
 from api.openapi import DOCUMENT
-from api.problems import Problem, invalid, unavailable
+from api.problems import Problem, invalid, or_unavailable
 from api.publisher import TaskPublisher
 from api.ratelimit import check_rate
 from api.results import ResultListener
@@ -33,8 +33,6 @@ from shared.settings import Settings
 from shared.store import AsyncStore
 
 log = logging.getLogger("endcontact.api")
-
-LOOKUP_TIMEOUT = 2.0
 
 
 @dataclass
@@ -87,11 +85,9 @@ async def lookup(request: Request) -> Response:
             "phoneNumber is not a valid phone number.",
             [{"parameter": "phoneNumber", "value": text, "reason": str(exc)}],
         ) from None
-    try:
-        async with asyncio.timeout(LOOKUP_TIMEOUT):
-            ended_at = await svc.store.ended_at(key.scope, phone)
-    except (TimeoutError, redis.RedisError, OSError):
-        raise unavailable("The lookup cannot be made right now; retry shortly.") from None
+    ended_at = await or_unavailable(
+        svc.store.ended_at(key.scope, phone), "The lookup cannot be made right now; retry shortly."
+    )
     if ended_at is None:
         raise Problem(
             404,

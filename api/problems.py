@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
+import redis
 from starlette.responses import Response
 
 MEDIA_TYPE = "application/problem+json"
+T = TypeVar("T")
 
 
 @dataclass
@@ -54,3 +58,17 @@ def unauthorized() -> Problem:
 
 def unavailable(detail: str) -> Problem:
     return Problem(503, detail, type="/problems/unavailable", headers={"Retry-After": "1"})
+
+
+# One Redis read or write; past this, Redis is in trouble and the client is better told
+# to come back (503) than kept waiting.
+REDIS_TIMEOUT = 2.0
+
+
+async def or_unavailable(call: Awaitable[T], detail: str) -> T:
+    """The call's result, or a 503 (`detail`) if Redis fails or is too slow."""
+    try:
+        async with asyncio.timeout(REDIS_TIMEOUT):
+            return await call
+    except (TimeoutError, redis.RedisError, OSError):
+        raise unavailable(detail) from None

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING
 
-import redis
-
-from api.problems import Problem, unavailable
+from api.problems import Problem, or_unavailable
 
 if TYPE_CHECKING:
     from shared.apikeys import ApiKey
     from shared.settings import Settings
     from shared.store import AsyncStore
-
-# One Redis round trip; past this, Redis is in trouble (as for the key check).
-COUNT_TIMEOUT = 2.0
 
 
 async def check_rate(store: AsyncStore, key: ApiKey, settings: Settings) -> dict[str, str]:
@@ -30,11 +24,10 @@ async def check_rate(store: AsyncStore, key: ApiKey, settings: Settings) -> dict
         return {}
     now = time.time()
     slot = int(now // window)
-    try:
-        async with asyncio.timeout(COUNT_TIMEOUT):
-            count = await store.count_request(key.id, slot, window)
-    except (TimeoutError, redis.RedisError, OSError):
-        raise unavailable("The request cannot be counted right now; retry shortly.") from None
+    count = await or_unavailable(
+        store.count_request(key.id, slot, window),
+        "The request cannot be counted right now; retry shortly.",
+    )
     reset = max(1, int((slot + 1) * window - now + 0.999))
     headers = {
         "RateLimit-Limit": str(limit),

@@ -144,13 +144,11 @@ def _store(settings: Settings) -> Iterator[Store]:
     from shared.store import Store
 
     with redis_url(settings) as url:
-        client = redis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
-        )
+        store = Store.connect(url)
         try:
-            yield Store(client)
+            yield store
         finally:
-            client.close()
+            store.close()
 
 
 def parser() -> argparse.ArgumentParser:

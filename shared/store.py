@@ -72,6 +72,19 @@ class Store:
         self._redis = client
         self._waitaof = True
 
+    @classmethod
+    def connect(cls, url: str) -> Store:
+        """A Store on its own client, with bounded waits: a Redis that stops answering
+        fails the call instead of hanging the worker or command that made it."""
+        return cls(
+            redis.Redis.from_url(
+                url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
+            )
+        )
+
+    def close(self) -> None:
+        self._redis.close()
+
     def end_contact(self, scope: Scope, phone: str) -> bool:
         """Mark `phone` ended for `scope`, on disk; True if this was the first time.
 

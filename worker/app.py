@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from celery import Celery
 from celery.signals import setup_logging, worker_ready, worker_shutdown
 
@@ -61,9 +60,7 @@ def create_celery(settings: Settings) -> Celery:
         worker_send_task_events=False,
         task_send_sent_event=False,
     )
-    store = Store(
-        redis.Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
-    )
+    store = Store.connect(url)
 
     # "received" and "succeeded" lines for every task would be thousands of lines a
     # second and cost a tenth of the throughput; failures are still logged (ERROR).
@@ -71,9 +68,7 @@ def create_celery(settings: Settings) -> Celery:
     logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 
     # Its own client: the heartbeat thread must not share a connection with the task.
-    heartbeat_store = Store(
-        redis.Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
-    )
+    heartbeat_store = Store.connect(url)
     beats: list[Heartbeat] = []
 
     def start_heartbeat(sender: object, **kwargs: object) -> None:
