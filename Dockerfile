@@ -1,14 +1,33 @@
-# One image for both process kinds: `endcontact web` and `endcontact worker`.
-FROM python:3.11-slim
+# One image for every process of the service: `endcontact web`, `endcontact worker`,
+# and the key commands (`docker compose run --rm web endcontact keys ...`).
+# Python pinned to a patch release; packages to constraints.txt, the versions the
+# tests last passed with (scripts/constraints writes it).
+FROM python:3.11.14-slim-bookworm AS app
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY constraints.txt pyproject.toml README.md ./
 COPY api ./api
 COPY worker ./worker
 COPY shared ./shared
 COPY cli ./cli
-RUN pip install . && useradd --system --uid 10001 endcontact
-USER endcontact
+RUN pip install --constraint constraints.txt . \
+    && useradd --system --no-create-home --uid 10001 endcontact
+# Numeric, so a runtime can check it is not root without reading /etc/passwd.
+USER 10001
 EXPOSE 8000
 CMD ["endcontact", "web", "--host", "0.0.0.0", "--port", "8000"]
+
+# Flower (compose profile "monitoring"): the same image, plus Flower.
+FROM app AS flower
+USER root
+RUN pip install --constraint constraints.txt ".[flower]"
+USER 10001
+EXPOSE 5555
+CMD ["celery", "flower", "--address=0.0.0.0", "--port=5555"]
+
+# `docker build .` gives the service image.
+FROM app

@@ -21,13 +21,14 @@ from starlette.routing import Route
 from api.auth import authenticate
 from api.body import check_content_type, phone_numbers, read_body
 from api.fanout import FanOut
+from api.metrics import Flusher, count_numbers
 from api.middleware import RequestContext
 from api.openapi import DOCUMENT
 from api.problems import Problem, invalid, or_unavailable
 from api.publisher import TaskPublisher
 from api.ratelimit import check_rate
 from api.results import ResultListener
-from shared import logs
+from shared import logs, metrics
 from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import Settings
 from shared.store import AsyncStore
@@ -41,6 +42,7 @@ class Services:
     redis: redis.asyncio.Redis
     store: AsyncStore
     fanout: FanOut
+    metrics: metrics.Registry
 
 
 def services(request: Request) -> Services:
@@ -56,6 +58,7 @@ async def end_contact(request: Request) -> Response:
     check_content_type(request.headers.get("content-type"))
     phones = phone_numbers(await read_body(request), svc.settings.default_region)
     outcome = await svc.fanout.end_contact(key.scope, phones)
+    count_numbers(svc.metrics, outcome)
     log.info(
         "end-contact",
         extra={
@@ -125,6 +128,19 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready", "redis": "ok", "workers": workers})
 
 
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+async def metrics_text(request: Request) -> Response:
+    """Prometheus text for the whole service, from the sums in Redis (shared.metrics)."""
+    svc = services(request)
+    stored, workers, queued = await or_unavailable(
+        svc.store.metrics(time.time() - WORKER_SILENCE), "Metrics are unavailable right now."
+    )
+    gauges = {metrics.WORKERS: float(workers), metrics.QUEUED: float(queued)}
+    return Response(metrics.render(stored, gauges), media_type=METRICS_TYPE)
+
+
 async def problem_response(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Problem)
     return exc.response()
@@ -143,6 +159,9 @@ async def server_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
+    # Counting is in memory; the lifespan's flusher adds it to Redis.
+    registry = metrics.Registry()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = redis.asyncio.Redis.from_url(
@@ -153,16 +172,21 @@ def create_app(settings: Settings) -> Starlette:
         )
         listener = ResultListener(client)
         await listener.start()
+        store = AsyncStore(client)
+        flusher = Flusher(registry, store)
+        flusher.start()
         app.state.services = Services(
             settings=settings,
             redis=client,
-            store=AsyncStore(client),
+            store=store,
             fanout=FanOut(TaskPublisher(client), listener, settings.result_timeout),
+            metrics=registry,
         )
         try:
             yield
         finally:
             await listener.stop()
+            await flusher.stop()
             await client.aclose()
 
     return Starlette(
@@ -171,6 +195,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/api/v1/leads/end-contact/{phoneNumber}", lookup, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_text, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
         exception_handlers={
@@ -178,7 +203,7 @@ def create_app(settings: Settings) -> Starlette:
             HTTPException: http_error,
             Exception: server_error,
         },
-        middleware=[Middleware(RequestContext)],
+        middleware=[Middleware(RequestContext, metrics=registry)],
         lifespan=lifespan,
     )
 

@@ -29,6 +29,9 @@ SWEEP_TIMEOUT = 0.25
 class Outcome:
     success: list[str] = field(default_factory=list)
     failure: list[str] = field(default_factory=list)
+    # Of the failures, those whose task was published but not done by the deadline;
+    # the rest failed in the worker or never reached the queue (metrics tell them apart).
+    timed_out: int = 0
 
 
 class FanOut:
@@ -49,7 +52,7 @@ class FanOut:
             for task_id, phone in zip(task_ids, phones, strict=True)
         ]
         with self._listener.watch(task_ids) as watch:
-            published = False
+            published = redis_failed = False
             try:
                 async with asyncio.timeout_at(deadline):
                     await self._listener.ready()
@@ -61,12 +64,15 @@ class FanOut:
                 pass
             except (redis.RedisError, OSError) as exc:
                 log.warning("fan-out failed: %s", exc.__class__.__name__)
+                redis_failed = True
             if published and watch.pending():
                 await self._last_look(watch)
             succeeded = watch.results()
         outcome = Outcome()
         for phone, ok in zip(phones, succeeded, strict=True):
             (outcome.success if ok else outcome.failure).append(phone)
+            if ok is None and published and not redis_failed:
+                outcome.timed_out += 1
         return outcome
 
     async def _last_look(self, watch: Watch) -> None:

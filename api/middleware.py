@@ -1,4 +1,5 @@
-"""Per request: an id (from X-Request-ID or new) echoed back, and one access log line."""
+"""Per request: an id (from X-Request-ID or new) echoed back, one access log line, and
+its count and duration in the metrics."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.logs import request_id
+from shared.metrics import REQUEST_SECONDS, REQUESTS, Registry
 
 HEADER = b"x-request-id"
 log = logging.getLogger("endcontact.access")
+# Methods we name in metrics; anything else is "other", so a client cannot mint series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _accepted(value: bytes) -> str | None:
@@ -22,8 +26,9 @@ def _accepted(value: bytes) -> str | None:
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Registry) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,15 +50,19 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"] if scope["method"] in METHODS else "other"
             log.info(
                 "request",
                 extra={
-                    "method": scope["method"],
+                    "method": method,
                     # The route's template, never the path: a lookup's path is a number.
-                    "route": getattr(route, "path", "unmatched"),
+                    "route": route,
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "duration_ms": round(elapsed * 1000, 1),
                 },
             )
+            self.metrics.inc(REQUESTS, {"method": method, "route": route, "status": str(status)})
+            self.metrics.observe(REQUEST_SECONDS, {"method": method, "route": route}, elapsed)
             request_id.reset(token)

@@ -35,6 +35,16 @@ COMMON_ERRORS = {
     "503": _problem("Redis cannot be reached to check the key; retry.", RETRY_AFTER),
 }
 
+READINESS: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "redis"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "unavailable"]},
+        "redis": {"type": "string", "enum": ["ok", "down"]},
+        "workers": {"type": "integer", "minimum": 0},
+    },
+}
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {
@@ -168,6 +178,35 @@ DOCUMENT: dict[str, Any] = {
                         "description": "Alive.",
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     }
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Ready for traffic: Redis answers and a worker is alive",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Ready.",
+                        "content": {"application/json": {"schema": READINESS}},
+                    },
+                    "503": {
+                        "description": "Redis does not answer within 1 s, or no worker is alive.",
+                        "content": {"application/json": {"schema": READINESS}},
+                    },
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics of the whole service",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format 0.0.4.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "503": _problem("Redis does not answer."),
                 },
             }
         },

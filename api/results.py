@@ -75,9 +75,11 @@ class Watch:
         if future is not None and result is not None and not future.done():
             future.set_result(result)
 
-    def results(self) -> list[bool]:
-        """Per task, in order: True only for a task known to have succeeded."""
-        return [f.done() and not f.cancelled() and f.result() for f in self.outcomes.values()]
+    def results(self) -> list[bool | None]:
+        """Per task, in order: True (succeeded), False (failed) or None (not done)."""
+        return [
+            f.result() if f.done() and not f.cancelled() else None for f in self.outcomes.values()
+        ]
 
     def close(self) -> None:
         for future in self.outcomes.values():

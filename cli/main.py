@@ -1,11 +1,13 @@
-"""`endcontact run | web | worker | keys create | keys list | keys revoke`."""
+"""`endcontact run | web | worker | check web|worker | keys create|list|revoke`."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import os
+import socket
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -139,6 +141,31 @@ def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# A worker beats every 2 s (worker/heartbeat.py); as /readyz, allow a few missed beats.
+WORKER_SILENCE = 10.0
+
+
+def cmd_check_web(settings: Settings, args: argparse.Namespace) -> int:
+    """For a container healthcheck: the web on this host answers /healthz."""
+    from cli.run import healthy
+
+    return 0 if healthy(args.url) else 1
+
+
+def cmd_check_worker(settings: Settings, args: argparse.Namespace) -> int:
+    """For a container healthcheck: a worker on this host beat recently.
+
+    Worker names end in @<hostname> (cmd_worker), and a container's hostname is its
+    own, so this asks Redis about this container's workers only.
+    """
+    with _store(settings) as store:
+        alive = store.live_workers_on(socket.gethostname(), time.time() - WORKER_SILENCE)
+    if alive == 0:
+        print("endcontact: no live worker on this host", file=sys.stderr)
+        return 1
+    return 0
+
+
 @contextlib.contextmanager
 def _store(settings: Settings) -> Iterator[Store]:
     from shared.store import Store
@@ -172,6 +199,15 @@ def parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="Celery workers")
     worker.add_argument("--concurrency", type=int, default=DEFAULT_WORKERS, help="worker processes")
     worker.set_defaults(handler=cmd_worker)
+
+    check = commands.add_parser("check", help="health checks for containers (exit 0 or 1)")
+    check_commands = check.add_subparsers(dest="check_command", required=True)
+    check_web = check_commands.add_parser("web", help="the web answers its /healthz")
+    check_web.add_argument("--url", default="http://127.0.0.1:8000")
+    check_web.set_defaults(handler=cmd_check_web)
+    check_commands.add_parser(
+        "worker", help="a worker on this host sent a heartbeat in the last 10 s"
+    ).set_defaults(handler=cmd_check_worker)
 
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)

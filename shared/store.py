@@ -4,6 +4,9 @@ Keys:
   ec:key:<sha256 of the API key>   hash: id, company, campaign, label, created_at[, revoked_at]
   ec:key-ids                       hash: key id -> sha256, for listing and revoking by id
   ec:ended:<company>:<campaign>    hash: E.164 number -> time it was first ended
+  ec:workers                       sorted set: worker name -> time of its last heartbeat
+  ec:metrics                       hash: metric sample -> its sum over all processes
+  ec:rate:<key id>:<window>        a key's request count in one rate-limit window
 
 Company and campaign are percent-encoded in key names, so a ':' in a name cannot make
 two scopes collide. One hash per campaign keeps small campaigns compact and lets an
@@ -22,6 +25,8 @@ from urllib.parse import quote
 import redis
 
 from shared.apikeys import ApiKey, Scope, check_name, digest, generate_id, generate_secret
+from shared.metrics import METRICS_KEY
+from shared.tasks import QUEUE
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -128,8 +133,20 @@ class Store:
             pipe.zremrangebyscore(WORKERS, "-inf", now - 60)
             pipe.execute()
 
+    def live_workers_on(self, host: str, since: float) -> int:
+        """How many workers named `...@host` sent a heartbeat at or after `since`."""
+        names = self._redis.zrangebyscore(WORKERS, since, "+inf")
+        return sum(1 for name in names if str(name).endswith(f"@{host}"))
+
     def forget_worker(self, worker: str) -> None:
         self._redis.zrem(WORKERS, worker)
+
+    def add_metrics(self, counts: Mapping[str, float]) -> None:
+        """Add one process's counts to everyone's (shared.metrics)."""
+        with self._redis.pipeline(transaction=True) as pipe:
+            for sample, amount in counts.items():
+                pipe.hincrbyfloat(METRICS_KEY, sample, amount)
+            pipe.execute()
 
     def create_key(self, company: str, campaign: str, label: str = "") -> tuple[ApiKey, str]:
         """Store a new key; return it with its secret, which exists nowhere else after."""
@@ -185,6 +202,21 @@ class AsyncStore:
     async def live_workers(self, since: float) -> int:
         """How many workers sent a heartbeat at or after `since`."""
         return int(await self._redis.zcount(WORKERS, since, "+inf"))
+
+    async def add_metrics(self, counts: Mapping[str, float]) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for sample, amount in counts.items():
+                pipe.hincrbyfloat(METRICS_KEY, sample, amount)
+            await pipe.execute()
+
+    async def metrics(self, since: float) -> tuple[dict[str, str], int, int]:
+        """The summed metrics, the workers alive since `since`, and the queue's length."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(METRICS_KEY)
+            pipe.zcount(WORKERS, since, "+inf")
+            pipe.llen(QUEUE)
+            stored, workers, queued = await pipe.execute()
+        return dict(stored), int(workers), int(queued)
 
     async def count_request(self, key_id: str, slot: int, window: int) -> int:
         """Count a request of `key_id` in time slot `slot`; the count so far."""

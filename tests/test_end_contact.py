@@ -353,12 +353,20 @@ def test_readyz_is_503_without_workers_or_redis(redis_server: str, tmp_path: Pat
     from shared.embedded import free_port
 
     # Database 9: no worker beats there. Then a port where no Redis listens.
-    for url in (f"{redis_server}/9", f"redis://127.0.0.1:{free_port()}/0"):
+    # /metrics needs Redis only: it renders with no worker, and is a 503 without Redis.
+    cases = ((f"{redis_server}/9", 200), (f"redis://127.0.0.1:{free_port()}/0", 503))
+    for url, metrics_status in cases:
         base, process = start_web({"REDIS_URL": url}, tmp_path / "web.log")
         try:
             ready = httpx.get(f"{base}/readyz", timeout=10)
             alive = httpx.get(f"{base}/healthz", timeout=10)
+            metrics = httpx.get(f"{base}/metrics", timeout=10)
         finally:
             stop(process)
         assert ready.status_code == 503, url
         assert alive.status_code == 200
+        assert metrics.status_code == metrics_status
+        if metrics_status == 200:
+            assert "\nendcontact_workers 0\n" in metrics.text
+        else:
+            assert metrics.headers["content-type"] == "application/problem+json"

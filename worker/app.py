@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import setup_logging, worker_ready, worker_shutdown
+from celery.signals import setup_logging, task_revoked, worker_ready, worker_shutdown
 
 from shared import logs
 from shared.apikeys import Scope
+from shared.metrics import TASKS, Registry
 from shared.settings import Settings
 from shared.store import Store
 from shared.tasks import QUEUE, TASK_NAME
@@ -70,9 +71,10 @@ def create_celery(settings: Settings) -> Celery:
     # Its own client: the heartbeat thread must not share a connection with the task.
     heartbeat_store = Store.connect(url)
     beats: list[Heartbeat] = []
+    metrics = Registry()
 
     def start_heartbeat(sender: object, **kwargs: object) -> None:
-        beat = Heartbeat(heartbeat_store, str(getattr(sender, "hostname", "worker")))
+        beat = Heartbeat(heartbeat_store, str(getattr(sender, "hostname", "worker")), metrics)
         beat.start()
         beats.append(beat)
 
@@ -84,12 +86,18 @@ def create_celery(settings: Settings) -> Celery:
         # Connected, this replaces Celery's own logging set-up with ours.
         logs.configure()
 
+    def count_expired(expired: bool = False, **kwargs: object) -> None:
+        if expired:
+            metrics.inc(TASKS, {"outcome": "expired"})
+
     setup_logging.connect(json_logging, weak=False)
+    task_revoked.connect(count_expired, weak=False)
     worker_ready.connect(start_heartbeat, weak=False)
     worker_shutdown.connect(stop_heartbeat, weak=False)
 
     @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
     def end_contact(company: str, campaign: str, phone: str) -> bool:
-        return store.end_contact(Scope(company, campaign), phone)
+        with metrics.timed_task():
+            return store.end_contact(Scope(company, campaign), phone)
 
     return app

@@ -1,5 +1,6 @@
 """Each worker says it is alive in Redis every few seconds, so the web's /readyz can
-tell whether anyone will run its tasks without a broadcast round to every worker."""
+tell whether anyone will run its tasks without a broadcast round to every worker; on
+the same beat it adds its metrics to everyone's (shared.metrics)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 
 import redis
 
+from shared.metrics import Registry
 from shared.store import Store
 
 INTERVAL = 2.0
@@ -17,9 +19,10 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    def __init__(self, store: Store, name: str) -> None:
+    def __init__(self, store: Store, name: str, metrics: Registry) -> None:
         self._store = store
         self._name = name
+        self._metrics = metrics
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
@@ -29,6 +32,7 @@ class Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(INTERVAL * 2)
+        self._flush()
         # If Redis is away, the entry ages out of /readyz's window by itself.
         with contextlib.suppress(redis.RedisError, OSError):
             self._store.forget_worker(self._name)
@@ -39,4 +43,15 @@ class Heartbeat:
                 self._store.heartbeat(self._name, time.time())
             except (redis.RedisError, OSError) as exc:
                 log.warning("heartbeat failed: %s", exc.__class__.__name__)
+            self._flush()
             self._stop.wait(INTERVAL)
+
+    def _flush(self) -> None:
+        counts = self._metrics.take()
+        if not counts:
+            return
+        try:
+            self._store.add_metrics(counts)
+        except (redis.RedisError, OSError) as exc:
+            self._metrics.give_back(counts)  # for the next beat
+            log.warning("metrics flush failed: %s", exc.__class__.__name__)

@@ -1,0 +1,123 @@
+"""/metrics: every process's counts, summed in Redis, the same from any web process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from shared.embedded import free_port
+from shared.store import Store, ended_key
+from shared.tasks import QUEUE
+from tests.conftest import new_caller
+from tests.processes import Stack, http_ready, spawn, stop, wait_for
+from tests.prometheus import Page, metric, samples
+
+URL = "/api/v1/leads/end-contact"
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(tmp_path, timeout=1.0).start()
+    yield stack
+    stack.stop()
+
+
+def post(base: str, headers: dict[str, str], count: int, first: int) -> httpx.Response:
+    phones = [f"(509) 555-{n:04d}" for n in range(first, first + count)]
+    # A new connection each time, so a multi-process web spreads them.
+    return httpx.post(f"{base}{URL}", json={"phoneNumberList": phones}, headers=headers)
+
+
+def until_equal(base: str, expected: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> Page:
+    deadline = time.monotonic() + 15
+    while True:
+        page = samples(httpx.get(f"{base}/metrics").text)
+        seen = {key: metric(page, key[0], **dict(key[1])) for key in expected}
+        if seen == expected:
+            return page
+        assert time.monotonic() < deadline, f"{base}: {seen} != {expected}"
+        time.sleep(0.2)
+
+
+def test_metrics_count_every_process_and_outcome(stack: Stack, tmp_path: Path) -> None:
+    # A second web, itself two uvicorn processes; requests are split between the webs.
+    log = tmp_path / "web2.log"
+    port = free_port()
+    web2 = spawn(["web", f"--port={port}", "--workers=2"], stack.env, log)
+    other = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: http_ready(other), web2, log)
+        _exercise(stack, other)
+    finally:
+        stop(web2)
+
+
+def _exercise(stack: Stack, other: str) -> None:
+    store = Store.connect(stack.url)
+    caller = new_caller(store)
+    broken = new_caller(store)
+    webs = [stack.base, other]
+
+    for i in range(6):  # 6 requests of 2 numbers, 3 to each web
+        assert post(webs[i % 2], caller.headers, 2, 100 + 2 * i).status_code == 201
+    assert post(other, caller.headers, 1, 0).status_code == 201  # already ended: success
+    assert post(other, {"x-api-key": "nope"}, 1, 0).status_code == 401
+    bad = httpx.post(f"{other}{URL}", json={"phoneNumberList": ["12"]}, headers=caller.headers)
+    assert bad.status_code == 400
+    assert httpx.get(f"{stack.base}{URL}/+15095550100", headers=caller.headers).status_code == 200
+
+    # Errors: a string where the worker expects the campaign's hash (WRONGTYPE).
+    raw = redis.Redis.from_url(stack.url)
+    raw.set(ended_key(broken.key.scope), "not a hash")
+    answer = post(stack.base, broken.headers, 2, 0).json()
+    assert len(answer["failure"]) == 2
+
+    # Timeouts: no worker; a worker started later discards the expired tasks.
+    assert stack.worker is not None
+    stop(stack.worker)
+    answer = post(other, caller.headers, 3, 500).json()
+    assert len(answer["failure"]) == 3
+    stack.start_worker()
+    deadline = time.monotonic() + 15
+    while raw.llen(QUEUE) > 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+    route = (("method", "POST"), ("route", URL))
+    expected = {
+        ("endcontact_http_requests_total", (*route, ("status", "201"))): 9.0,
+        ("endcontact_http_requests_total", (*route, ("status", "401"))): 1.0,
+        ("endcontact_http_requests_total", (*route, ("status", "400"))): 1.0,
+        (
+            "endcontact_http_requests_total",
+            (("method", "GET"), ("route", URL + "/{phoneNumber}"), ("status", "200")),
+        ): 1.0,
+        ("endcontact_http_request_duration_seconds_count", route): 11.0,
+        ("endcontact_http_request_duration_seconds_bucket", (*route, ("le", "+Inf"))): 11.0,
+        ("endcontact_numbers_total", (("outcome", "success"),)): 13.0,
+        ("endcontact_numbers_total", (("outcome", "failure"), ("reason", "error"))): 2.0,
+        ("endcontact_numbers_total", (("outcome", "failure"), ("reason", "timeout"))): 3.0,
+        ("endcontact_tasks_total", (("outcome", "success"),)): 13.0,
+        ("endcontact_tasks_total", (("outcome", "error"),)): 2.0,
+        ("endcontact_tasks_total", (("outcome", "expired"),)): 3.0,
+        ("endcontact_task_duration_seconds_count", ()): 15.0,
+        ("endcontact_queued_tasks", ()): 0.0,
+        ("endcontact_workers", ()): 1.0,
+    }
+    for base in webs:
+        page = until_equal(base, expected)
+        buckets = [
+            value
+            for (name, labels), value in page.items()
+            if name == "endcontact_task_duration_seconds_bucket"
+        ]
+        assert len(buckets) == 13  # every bucket shown, cumulative up to the count
+        assert buckets == sorted(buckets)
+        assert max(buckets) == 15.0
+    store.close()
