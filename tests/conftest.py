@@ -12,7 +12,7 @@ import redis
 from shared.apikeys import ApiKey
 from shared.embedded import free_port, start_server, stop_server
 from shared.store import Store
-from tests.processes import spawn, start_web, stop, wait_for, worker_ready
+from tests.processes import Stack, spawn, start_web, stop, wait_for, worker_ready
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +87,11 @@ def new_caller(store: Store, company: str | None = None, campaign: str | None = 
 @pytest.fixture
 def caller(store: Store) -> Caller:
     return new_caller(store)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """A private Redis, worker and web, for tests that kill processes or count exactly."""
+    stack = Stack(tmp_path, timeout=2.0).start()
+    yield stack
+    stack.stop()

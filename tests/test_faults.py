@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,13 +19,6 @@ from tests.processes import Stack
 
 URL = "/api/v1/leads/end-contact"
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(tmp_path, timeout=2.0).start()
-    yield stack
-    stack.stop()
 
 
 def numbers(first: int, count: int = 50) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,13 +18,6 @@ from tests.prometheus import Page, metric, samples
 
 URL = "/api/v1/leads/end-contact"
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(tmp_path, timeout=1.0).start()
-    yield stack
-    stack.stop()
 
 
 def post(base: str, headers: dict[str, str], count: int, first: int) -> httpx.Response:
