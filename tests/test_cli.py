@@ -134,3 +134,14 @@ def test_run_starts_everything_embedded_and_persists(tmp_path: Path) -> None:
         assert stop(process, signal.SIGINT) == 0
     assert (data / PORT_FILE).exists()
     assert running_url(data) is None
+
+
+def test_checks_fail_without_what_they_check(redis_server: str, redis_url: str, web: str) -> None:
+    # The session's workers beat on database 0 from this host; none beats on database 8.
+    assert endcontact("check", "worker", env={"REDIS_URL": redis_url}).returncode == 0
+    lonely = endcontact("check", "worker", env={"REDIS_URL": f"{redis_server}/8"})
+    assert lonely.returncode == 1
+    assert "no live worker" in lonely.stderr
+    assert endcontact("check", "web", "--url", web, env={}).returncode == 0
+    nobody = f"http://127.0.0.1:{free_port()}"
+    assert endcontact("check", "web", "--url", nobody, env={}).returncode == 1
