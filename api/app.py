@@ -29,6 +29,7 @@ from api.publisher import TaskPublisher
 from api.ratelimit import check_rate
 from api.results import ResultListener
 from shared import logs, metrics
+from shared.connection import async_client
 from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import Settings
 from shared.store import AsyncStore
@@ -164,8 +165,8 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client = redis.asyncio.Redis.from_url(
-            settings.require_redis_url(),
+        client = async_client(
+            settings,
             decode_responses=True,
             socket_connect_timeout=2,
             health_check_interval=30,

@@ -171,7 +171,7 @@ def _store(settings: Settings) -> Iterator[Store]:
     from shared.store import Store
 
     with redis_url(settings) as url:
-        store = Store.connect(url)
+        store = Store.connect(replace(settings, redis_url=url))
         try:
             yield store
         finally:

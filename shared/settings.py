@@ -26,6 +26,13 @@ class Settings:
     # Requests per key per window, shared by all web processes; 0 turns it off.
     rate_limit: int = 600
     rate_window: int = 60
+    # With a sentinel:// REDIS_URL (shared.connection): the group's name, and the
+    # Sentinels' own password if they have one.
+    sentinel_master: str | None = None
+    sentinel_password: str | None = None
+    # Replicas that must have a mark on disk too before it counts as a success; 1 or
+    # more keeps successes through a failover to a replica (README, "Several hosts").
+    durable_replicas: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -37,6 +44,9 @@ class Settings:
             default_region=_region(env.get("ENDCONTACT_DEFAULT_REGION") or "US"),
             rate_limit=_count(env, "ENDCONTACT_RATE_LIMIT", default=600),
             rate_window=max(1, _count(env, "ENDCONTACT_RATE_WINDOW", default=60)),
+            sentinel_master=_sentinel_master(env),
+            sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,
+            durable_replicas=_count(env, "ENDCONTACT_DURABLE_REPLICAS", default=0),
         )
 
     def require_redis_url(self) -> str:
@@ -72,3 +82,10 @@ def _region(raw: str) -> str:
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise SettingsError(f"ENDCONTACT_DEFAULT_REGION {raw!r} is not a known region code")
     return region
+
+
+def _sentinel_master(env: Mapping[str, str]) -> str | None:
+    url, master = env.get("REDIS_URL", ""), env.get("REDIS_SENTINEL_MASTER") or None
+    if url.startswith("sentinel://") and master is None:
+        raise SettingsError("REDIS_URL names Sentinels: set REDIS_SENTINEL_MASTER to the group")
+    return master

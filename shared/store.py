@@ -25,11 +25,14 @@ from urllib.parse import quote
 import redis
 
 from shared.apikeys import ApiKey, Scope, check_name, digest, generate_id, generate_secret
+from shared.connection import sync_client
 from shared.metrics import METRICS_KEY
 from shared.tasks import QUEUE
 
 if TYPE_CHECKING:
     import redis.asyncio
+
+    from shared.settings import Settings
 
 KEY_IDS = "ec:key-ids"
 # Sorted set: worker name -> time of its last heartbeat (seconds since the epoch).
@@ -72,20 +75,21 @@ DURABLE_TIMEOUT_MS = 2000
 
 
 class Store:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, replicas: int = 0) -> None:
         # The client must decode responses: everything stored here is text.
         self._redis = client
+        # How many replicas must have a mark on disk, besides the primary.
+        self._replicas = replicas
         self._waitaof = True
 
     @classmethod
-    def connect(cls, url: str) -> Store:
+    def connect(cls, settings: Settings) -> Store:
         """A Store on its own client, with bounded waits: a Redis that stops answering
         fails the call instead of hanging the worker or command that made it."""
-        return cls(
-            redis.Redis.from_url(
-                url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
-            )
+        client = sync_client(
+            settings, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
         )
+        return cls(client, settings.durable_replicas)
 
     def close(self) -> None:
         self._redis.close()
@@ -102,7 +106,8 @@ class Store:
         return first
 
     def _confirm_on_disk(self) -> None:
-        """WAITAOF: return once this connection's writes are fsynced to the AOF.
+        """WAITAOF: return once this connection's writes are fsynced to the AOF, on the
+        primary and on as many replicas as asked for.
 
         A success told to a client must survive Redis being killed right after. Redis
         and Valkey before 7.2 lack WAITAOF; there durability rests on the server's own
@@ -112,15 +117,19 @@ class Store:
             return
         try:
             reply = self._redis.execute_command(  # type: ignore[no-untyped-call]
-                "WAITAOF", 1, 0, DURABLE_TIMEOUT_MS
+                "WAITAOF", 1, self._replicas, DURABLE_TIMEOUT_MS
             )
         except redis.ResponseError as exc:
             if "unknown command" not in str(exc).lower():
                 raise NotDurable(str(exc)) from None  # e.g. appendonly is off
+            if self._replicas:
+                raise NotDurable("replicas can be waited for on Redis 7.2+ only") from None
             self._waitaof = False
             return
         if int(reply[0]) < 1:
             raise NotDurable(f"not fsynced within {DURABLE_TIMEOUT_MS} ms")
+        if int(reply[1]) < self._replicas:
+            raise NotDurable(f"{reply[1]} of {self._replicas} replicas fsynced in time")
 
     def ended_at(self, scope: Scope, phone: str) -> str | None:
         value = self._redis.hget(ended_key(scope), phone)

@@ -51,7 +51,7 @@ def test_metrics_count_every_process_and_outcome(stack: Stack, tmp_path: Path) -
 
 
 def _exercise(stack: Stack, other: str) -> None:
-    store = Store.connect(stack.url)
+    store = Store(redis.Redis.from_url(stack.url, decode_responses=True))
     caller = new_caller(store)
     broken = new_caller(store)
     webs = [stack.base, other]

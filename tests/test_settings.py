@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.connection import SentinelGroup
 from shared.settings import Settings, SettingsError
 
 
@@ -36,8 +37,20 @@ def test_values_are_read() -> None:
         {"ENDCONTACT_DEFAULT_REGION": "XX"},
         {"ENDCONTACT_RATE_LIMIT": "many"},
         {"ENDCONTACT_RATE_WINDOW": "-1"},
+        {"ENDCONTACT_DURABLE_REPLICAS": "one"},
     ],
 )
 def test_bad_values_are_named(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError, match=next(iter(env))):
         Settings.from_env(env)
+
+
+def test_sentinel_needs_its_group_name() -> None:
+    url = "sentinel://:pw@h1:26379/2;sentinel://:pw@h2:26380/2"
+    with pytest.raises(SettingsError, match="REDIS_SENTINEL_MASTER"):
+        Settings.from_env({"REDIS_URL": url})
+    settings = Settings.from_env({"REDIS_URL": url, "REDIS_SENTINEL_MASTER": "main"})
+    target = SentinelGroup.parse(url, "main", None)
+    assert target.sentinels == [("h1", 26379), ("h2", 26380)]
+    assert (target.db, target.password, target.master) == (2, "pw", "main")
+    assert settings.sentinel_master == "main"

@@ -9,6 +9,7 @@ from celery.signals import setup_logging, task_revoked, worker_ready, worker_shu
 
 from shared import logs
 from shared.apikeys import Scope
+from shared.connection import group
 from shared.metrics import TASKS, Registry
 from shared.settings import Settings
 from shared.store import Store
@@ -22,12 +23,20 @@ RESULT_EXPIRES = 60
 
 def create_celery(settings: Settings) -> Celery:
     url = settings.require_redis_url()
+    sentinels = group(settings)
+    # Through Sentinel (shared.connection), broker and backend ask it for the primary.
+    ha: dict[str, object] = {}
+    backend = "WriteOnlyRedisBackend"
+    if sentinels is not None:
+        ha = {"master_name": sentinels.master, "sentinel_kwargs": sentinels.sentinel_kwargs()}
+        backend = "WriteOnlySentinelBackend"
     app = Celery("endcontact", set_as_current=False)
     app.conf.update(
         broker_url=url,
         # Celery's Redis backend minus a read per task we never need (worker/backend.py),
         # named the way Celery takes a backend class: "module:Class+url".
-        result_backend=f"worker.backend:WriteOnlyRedisBackend+{url}",
+        result_backend=f"worker.backend:{backend}+{url}",
+        result_backend_transport_options=ha,
         task_default_queue=QUEUE,
         # JSON only: a worker must never unpickle what arrives on a shared broker.
         task_serializer="json",
@@ -57,11 +66,12 @@ def create_celery(settings: Settings) -> Celery:
             # redelivery an hour later (see above), and costs two Redis round trips
             # per task. Off, a worker drains about twice as many tasks per second.
             "ack_emulation": False,
+            **ha,
         },
         worker_send_task_events=False,
         task_send_sent_event=False,
     )
-    store = Store.connect(url)
+    store = Store.connect(settings)
 
     # "received" and "succeeded" lines for every task would be thousands of lines a
     # second and cost a tenth of the throughput; failures are still logged (ERROR).
@@ -69,7 +79,7 @@ def create_celery(settings: Settings) -> Celery:
     logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 
     # Its own client: the heartbeat thread must not share a connection with the task.
-    heartbeat_store = Store.connect(url)
+    heartbeat_store = Store.connect(settings)
     beats: list[Heartbeat] = []
     metrics = Registry()
 

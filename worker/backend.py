@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 
 
-class WriteOnlyRedisBackend(RedisBackend):  # type: ignore[misc]
+class WriteOnly:
+    """Stores a result without reading the one before it."""
+
     def _store_result(
         self,
         task_id: str,
@@ -24,9 +26,18 @@ class WriteOnlyRedisBackend(RedisBackend):  # type: ignore[misc]
         request: Any = None,
         **kwargs: Any,
     ) -> Any:
-        meta = self._get_result_meta(
+        backend: Any = self
+        meta = backend._get_result_meta(
             result=result, state=state, traceback=traceback, request=request
         )
         meta["task_id"] = task_id
-        self._set_with_state(self.get_key_for_task(task_id), self.encode(meta), state)
+        backend._set_with_state(backend.get_key_for_task(task_id), backend.encode(meta), state)
         return result
+
+
+class WriteOnlyRedisBackend(WriteOnly, RedisBackend):  # type: ignore[misc]
+    pass
+
+
+class WriteOnlySentinelBackend(WriteOnly, SentinelBackend):  # type: ignore[misc]
+    """The same, with the primary found through Sentinel (shared.connection)."""

@@ -1,0 +1,158 @@
+"""Several hosts: Redis found through Sentinel, a failover, and successes that survive it.
+
+A primary, a replica and a Sentinel (all valkey-server), the web and a worker pointed
+at the Sentinel with ENDCONTACT_DURABLE_REPLICAS=1. The primary is SIGKILLed; Sentinel
+promotes the replica; the service follows it by itself, and every success told to a
+client before the failover is on the new primary.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from shared.embedded import free_port, server_binary, start_server, stop_server
+from shared.store import Store, ended_key
+from tests.conftest import new_caller
+from tests.processes import http_ready, spawn, stop, wait_for, worker_ready
+
+URL = "/api/v1/leads/end-contact"
+GROUP = "endcontact"
+pytestmark = pytest.mark.timeout(180)
+
+
+def start_sentinel(directory: Path, port: int, primary: int) -> subprocess.Popen[bytes]:
+    directory.mkdir()
+    config = directory / "sentinel.conf"
+    # Sentinel rewrites this file as it learns; quick timings so the test is short.
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {directory}\nlogfile {directory / 'sentinel.log'}\n"
+        f"sentinel monitor {GROUP} 127.0.0.1 {primary} 1\n"
+        f"sentinel down-after-milliseconds {GROUP} 1000\n"
+        f"sentinel failover-timeout {GROUP} 5000\n"
+    )
+    process = subprocess.Popen(
+        [str(server_binary()), str(config), "--sentinel"], start_new_session=True
+    )
+    client = redis.Redis(port=port, socket_timeout=1)
+    eventually(lambda: _answers(client), "sentinel up")
+    return process
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = 45) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.2)
+
+
+def primary_port(sentinel: redis.Redis) -> int:
+    host_port = sentinel.execute_command(  # type: ignore[no-untyped-call]
+        "SENTINEL", "get-master-addr-by-name", GROUP
+    )
+    return int(host_port[1])
+
+
+@pytest.fixture
+def group(tmp_path: Path) -> Iterator[dict[str, int]]:
+    ports = {"primary": free_port(), "replica": free_port(), "sentinel": free_port()}
+    servers = [start_server(tmp_path / "primary", ports["primary"])]
+    servers.append(
+        start_server(
+            tmp_path / "replica",
+            ports["replica"],
+            extra_args=("--replicaof", "127.0.0.1", str(ports["primary"])),
+        )
+    )
+    servers.append(start_sentinel(tmp_path / "sentinel", ports["sentinel"], ports["primary"]))
+    replica = redis.Redis(port=ports["replica"], decode_responses=True)
+    eventually(
+        lambda: replica.info("replication").get("master_link_status") == "up", "replica in sync"
+    )
+    yield ports
+    for server in servers:
+        stop_server(server)
+
+
+def post(base: str, headers: dict[str, str], phones: list[str]) -> httpx.Response:
+    return httpx.post(f"{base}{URL}", json={"phoneNumberList": phones}, headers=headers, timeout=30)
+
+
+def test_failover_keeps_every_success(group: dict[str, int], tmp_path: Path) -> None:
+    env = {
+        "REDIS_URL": f"sentinel://127.0.0.1:{group['sentinel']}/0",
+        "REDIS_SENTINEL_MASTER": GROUP,
+        "ENDCONTACT_DURABLE_REPLICAS": "1",
+        "ENDCONTACT_RESULT_TIMEOUT": "2",
+    }
+    worker_log, web_log = tmp_path / "worker.log", tmp_path / "web.log"
+    worker = spawn(["worker", "--concurrency=1"], env, worker_log)
+    port = free_port()
+    web = spawn(["web", f"--port={port}"], env, web_log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: worker_ready(worker_log), worker, worker_log)
+        wait_for(lambda: http_ready(base), web, web_log)
+        _fail_over(group, tmp_path, base)
+        assert worker.poll() is None
+        assert web.poll() is None
+    finally:
+        stop(web)
+        stop(worker)
+
+
+def _fail_over(group: dict[str, int], tmp_path: Path, base: str) -> None:
+    store = Store(redis.Redis(port=group["primary"], decode_responses=True))
+    caller = new_caller(store)
+    before = [f"(509) 555-{n:04d}" for n in range(20)]
+    first = post(base, caller.headers, before)
+    assert first.status_code == 201
+    assert len(first.json()["success"]) == 20, first.json()
+
+    # The primary dies; Sentinel promotes the replica.
+    old_primary = group["primary"]
+    sentinel = redis.Redis(port=group["sentinel"], socket_timeout=2)
+    pid = int(redis.Redis(port=old_primary).info("server")["process_id"])
+    os.kill(pid, signal.SIGKILL)
+    eventually(lambda: primary_port(sentinel) == group["replica"], "replica promoted")
+
+    # The old primary comes back; Sentinel makes it a replica of the new one, so
+    # writes can again be confirmed on a replica's disk.
+    back = start_server(tmp_path / "primary", old_primary)
+    try:
+        after = [f"(509) 555-{n:04d}" for n in range(100, 120)]
+        answers: list[httpx.Response] = []
+
+        def all_succeed() -> bool:
+            answer = post(base, caller.headers, after)
+            answers.append(answer)
+            # Meanwhile: a 201 with failures to retry, or a 503; never a hang or a 500.
+            assert answer.status_code in (201, 503), answer.text
+            return answer.status_code == 201 and len(answer.json()["success"]) == 20
+
+        eventually(all_succeed, "requests succeed after the failover", timeout=60)
+        new_primary = redis.Redis(port=group["replica"], decode_responses=True)
+        marks = new_primary.hgetall(ended_key(caller.key.scope))
+        assert set(marks) == {
+            *first.json()["success"],
+            *answers[-1].json()["success"],
+        }
+        ready = httpx.get(f"{base}/readyz", timeout=5)
+        assert ready.status_code == 200, ready.text
+    finally:
+        stop_server(back)
