@@ -32,7 +32,7 @@ from shared import logs, metrics
 from shared.connection import async_client
 from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import Settings
-from shared.store import AsyncStore
+from shared.store import WORKER_SILENCE, AsyncStore
 
 log = logging.getLogger("endcontact.api")
 
@@ -110,8 +110,6 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-# Workers beat every 2 s (worker/heartbeat.py); three missed beats and more is gone.
-WORKER_SILENCE = 10.0
 READY_TIMEOUT = 1.0
 
 

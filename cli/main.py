@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import redis
 
@@ -18,10 +17,7 @@ from cli.supervisor import cli_command, supervise
 from shared import logs
 from shared.embedded import EmbeddedServerError, embedded_redis
 from shared.settings import Settings, SettingsError
-
-if TYPE_CHECKING:
-    from shared.store import Store
-
+from shared.store import WORKER_SILENCE, Store
 
 # One more than the cores: each worker waits on Redis for part of every task, and a
 # third process fills those waits on two cores (measured: bench/README.md).
@@ -141,10 +137,6 @@ def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-# A worker beats every 2 s (worker/heartbeat.py); as /readyz, allow a few missed beats.
-WORKER_SILENCE = 10.0
-
-
 def cmd_check_web(settings: Settings, args: argparse.Namespace) -> int:
     """For a container healthcheck: the web on this host answers /healthz."""
     from cli.run import healthy
@@ -168,8 +160,6 @@ def cmd_check_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _store(settings: Settings) -> Iterator[Store]:
-    from shared.store import Store
-
     with redis_url(settings) as url:
         store = Store.connect(replace(settings, redis_url=url))
         try:

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 KEY_IDS = "ec:key-ids"
 # Sorted set: worker name -> time of its last heartbeat (seconds since the epoch).
 WORKERS = "ec:workers"
+# Workers beat every 2 s (worker/heartbeat.py): one silent this long is taken as gone.
+WORKER_SILENCE = 10.0
 
 
 def key_record(secret_digest: str) -> str:
