@@ -10,6 +10,8 @@ from pathlib import Path
 
 import phonenumbers
 
+from shared.connection import is_sentinel
+
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names it."""
@@ -86,6 +88,6 @@ def _region(raw: str) -> str:
 
 def _sentinel_master(env: Mapping[str, str]) -> str | None:
     url, master = env.get("REDIS_URL", ""), env.get("REDIS_SENTINEL_MASTER") or None
-    if url.startswith("sentinel://") and master is None:
+    if is_sentinel(url) and master is None:
         raise SettingsError("REDIS_URL names Sentinels: set REDIS_SENTINEL_MASTER to the group")
     return master
