@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from typing import TYPE_CHECKING
-
-import redis
 
 from shared.metrics import FLUSH_INTERVAL, NUMBERS, Registry
 
@@ -15,7 +12,6 @@ if TYPE_CHECKING:
     from api.fanout import Outcome
     from shared.store import AsyncStore
 
-log = logging.getLogger(__name__)
 # A flush that Redis does not take within this long is retried with the next one.
 FLUSH_TIMEOUT = 2.0
 
@@ -29,17 +25,10 @@ def count_numbers(registry: Registry, outcome: Outcome) -> None:
 
 async def flush(registry: Registry, store: AsyncStore) -> None:
     """Add this process's counts to Redis; kept for the next try if Redis fails."""
-    counts = registry.take()
-    if not counts:
-        return
-    try:
-        async with asyncio.timeout(FLUSH_TIMEOUT):
-            await store.add_metrics(counts)
-    except (TimeoutError, redis.RedisError, OSError) as exc:
-        # Kept for the next flush. All or nothing (MULTI): only a reply lost after
-        # Redis applied it counts twice, which is rarer and smaller than a gap.
-        registry.give_back(counts)
-        log.warning("metrics flush failed: %s", exc.__class__.__name__)
+    with registry.flushing() as counts:
+        if counts:
+            async with asyncio.timeout(FLUSH_TIMEOUT):
+                await store.add_metrics(counts)
 
 
 async def flush_forever(registry: Registry, store: AsyncStore) -> None:

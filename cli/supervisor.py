@@ -55,9 +55,6 @@ class Supervisor:
         for index in range(len(self._commands)):
             self._start(index)
 
-    def alive(self) -> bool:
-        return all(child is not None and child.poll() is None for child in self._children)
-
     def restart_crashed(self) -> bool:
         """Restart children that exited; False when they crash too often to go on."""
         for index, child in enumerate(self._children):

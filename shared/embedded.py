@@ -48,6 +48,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def local_url(port: int) -> str:
+    """The URL of a server of ours on this host: database 0, the one the service uses."""
+    return f"redis://127.0.0.1:{port}/0"
+
+
 def start_server(
     data_dir: Path, port: int, *, extra_args: tuple[str, ...] = ()
 ) -> subprocess.Popen[bytes]:
@@ -77,7 +82,7 @@ def start_server(
     # Its own session: a Ctrl-C meant for the CLI must not kill the server before the
     # CLI has stopped the processes that write to it.
     process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
-    url = f"redis://127.0.0.1:{port}/0"
+    url = local_url(port)
     deadline = time.monotonic() + START_TIMEOUT
     while not _answers(url):
         if process.poll() is not None:
@@ -124,7 +129,7 @@ def running_url(data_dir: Path) -> str | None:
         port = int((data_dir / PORT_FILE).read_text().strip())
     except (OSError, ValueError):
         return None
-    url = f"redis://127.0.0.1:{port}/0"
+    url = local_url(port)
     return url if _answers(url, data_dir) else None
 
 
@@ -141,7 +146,7 @@ def embedded_redis(data_dir: Path) -> Iterator[str]:
             port = free_port()
             process = start_server(data_dir, port)
             (data_dir / PORT_FILE).write_text(f"{port}\n")
-            url = f"redis://127.0.0.1:{port}/0"
+            url = local_url(port)
     try:
         yield url
     finally:

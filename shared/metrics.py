@@ -18,12 +18,17 @@ way the text format shows them, so rendering is grouping and sorting.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+
+import redis
+
+log = logging.getLogger(__name__)
 
 METRICS_KEY = "ec:metrics"
 FLUSH_INTERVAL = 1.0
@@ -144,6 +149,22 @@ class Registry:
         with self._lock:
             for field, amount in counts.items():
                 self._counts[field] += amount
+
+    @contextlib.contextmanager
+    def flushing(self) -> Iterator[dict[str, float]]:
+        """The counts to flush (maybe none), taken for the block that writes them.
+
+        If the block fails with a Redis error or a timeout, the counts are given back
+        for the next flush and the failure is logged, not raised: a flush must never
+        stop a web or a worker. All or nothing (MULTI): only a reply lost after Redis
+        applied it counts twice, which is rarer and smaller than a gap.
+        """
+        counts = self.take()
+        try:
+            yield counts
+        except (TimeoutError, redis.RedisError, OSError) as exc:
+            self.give_back(counts)
+            log.warning("metrics flush failed: %s", exc.__class__.__name__)
 
 
 def render(stored: Mapping[str, str], gauges: Mapping[Family, float]) -> str:

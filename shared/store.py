@@ -12,7 +12,8 @@ Company and campaign are percent-encoded in key names, so a ':' in a name cannot
 two scopes collide. One hash per campaign keeps small campaigns compact and lets an
 operator count or export a campaign's marks with one key.
 
-`Store` is synchronous (worker, CLI); `AsyncStore` has the two reads the web needs.
+`Store` is synchronous (worker, CLI); `AsyncStore` has what the web needs. Key names,
+record decoding and the metrics write are shared by both, which only send and await.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from shared.tasks import QUEUE
 
 if TYPE_CHECKING:
     import redis.asyncio
+    import redis.asyncio.client
+    import redis.client
 
     from shared.settings import Settings
 
@@ -65,6 +68,19 @@ def _api_key(raw: Mapping[Any, Any]) -> ApiKey | None:
         created_at=fields["created_at"],
         revoked_at=fields.get("revoked_at") or None,
     )
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _queue_metrics(
+    pipe: redis.client.Pipeline | redis.asyncio.client.Pipeline, counts: Mapping[str, float]
+) -> None:
+    """Queue the adding of one process's counts to everyone's (shared.metrics); the
+    caller's MULTI applies them all or none."""
+    for sample, amount in counts.items():
+        pipe.hincrbyfloat(METRICS_KEY, sample, amount)
 
 
 class NotDurable(RuntimeError):
@@ -134,8 +150,7 @@ class Store:
             raise NotDurable(f"{reply[1]} of {self._replicas} replicas fsynced in time")
 
     def ended_at(self, scope: Scope, phone: str) -> str | None:
-        value = self._redis.hget(ended_key(scope), phone)
-        return None if value is None else str(value)
+        return _text(self._redis.hget(ended_key(scope), phone))
 
     def heartbeat(self, worker: str, now: float) -> None:
         """Say `worker` is alive; forget workers silent for a minute."""
@@ -153,10 +168,8 @@ class Store:
         self._redis.zrem(WORKERS, worker)
 
     def add_metrics(self, counts: Mapping[str, float]) -> None:
-        """Add one process's counts to everyone's (shared.metrics)."""
         with self._redis.pipeline(transaction=True) as pipe:
-            for sample, amount in counts.items():
-                pipe.hincrbyfloat(METRICS_KEY, sample, amount)
+            _queue_metrics(pipe, counts)
             pipe.execute()
 
     def create_key(self, company: str, campaign: str, label: str = "") -> tuple[ApiKey, str]:
@@ -199,9 +212,6 @@ class Store:
         self._redis.hsetnx(record, "revoked_at", utc_now())
         return _api_key(self._redis.hgetall(record))
 
-    def find_key(self, secret: str) -> ApiKey | None:
-        return _api_key(self._redis.hgetall(key_record(digest(secret))))
-
 
 class AsyncStore:
     def __init__(self, client: redis.asyncio.Redis) -> None:
@@ -216,8 +226,7 @@ class AsyncStore:
 
     async def add_metrics(self, counts: Mapping[str, float]) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            for sample, amount in counts.items():
-                pipe.hincrbyfloat(METRICS_KEY, sample, amount)
+            _queue_metrics(pipe, counts)
             await pipe.execute()
 
     async def metrics(self, since: float) -> tuple[dict[str, str], int, int]:
@@ -240,5 +249,4 @@ class AsyncStore:
         return int(count)
 
     async def ended_at(self, scope: Scope, phone: str) -> str | None:
-        value = await self._redis.hget(ended_key(scope), phone)
-        return None if value is None else str(value)
+        return _text(await self._redis.hget(ended_key(scope), phone))

@@ -47,11 +47,6 @@ class Heartbeat:
             self._stop.wait(INTERVAL)
 
     def _flush(self) -> None:
-        counts = self._metrics.take()
-        if not counts:
-            return
-        try:
-            self._store.add_metrics(counts)
-        except (redis.RedisError, OSError) as exc:
-            self._metrics.give_back(counts)  # for the next beat
-            log.warning("metrics flush failed: %s", exc.__class__.__name__)
+        with self._metrics.flushing() as counts:
+            if counts:
+                self._store.add_metrics(counts)
