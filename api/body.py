@@ -30,6 +30,9 @@ def _too_large() -> Problem:
         413,
         f"The body is larger than {MAX_BODY_BYTES} bytes.",
         type="/problems/body-too-large",
+        # Else the server, to keep the connection for a next request, reads and drops
+        # all the rest of the body, however large: closing it is what stops the upload.
+        headers={"Connection": "close"},
     )
 
 
