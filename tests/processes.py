@@ -6,12 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from shared.embedded import free_port, start_server, stop_server
+from shared.embedded import free_port, local_url, start_server, stop_server
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,16 +34,10 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
 
 
 def wait_for(
-    ready: object, process: subprocess.Popen[bytes], log: Path, timeout: float = 30
+    ready: Callable[[], object], process: subprocess.Popen[bytes], log: Path, timeout: float = 30
 ) -> None:
-    assert callable(ready)
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited {process.returncode}:\n{log.read_text()}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{process.args!r} not ready in {timeout}s:\n{log.read_text()}")
-        time.sleep(0.05)
+    """Until `ready()`; fails at once, with the log, if `process` exits first."""
+    wait_until(ready, timeout, f"{process.args!r} ready", watch=[process], logs=log.read_text)
 
 
 def http_ready(base: str) -> bool:
@@ -86,7 +81,7 @@ class Stack:
         # Server options on top of the embedded defaults (later ones win).
         self.redis_args = redis_args
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = local_url(self.port)
         self.timeout = timeout
         self.redis: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None

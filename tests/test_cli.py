@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from shared.embedded import PORT_FILE, free_port, running_url
+from tests.helpers import URL
 from tests.processes import ROOT, http_ready, spawn, stop, wait_for
-
-URL = "/api/v1/leads/end-contact"
 
 
 def endcontact(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,11 +31,11 @@ import pytest
 
 from shared.embedded import free_port, server_binary
 from tests.composefile import MissingVariable, load_compose
+from tests.helpers import URL, wait_until
 from tests.processes import ROOT, stop
 from tests.prometheus import metric, samples
 
 pytestmark = pytest.mark.timeout(180)
-URL = "/api/v1/leads/end-contact"
 PORTS = {"redis": 6379, "web": 8000, "proxy": 8000, "flower": 5555}
 REPLICAS = {"web": 2, "worker": 2}
 PASSWORD = "0123456789abcdef" * 4
@@ -135,14 +134,8 @@ class Host:
 
 
 def until(check: Callable[[], bool], host: Host, what: str, timeout: float = 45) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        for process in host.processes:
-            if process.poll() is not None:
-                raise AssertionError(f"{process.args!r} exited:\n{host.logs()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {timeout}s:\n{host.logs()}")
-        time.sleep(0.2)
+    """Until `check()`; fails at once if any of the host's processes has exited."""
+    wait_until(check, timeout, what, watch=host.processes, logs=host.logs, interval=0.2)
 
 
 def healthcheck(host: Host, service: str, port: int | None = None) -> Callable[[], bool]:

@@ -2,29 +2,55 @@
 
 from __future__ import annotations
 
+import calendar
 import json
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
-from shared.store import Store, ended_key
+from shared.store import Store, ended_key, utc_now
 from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller
+from tests.helpers import URL, lookup_path, post_numbers, wait_until
 from tests.processes import spawn, start_web, stop, wait_for, worker_ready
-
-URL = "/api/v1/leads/end-contact"
-
-
-def post(client: httpx.Client, caller: Caller | None, body: Any) -> httpx.Response:
-    headers = caller.headers if caller else {}
-    return client.post(URL, json=body, headers=headers)
 
 
 def lookup(client: httpx.Client, caller: Caller, number: str) -> httpx.Response:
-    return client.get(f"{URL}/{httpx.URL(number).raw_path.decode()}", headers=caller.headers)
+    return client.get(lookup_path(number), headers=caller.headers)
+
+
+def clock_passes(ended_at: str) -> None:
+    """Until the clock that stamps marks reads later than `ended_at`, so that a mark
+    written from now on has a time of its own."""
+    wait_until(lambda: utc_now() > ended_at, 5, f"the clock to pass {ended_at}")
+
+
+@dataclass(frozen=True)
+class Workerless:
+    """A web on a database no worker serves: every task a request publishes stays on
+    the queue, so the queue's length tells at once what a request set in motion."""
+
+    base: str
+    store: Store
+    redis: redis.Redis
+
+
+@pytest.fixture(scope="module")
+def workerless(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workerless]:
+    # Database 1: no worker listens there; keys are created and looked up there too.
+    url = f"{redis_server}/1"
+    log = tmp_path_factory.mktemp("workerless") / "web.log"
+    base, process = start_web({"REDIS_URL": url, "ENDCONTACT_RESULT_TIMEOUT": "1"}, log)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    yield Workerless(base, Store(client), client)
+    stop(process)
+    client.close()
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -41,7 +67,7 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
 
 def test_ends_contact_in_e164_in_request_order(client: httpx.Client, caller: Caller) -> None:
     numbers = ["(509) 555-1234", "+1 201-555-0123", "212.555.0199", "+44 20 7946 0958"]
-    response = post(client, caller, {"phoneNumberList": numbers})
+    response = post_numbers(client, caller.headers, numbers)
     assert response.status_code == 201, response.text
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {
@@ -56,7 +82,7 @@ def test_ends_contact_in_e164_in_request_order(client: httpx.Client, caller: Cal
 
 def test_fifty_numbers_all_succeed(client: httpx.Client, caller: Caller) -> None:
     numbers = [f"(509) 555-{n:04d}" for n in range(1000, 1050)]
-    response = post(client, caller, {"phoneNumberList": numbers})
+    response = post_numbers(client, caller.headers, numbers)
     assert response.status_code == 201
     assert response.json()["success"] == [f"+1509555{n:04d}" for n in range(1000, 1050)]
     assert response.json()["failure"] == []
@@ -65,22 +91,24 @@ def test_fifty_numbers_all_succeed(client: httpx.Client, caller: Caller) -> None
 def test_ending_again_is_a_success_and_keeps_the_first_time(
     client: httpx.Client, caller: Caller
 ) -> None:
-    body = {"phoneNumberList": ["(509) 555-1234"]}
-    assert post(client, caller, body).json()["success"] == ["+15095551234"]
+    assert post_numbers(client, caller.headers, ["(509) 555-1234"]).json()["success"] == [
+        "+15095551234"
+    ]
     first = lookup(client, caller, "+15095551234").json()["endedAt"]
-    time.sleep(0.01)
-    again = post(client, caller, {"phoneNumberList": ["+1 (509) 555 1234", "(509) 555-9876"]})
+    clock_passes(first)  # else an overwrite would look the same as a kept time
+    again = post_numbers(client, caller.headers, ["+1 (509) 555 1234", "(509) 555-9876"])
     assert again.status_code == 201
     assert again.json() == {"success": ["+15095551234", "+15095559876"], "failure": []}
     assert lookup(client, caller, "+15095551234").json()["endedAt"] == first
 
 
 def test_ended_at_is_iso_8601_utc(client: httpx.Client, caller: Caller) -> None:
-    post(client, caller, {"phoneNumberList": ["(509) 555-1234"]})
+    post_numbers(client, caller.headers, ["(509) 555-1234"])
     ended_at = lookup(client, caller, "(509) 555-1234").json()["endedAt"]
     assert ended_at.endswith("Z")
     parsed = time.strptime(ended_at, "%Y-%m-%dT%H:%M:%S.%fZ")
-    assert abs(time.mktime(parsed) - time.mktime(time.gmtime())) < 600
+    # timegm reads the fields as UTC (mktime would read them as local time).
+    assert abs(calendar.timegm(parsed) - time.time()) < 600
 
 
 def test_other_fields_are_ignored_and_charset_is_accepted(
@@ -110,15 +138,14 @@ def test_other_fields_are_ignored_and_charset_is_accepted(
     ids=["missing", "empty", "malformed", "unknown", "too-long"],
 )
 def test_bad_keys_get_401(client: httpx.Client, headers: dict[str, str]) -> None:
-    response = client.post(URL, json={"phoneNumberList": ["(509) 555-1234"]}, headers=headers)
-    problem = assert_problem(response, 401)
+    problem = assert_problem(post_numbers(client, headers, ["(509) 555-1234"]), 401)
     assert problem["detail"] == "A valid x-api-key header is required."
 
 
 def test_revoked_key_gets_401(client: httpx.Client, caller: Caller, store: Store) -> None:
-    assert post(client, caller, {"phoneNumberList": ["(509) 555-1234"]}).status_code == 201
+    assert post_numbers(client, caller.headers, ["(509) 555-1234"]).status_code == 201
     store.revoke_key(caller.key.id)
-    assert_problem(post(client, caller, {"phoneNumberList": ["(509) 555-1234"]}), 401)
+    assert_problem(post_numbers(client, caller.headers, ["(509) 555-1234"]), 401)
     assert_problem(lookup(client, caller, "+15095551234"), 401)
 
 
@@ -194,9 +221,8 @@ def test_wrong_content_type_gets_400(
     assert problem["errors"][0]["header"] == "content-type"
 
 
-def test_every_bad_entry_is_reported_and_nothing_is_processed(
-    client: httpx.Client, caller: Caller, store: Store
-) -> None:
+def test_every_bad_entry_is_reported_and_nothing_is_processed(workerless: Workerless) -> None:
+    caller = new_caller(workerless.store)
     numbers: list[Any] = [
         "(509) 555-1234",  # fine
         "(555) 555-1234",  # possible but not valid: no such area code
@@ -206,7 +232,8 @@ def test_every_bad_entry_is_reported_and_nothing_is_processed(
         "call me maybe",
         "(509) 555-9876",  # fine
     ]
-    response = post(client, caller, {"phoneNumberList": numbers})
+    queued = workerless.redis.llen(QUEUE)
+    response = post_numbers(workerless.base, caller.headers, numbers)
     problem = assert_problem(response, 400)
     by_pointer = {error["pointer"]: error for error in problem["errors"]}
     assert sorted(by_pointer) == [f"/phoneNumberList/{i}" for i in (1, 2, 3, 4, 5)]
@@ -215,11 +242,11 @@ def test_every_bad_entry_is_reported_and_nothing_is_processed(
     assert "duplicate of /phoneNumberList/0" in by_pointer["/phoneNumberList/2"]["reason"]
     assert "extension" in by_pointer["/phoneNumberList/3"]["reason"]
     assert by_pointer["/phoneNumberList/4"]["reason"] == "must be a string"
-    # Nothing was processed: not even the valid entries.
-    time.sleep(0.3)
-    assert store.ended_at(caller.key.scope, "+15095551234") is None
-    assert store.ended_at(caller.key.scope, "+15095559876") is None
-    assert lookup(client, caller, "+15095559876").status_code == 404
+    # Nothing was processed, not even the valid entries: no task was queued (a task
+    # would be published before the answer, and no worker takes it off), none stored.
+    assert workerless.redis.llen(QUEUE) == queued
+    assert workerless.store.ended_at(caller.key.scope, "+15095551234") is None
+    assert workerless.store.ended_at(caller.key.scope, "+15095559876") is None
 
 
 def test_body_over_64_kib_gets_413(client: httpx.Client, caller: Caller) -> None:
@@ -236,7 +263,7 @@ def test_body_over_64_kib_gets_413(client: httpx.Client, caller: Caller) -> None
 def test_lookup_accepts_any_format_and_404s_when_not_ended(
     client: httpx.Client, caller: Caller
 ) -> None:
-    post(client, caller, {"phoneNumberList": ["(509) 555-1234"]})
+    post_numbers(client, caller.headers, ["(509) 555-1234"])
     for form in ["(509) 555-1234", "+15095551234", "509.555.1234"]:
         found = lookup(client, caller, form)
         assert found.status_code == 200, form
@@ -254,16 +281,16 @@ def test_marks_are_invisible_to_other_campaigns_and_companies(
     company = owner.key.scope.company
     same_company = new_caller(store, company=company)
     same_campaign_name = new_caller(store, campaign=owner.key.scope.campaign)
-    assert post(client, owner, {"phoneNumberList": ["(509) 555-1234"]}).status_code == 201
+    assert post_numbers(client, owner.headers, ["(509) 555-1234"]).status_code == 201
     first = lookup(client, owner, "+15095551234").json()["endedAt"]
     for other in (same_company, same_campaign_name):
         assert lookup(client, other, "+15095551234").status_code == 404
     # Another campaign ending the same number gets its own mark; the owner's stays.
-    time.sleep(0.01)
-    assert post(client, same_company, {"phoneNumberList": ["(509) 555-1234"]}).status_code == 201
+    clock_passes(first)
+    assert post_numbers(client, same_company.headers, ["(509) 555-1234"]).status_code == 201
     theirs = lookup(client, same_company, "+15095551234").json()["endedAt"]
     assert lookup(client, owner, "+15095551234").json()["endedAt"] == first
-    assert theirs >= first
+    assert theirs > first  # written now: not the owner's mark seen through another scope
 
 
 # --- failures --------------------------------------------------------------------
@@ -278,38 +305,22 @@ def test_a_task_that_raises_is_a_failure(
     # hash makes every write of that campaign raise WRONGTYPE inside the task.
     raw = redis.Redis.from_url(redis_url)
     raw.set(ended_key(caller.key.scope), "not a hash")
-    response = post(client, caller, {"phoneNumberList": ["(509) 555-1234", "(509) 555-9876"]})
+    response = post_numbers(client, caller.headers, ["(509) 555-1234", "(509) 555-9876"])
     assert response.status_code == 201
     assert response.json() == {"success": [], "failure": ["+15095551234", "+15095559876"]}
     raw.delete(ended_key(caller.key.scope))
     # Nothing is stuck: the client's retry succeeds.
-    retry = post(client, caller, {"phoneNumberList": ["(509) 555-1234", "(509) 555-9876"]})
+    retry = post_numbers(client, caller.headers, ["(509) 555-1234", "(509) 555-9876"])
     assert retry.json() == {"success": ["+15095551234", "+15095559876"], "failure": []}
 
 
 def test_without_a_worker_every_number_fails_within_the_deadline(
-    redis_server: str, store: Store, tmp_path: Path
+    workerless: Workerless, redis_server: str, tmp_path: Path
 ) -> None:
-    # Database 1 has no worker listening; keys are looked up there too.
-    import redis
-
-    lonely = Store(redis.Redis.from_url(f"{redis_server}/1", decode_responses=True))
-    caller = new_caller(lonely)
-    base, process = start_web(
-        {"REDIS_URL": f"{redis_server}/1", "ENDCONTACT_RESULT_TIMEOUT": "1"},
-        tmp_path / "web.log",
-    )
-    try:
-        started = time.monotonic()
-        response = httpx.post(
-            f"{base}{URL}",
-            json={"phoneNumberList": ["(509) 555-1234", "(509) 555-9876"]},
-            headers=caller.headers,
-            timeout=30,
-        )
-        elapsed = time.monotonic() - started
-    finally:
-        stop(process)
+    caller = new_caller(workerless.store)
+    started = time.monotonic()
+    response = post_numbers(workerless.base, caller.headers, ["(509) 555-1234", "(509) 555-9876"])
+    elapsed = time.monotonic() - started
     assert response.status_code == 201
     assert response.json() == {"success": [], "failure": ["+15095551234", "+15095559876"]}
     # Not a speed check: a hang check. The deadline is 1 s; it must not be ignored.
@@ -321,14 +332,13 @@ def test_without_a_worker_every_number_fails_within_the_deadline(
     worker = spawn(["worker", "--concurrency=1"], {"REDIS_URL": f"{redis_server}/1"}, log)
     try:
         wait_for(lambda: worker_ready(log), worker, log)
-        queue = redis.Redis.from_url(f"{redis_server}/1")
-        wait_for(lambda: queue.llen(QUEUE) == 0, worker, log)
-        time.sleep(0.5)
+        wait_for(lambda: log.read_text().count("Discarding revoked task") >= 2, worker, log)
+        assert workerless.redis.llen(QUEUE) == 0
     finally:
         stop(worker)
-    assert lonely.ended_at(caller.key.scope, "+15095551234") is None
-    assert lonely.ended_at(caller.key.scope, "+15095559876") is None
     assert log.read_text().count("Discarding revoked task") == 2
+    assert workerless.store.ended_at(caller.key.scope, "+15095551234") is None
+    assert workerless.store.ended_at(caller.key.scope, "+15095559876") is None
 
 
 # --- the edge --------------------------------------------------------------------

@@ -9,9 +9,8 @@ import redis
 
 from shared.store import Store, ended_key
 from tests.conftest import new_caller
+from tests.helpers import URL
 from tests.processes import Stack, spawn
-
-URL = "/api/v1/leads/end-contact"
 
 
 def test_logs_of_a_full_run_hold_no_key_and_no_number(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -13,28 +12,27 @@ from shared.embedded import free_port
 from shared.store import Store, ended_key
 from shared.tasks import QUEUE
 from tests.conftest import new_caller
+from tests.helpers import URL, numbers, post_numbers, wait_until
 from tests.processes import Stack, http_ready, spawn, stop, wait_for
 from tests.prometheus import Page, metric, samples
 
-URL = "/api/v1/leads/end-contact"
 pytestmark = pytest.mark.timeout(120)
 
 
 def post(base: str, headers: dict[str, str], count: int, first: int) -> httpx.Response:
-    phones = [f"(509) 555-{n:04d}" for n in range(first, first + count)]
-    # A new connection each time, so a multi-process web spreads them.
-    return httpx.post(f"{base}{URL}", json={"phoneNumberList": phones}, headers=headers)
+    # To a base URL: a new connection each time, so a multi-process web spreads them.
+    return post_numbers(base, headers, numbers(first, count))
 
 
 def until_equal(base: str, expected: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> Page:
-    deadline = time.monotonic() + 15
-    while True:
+    seen: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def page_as_expected() -> Page | None:
         page = samples(httpx.get(f"{base}/metrics").text)
-        seen = {key: metric(page, key[0], **dict(key[1])) for key in expected}
-        if seen == expected:
-            return page
-        assert time.monotonic() < deadline, f"{base}: {seen} != {expected}"
-        time.sleep(0.2)
+        seen.update({key: metric(page, key[0], **dict(key[1])) for key in expected})
+        return page if seen == expected else None
+
+    return wait_until(page_as_expected, 15, f"{base}/metrics as expected", logs=lambda: str(seen))
 
 
 def test_metrics_count_every_process_and_outcome(stack: Stack, tmp_path: Path) -> None:
@@ -60,8 +58,7 @@ def _exercise(stack: Stack, other: str) -> None:
         assert post(webs[i % 2], caller.headers, 2, 100 + 2 * i).status_code == 201
     assert post(other, caller.headers, 1, 0).status_code == 201  # already ended: success
     assert post(other, {"x-api-key": "nope"}, 1, 0).status_code == 401
-    bad = httpx.post(f"{other}{URL}", json={"phoneNumberList": ["12"]}, headers=caller.headers)
-    assert bad.status_code == 400
+    assert post_numbers(other, caller.headers, ["12"]).status_code == 400
     assert httpx.get(f"{stack.base}{URL}/+15095550100", headers=caller.headers).status_code == 200
 
     # Errors: a string where the worker expects the campaign's hash (WRONGTYPE).
@@ -76,10 +73,7 @@ def _exercise(stack: Stack, other: str) -> None:
     answer = post(other, caller.headers, 3, 500).json()
     assert len(answer["failure"]) == 3
     stack.start_worker()
-    deadline = time.monotonic() + 15
-    while raw.llen(QUEUE) > 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(lambda: raw.llen(QUEUE) == 0, 15, "the expired tasks discarded")
 
     route = (("method", "POST"), ("route", URL))
     expected = {

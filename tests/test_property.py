@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -13,10 +13,11 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.phones import to_e164
 from shared.store import Store, ended_key
 from tests.conftest import Caller, new_caller
+from tests.helpers import URL
 
-URL = "/api/v1/leads/end-contact"
 ALLOWED = {201, 400, 401, 413, 429}
 
 json_values = st.recursive(
@@ -60,12 +61,21 @@ content_types = st.one_of(
 )
 
 
+@dataclass
+class Target:
+    http: httpx.Client
+    caller: Caller
+    redis: redis.Redis
+    # Every number of every request answered 201 so far: all that may be stored.
+    accepted: set[str] = field(default_factory=set)
+
+
 @pytest.fixture(scope="module")
-def target(web: str, store: Store, redis_url: str) -> Iterator[tuple[httpx.Client, Caller, Any]]:
-    caller = new_caller(store)
-    raw = redis.Redis.from_url(redis_url)
+def target(web: str, store: Store, redis_url: str) -> Iterator[Target]:
     with httpx.Client(base_url=web, timeout=30) as http:
-        yield http, caller, raw
+        yield Target(
+            http, new_caller(store), redis.Redis.from_url(redis_url, decode_responses=True)
+        )
 
 
 @settings(
@@ -79,23 +89,36 @@ def target(web: str, store: Store, redis_url: str) -> Iterator[tuple[httpx.Clien
     key=st.one_of(st.sampled_from(["valid", "missing"]), header_text),
 )
 def test_any_request_gets_a_client_answer(
-    target: tuple[httpx.Client, Caller, Any], body: bytes, content_type: str | None, key: str
+    target: Target, body: bytes, content_type: str | None, key: str
 ) -> None:
-    http, caller, raw = target
     headers = {}
     if content_type is not None:
         headers["content-type"] = content_type
     if key == "valid":
-        headers["x-api-key"] = caller.secret
+        headers["x-api-key"] = target.caller.secret
     elif key != "missing":
         headers["x-api-key"] = key
-    marks = ended_key(caller.key.scope)
-    before = raw.hlen(marks)
-    response = http.post(URL, content=body, headers=headers)
+    marks = ended_key(target.caller.key.scope)
+    before = target.redis.hlen(marks)
+    response = target.http.post(URL, content=body, headers=headers)
     assert response.status_code in ALLOWED, (response.status_code, response.text)
     if response.status_code != 201:
         assert response.headers["content-type"] == "application/problem+json"
-        assert raw.hlen(marks) == before
-    else:
-        answer = response.json()
-        assert set(answer) == {"success", "failure"}
+        assert target.redis.hlen(marks) == before
+        return
+    answer = response.json()
+    assert set(answer) == {"success", "failure"}
+    success, failure = answer["success"], answer["failure"]
+    # The session's web reads national numbers as US ones.
+    phones = [to_e164(text, "US") for text in json.loads(body)["phoneNumberList"]]
+    # Every number in exactly one of the lists, in E.164, each list in request order.
+    assert sorted(success + failure) == sorted(phones)
+    assert not set(success) & set(failure)
+    assert success == [phone for phone in phones if phone in success]
+    assert failure == [phone for phone in phones if phone in failure]
+    # Stored: every success, and nothing that no accepted request carried (a refused
+    # request's task would show up here, if not at once then by a later 201).
+    target.accepted.update(phones)
+    stored = set(target.redis.hkeys(marks))
+    assert set(success) <= stored
+    assert stored <= target.accepted

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from shared.connection import SentinelGroup
@@ -26,6 +28,7 @@ def test_values_are_read() -> None:
     assert settings.redis_url == "redis://r:6379/0"
     assert settings.result_timeout == 2.5
     assert settings.default_region == "GB"
+    assert settings.data_dir == Path("/tmp/x")
 
 
 @pytest.mark.parametrize(

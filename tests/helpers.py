@@ -1,0 +1,66 @@
+"""What the tests share: the endpoint's path, one way to post numbers, one way to wait."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+import httpx
+
+URL = "/api/v1/leads/end-contact"
+
+T = TypeVar("T")
+
+
+def lookup_path(number: str) -> str:
+    """The lookup's path for `number` as typed, URL-encoded as a client would."""
+    return f"{URL}/{httpx.URL(number).raw_path.decode()}"
+
+
+def numbers(first: int, count: int = 50) -> list[str]:
+    """`count` distinct valid US numbers, (509) 555-`first` onwards, in national format."""
+    return [f"(509) 555-{n:04d}" for n in range(first, first + count)]
+
+
+def post_numbers(
+    http: httpx.Client | str, headers: Mapping[str, str], phones: Sequence[object]
+) -> httpx.Response:
+    """POST `phones` as the phoneNumberList, through a client or to a base URL (then on
+    a connection of its own, so a web of several processes spreads the requests)."""
+    body = {"phoneNumberList": list(phones)}
+    if isinstance(http, str):
+        return httpx.post(f"{http}{URL}", json=body, headers=dict(headers), timeout=30)
+    return http.post(URL, json=body, headers=dict(headers))
+
+
+def wait_until(
+    condition: Callable[[], T | None],
+    timeout: float,
+    what: str,
+    *,
+    watch: Sequence[subprocess.Popen[bytes]] = (),
+    logs: Callable[[], str] | None = None,
+    interval: float = 0.05,
+) -> T:
+    """Poll `condition` until it returns something true, and return that.
+
+    Fails with an AssertionError naming `what` at the deadline, or as soon as a process
+    in `watch` has exited (waiting on would be waiting for nothing); `logs()` is added
+    to the message.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        problem = next(
+            (f"{p.args!r} exited with {p.returncode}" for p in watch if p.poll() is not None),
+            None,
+        )
+        if problem is None and time.monotonic() > deadline:
+            problem = f"not within {timeout} s"
+        if problem is not None:
+            raise AssertionError(f"{what}: {problem}" + (f"\n{logs()}" if logs else ""))
+        time.sleep(interval)
