@@ -14,6 +14,15 @@ from shared.embedded import free_port, start_server, stop_server
 from shared.store import Store
 from tests.processes import Stack, spawn, start_web, stop, wait_for, worker_ready
 
+UNIT = Path(__file__).parent / "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The in-process unit tests first: a slip shows in seconds, before any server,
+    worker or web is started for the tests after them. (A stable sort: the rest keep
+    their order.)"""
+    items.sort(key=lambda item: not item.path.is_relative_to(UNIT))
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
