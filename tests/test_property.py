@@ -32,7 +32,21 @@ phone_like = st.one_of(
     st.text(max_size=30),
 )
 entries = st.lists(st.one_of(phone_like, json_values), max_size=60)
+# What a 201 answers: 1 to 50 valid numbers, distinct, each written one of several ways.
+WRITINGS = [
+    "({area}) 555-{n:04d}",
+    "+1 {area} 555 {n:04d}",
+    "{area}.555.{n:04d}",
+    "1{area}555{n:04d}",
+]
+accepted_lists = st.lists(
+    st.tuples(st.sampled_from(["509", "212"]), st.integers(0, 9999), st.sampled_from(WRITINGS)),
+    min_size=1,
+    max_size=50,
+    unique_by=lambda item: item[:2],
+).map(lambda items: [writing.format(area=area, n=n) for area, n, writing in items])
 documents = st.one_of(
+    st.fixed_dictionaries({"phoneNumberList": accepted_lists}, optional={"x": json_values}),
     st.fixed_dictionaries({"phoneNumberList": entries}),
     st.fixed_dictionaries({"phoneNumberList": entries}, optional={"x": json_values}),
     json_values,
@@ -106,11 +120,29 @@ def test_any_request_gets_a_client_answer(
         assert response.headers["content-type"] == "application/problem+json"
         assert target.redis.hlen(marks) == before
         return
+    check_accepted(target, json.loads(body)["phoneNumberList"], response)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(phones=accepted_lists)
+def test_an_accepted_request_answers_for_every_number(target: Target, phones: list[str]) -> None:
+    response = target.http.post(
+        URL, json={"phoneNumberList": phones}, headers=target.caller.headers
+    )
+    assert response.status_code == 201, response.text
+    check_accepted(target, phones, response)
+
+
+def check_accepted(target: Target, sent: list[str], response: httpx.Response) -> None:
     answer = response.json()
     assert set(answer) == {"success", "failure"}
     success, failure = answer["success"], answer["failure"]
     # The session's web reads national numbers as US ones.
-    phones = [to_e164(text, "US") for text in json.loads(body)["phoneNumberList"]]
+    phones = [to_e164(text, "US") for text in sent]
     # Every number in exactly one of the lists, in E.164, each list in request order.
     assert sorted(success + failure) == sorted(phones)
     assert not set(success) & set(failure)
@@ -119,6 +151,6 @@ def test_any_request_gets_a_client_answer(
     # Stored: every success, and nothing that no accepted request carried (a refused
     # request's task would show up here, if not at once then by a later 201).
     target.accepted.update(phones)
-    stored = set(target.redis.hkeys(marks))
+    stored = set(target.redis.hkeys(ended_key(target.caller.key.scope)))
     assert set(success) <= stored
     assert stored <= target.accepted
