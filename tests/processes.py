@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import redis
 
 from shared.embedded import free_port, local_url, start_server, stop_server
 from tests.helpers import wait_until
@@ -87,6 +88,14 @@ class Stack:
         self.worker: subprocess.Popen[bytes] | None = None
         self.web: subprocess.Popen[bytes] | None = None
         self.base = ""
+        self._client: redis.Redis | None = None
+
+    @property
+    def client(self) -> redis.Redis:
+        """One client of the stack's Redis for the test (it reconnects after a restart)."""
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.url, decode_responses=True)
+        return self._client
 
     @property
     def env(self) -> dict[str, str]:
@@ -116,6 +125,8 @@ class Stack:
         return self
 
     def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
         for process in (self.web, self.worker):
             if process is not None:
                 stop(process)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from shared.store import Store, ended_key
 from shared.tasks import QUEUE
@@ -70,16 +69,16 @@ def failures(responses: list[httpx.Response]) -> list[str]:
 
 
 def store_for(stack: Stack) -> Store:
-    return Store(redis.Redis.from_url(stack.url, decode_responses=True))
+    return Store(stack.client)
 
 
 def marks(stack: Stack, caller: Caller) -> int:
     """How many of the caller's numbers are stored: the work done so far."""
-    return int(redis.Redis.from_url(stack.url).hlen(ended_key(caller.key.scope)))
+    return int(stack.client.hlen(ended_key(caller.key.scope)))
 
 
 def queued(stack: Stack) -> int:
-    return int(redis.Redis.from_url(stack.url).llen(QUEUE))
+    return int(stack.client.llen(QUEUE))
 
 
 def test_worker_killed_mid_flight(stack: Stack) -> None:
