@@ -19,11 +19,6 @@ from tests.prometheus import Page, metric, samples
 pytestmark = pytest.mark.timeout(120)
 
 
-def post(base: str, headers: dict[str, str], count: int, first: int) -> httpx.Response:
-    # To a base URL: a new connection each time, so a multi-process web spreads them.
-    return post_numbers(base, headers, numbers(first, count))
-
-
 def until_equal(base: str, expected: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> Page:
     seen: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
@@ -54,23 +49,25 @@ def _exercise(stack: Stack, other: str) -> None:
     broken = new_caller(store)
     webs = [stack.base, other]
 
+    # To a base URL: a new connection each time, so a multi-process web spreads them.
     for i in range(6):  # 6 requests of 2 numbers, 3 to each web
-        assert post(webs[i % 2], caller.headers, 2, 100 + 2 * i).status_code == 201
-    assert post(other, caller.headers, 1, 0).status_code == 201  # already ended: success
-    assert post(other, {"x-api-key": "nope"}, 1, 0).status_code == 401
+        assert post_numbers(webs[i % 2], caller.headers, numbers(100 + 2 * i, 2)).status_code == 201
+    # Already ended: a success all the same.
+    assert post_numbers(other, caller.headers, numbers(0, 1)).status_code == 201
+    assert post_numbers(other, {"x-api-key": "nope"}, numbers(0, 1)).status_code == 401
     assert post_numbers(other, caller.headers, ["12"]).status_code == 400
     assert httpx.get(f"{stack.base}{URL}/+15095550100", headers=caller.headers).status_code == 200
 
     # Errors: a string where the worker expects the campaign's hash (WRONGTYPE).
     raw = redis.Redis.from_url(stack.url)
     raw.set(ended_key(broken.key.scope), "not a hash")
-    answer = post(stack.base, broken.headers, 2, 0).json()
+    answer = post_numbers(stack.base, broken.headers, numbers(0, 2)).json()
     assert len(answer["failure"]) == 2
 
     # Timeouts: no worker; a worker started later discards the expired tasks.
     assert stack.worker is not None
     stop(stack.worker)
-    answer = post(other, caller.headers, 3, 500).json()
+    answer = post_numbers(other, caller.headers, numbers(500, 3)).json()
     assert len(answer["failure"]) == 3
     stack.start_worker()
     wait_until(lambda: raw.llen(QUEUE) == 0, 15, "the expired tasks discarded")
