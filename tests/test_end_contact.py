@@ -91,9 +91,8 @@ def test_fifty_numbers_all_succeed(client: httpx.Client, caller: Caller) -> None
 def test_ending_again_is_a_success_and_keeps_the_first_time(
     client: httpx.Client, caller: Caller
 ) -> None:
-    assert post_numbers(client, caller.headers, ["(509) 555-1234"]).json()["success"] == [
-        "+15095551234"
-    ]
+    ended = post_numbers(client, caller.headers, ["(509) 555-1234"])
+    assert ended.json()["success"] == ["+15095551234"]
     first = lookup(client, caller, "+15095551234").json()["endedAt"]
     clock_passes(first)  # else an overwrite would look the same as a kept time
     again = post_numbers(client, caller.headers, ["+1 (509) 555 1234", "(509) 555-9876"])
@@ -299,8 +298,6 @@ def test_marks_are_invisible_to_other_campaigns_and_companies(
 def test_a_task_that_raises_is_a_failure(
     client: httpx.Client, caller: Caller, store: Store, redis_url: str
 ) -> None:
-    import redis
-
     # Break the campaign's storage for real: a string where the worker expects a
     # hash makes every write of that campaign raise WRONGTYPE inside the task.
     raw = redis.Redis.from_url(redis_url)
