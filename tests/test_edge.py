@@ -4,15 +4,21 @@ every keyed answer, and small errors whatever the input."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 import redis
+from starlette.applications import Starlette
 
+from api.app import create_app
 from shared.apikeys import digest
+from shared.embedded import free_port, start_server, stop_server
+from shared.settings import Settings
 from shared.store import Store, key_record
 from tests.conftest import Caller, new_caller
 
@@ -149,3 +155,35 @@ def test_a_number_too_long_for_python_is_a_400(client: httpx.Client, caller: Cal
         URL, content=raw, headers={**caller.headers, "content-type": "application/json"}
     )
     _assert_problem(response, 400)
+
+
+def test_a_lifespan_that_fails_closes_everything_it_opened(tmp_path: Path) -> None:
+    """A failure in one step of the shutdown (the result listener's task died of a
+    result it could not decode) must not keep the others from closing: the flusher's
+    task ends and every connection to Redis is closed."""
+    port = free_port()
+    server = start_server(tmp_path / "valkey", port)
+    url = f"redis://127.0.0.1:{port}/0"
+
+    async def until_the_listener_dies(app: Starlette) -> None:
+        async with app.router.lifespan_context(app):
+            listener = app.state.services.fanout._listener
+            await asyncio.wait_for(listener.ready(), 10)
+            with redis.Redis.from_url(url) as raw:
+                # Not UTF-8, on a channel this web process listens to: its listener dies.
+                raw.publish(f"celery-task-meta-{listener.id}-0", b"\xff")
+            async with asyncio.timeout(10):
+                while not listener._task.done():
+                    await asyncio.sleep(0.01)
+
+    async def run() -> set[asyncio.Task[object]]:
+        with pytest.raises(UnicodeDecodeError):
+            await until_the_listener_dies(create_app(Settings.from_env({"REDIS_URL": url})))
+        return asyncio.all_tasks() - {asyncio.current_task()}
+
+    try:
+        assert asyncio.run(run()) == set()
+        with redis.Redis.from_url(url) as raw:
+            assert raw.info("clients")["connected_clients"] == 1  # this one
+    finally:
+        stop_server(server)
