@@ -52,8 +52,8 @@ def services(request: Request) -> Services:
 
 
 async def admit(request: Request, svc: Services) -> ApiKey:
-    """The caller's key, counted against its rate limit. Counted, the request's every
-    answer carries the RateLimit headers: a 400 or 404 uses the limit as a 201 does."""
+    """The caller's key, with the request counted against its rate limit; from then
+    on every answer to it carries the RateLimit headers, a 400 or 404 as a 201."""
     key = await authenticate(request, svc.store)
     answer_with(request.scope, await check_rate(svc.store, key, svc.settings))
     return key

@@ -18,6 +18,7 @@ from shared.metrics import REQUEST_SECONDS, REQUESTS, Registry
 
 HEADER = b"x-request-id"
 log = logging.getLogger("endcontact.access")
+errors = logging.getLogger("endcontact.api")
 # Methods we name in metrics; anything else is "other", so a client cannot mint series.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Where a request's handler leaves headers for every answer from then on, errors included.
@@ -75,7 +76,7 @@ class RequestContext:
             # request's context, the 500 carries its id and the one log line too (the
             # exception is not re-raised, so neither Starlette nor uvicorn logs it again).
             # The frames, not the message: an exception's text can carry request data.
-            log.error(
+            errors.error(
                 "unhandled %s",
                 exc.__class__.__name__,
                 extra={"frames": "".join(traceback.format_tb(exc.__traceback__))},
