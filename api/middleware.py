@@ -59,12 +59,9 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 responded = True
-                headers = message.get("headers", [])
-                present = {name.lower() for name, _ in headers}
-                extra = scope.get(EXTRA_HEADERS, {})
                 message["headers"] = [
-                    *headers,
-                    *((name, value) for name, value in extra.items() if name not in present),
+                    *message.get("headers", []),
+                    *scope.get(EXTRA_HEADERS, {}).items(),
                     (HEADER, rid.encode()),
                 ]
             await send(message)
