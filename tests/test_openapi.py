@@ -102,6 +102,7 @@ def test_schemathesis_finds_nothing_with_every_check_and_phase(web: str, store: 
     config = schema.config
     config.update(headers=new_caller(store).headers, base_url=web)
     config.phases.update(phases=PHASES)
+    # About 500 requests in all: under the session web's 600 per key and minute.
     config.generation.update(modes=list(GenerationMode), max_examples=50)
     # Every check but positive_data_acceptance: the document cannot state which
     # strings are valid phone numbers (phonenumbers' rules for area codes and lengths,
