@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import traceback
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -22,13 +21,14 @@ from api.auth import authenticate
 from api.body import check_content_type, phone_numbers, read_body
 from api.fanout import FanOut
 from api.metrics import Flusher, count_numbers
-from api.middleware import RequestContext
+from api.middleware import RequestContext, answer_with
 from api.openapi import DOCUMENT
 from api.problems import Problem, invalid, or_unavailable
 from api.publisher import TaskPublisher
 from api.ratelimit import check_rate
 from api.results import ResultListener
 from shared import logs, metrics
+from shared.apikeys import ApiKey
 from shared.connection import async_client
 from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import Settings
@@ -51,11 +51,18 @@ def services(request: Request) -> Services:
     return result
 
 
+async def admit(request: Request, svc: Services) -> ApiKey:
+    """The caller's key, with the request counted against its rate limit; from then
+    on every answer to it carries the RateLimit headers, a 400 or 404 as a 201."""
+    key = await authenticate(request, svc.store)
+    answer_with(request.scope, await check_rate(svc.store, key, svc.settings))
+    return key
+
+
 async def end_contact(request: Request) -> Response:
     svc = services(request)
     started = time.perf_counter()
-    key = await authenticate(request, svc.store)
-    limits = await check_rate(svc.store, key, svc.settings)
+    key = await admit(request, svc)
     check_content_type(request.headers.get("content-type"))
     phones = phone_numbers(await read_body(request), svc.settings.default_region)
     outcome = await svc.fanout.end_contact(key.scope, phones)
@@ -72,15 +79,12 @@ async def end_contact(request: Request) -> Response:
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
         },
     )
-    return JSONResponse(
-        {"success": outcome.success, "failure": outcome.failure}, 201, headers=limits
-    )
+    return JSONResponse({"success": outcome.success, "failure": outcome.failure}, 201)
 
 
 async def lookup(request: Request) -> Response:
     svc = services(request)
-    key = await authenticate(request, svc.store)
-    limits = await check_rate(svc.store, key, svc.settings)
+    key = await admit(request, svc)
     text = request.path_params["phoneNumber"]
     try:
         phone = to_e164(text, svc.settings.default_region)
@@ -98,7 +102,7 @@ async def lookup(request: Request) -> Response:
             "Contact with this number has not been ended for this campaign.",
             type="/problems/not-ended",
         )
-    return JSONResponse({"phoneNumber": phone, "endedAt": ended_at}, headers=limits)
+    return JSONResponse({"phoneNumber": phone, "endedAt": ended_at})
 
 
 async def openapi(request: Request) -> Response:
@@ -150,45 +154,39 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return Problem(exc.status_code, exc.detail, headers=dict(exc.headers or {})).response()
 
 
-async def server_error(request: Request, exc: Exception) -> Response:
-    # The frames, not the message: an exception's text can carry request data.
-    frames = "".join(traceback.format_tb(exc.__traceback__))
-    log.error("unhandled %s\n%s", exc.__class__.__name__, frames)
-    return Problem(500, "Something went wrong on our side; retry shortly.").response()
-
-
 def create_app(settings: Settings) -> Starlette:
     # Counting is in memory; the lifespan's flusher adds it to Redis.
     registry = metrics.Registry()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client = async_client(
-            settings,
-            decode_responses=True,
-            socket_connect_timeout=2,
-            health_check_interval=30,
-        )
-        listener = ResultListener(client)
-        await listener.start()
-        store = AsyncStore(client)
-        flusher = Flusher(registry, store)
-        flusher.start()
-        app.state.services = Services(
-            settings=settings,
-            redis=client,
-            store=store,
-            fanout=FanOut(TaskPublisher(client), listener, settings.result_timeout),
-            metrics=registry,
-        )
-        try:
+        # Whatever fails, at start-up or shutdown, everything opened so far is closed,
+        # in reverse order: the flusher's last flush still has its client.
+        async with contextlib.AsyncExitStack() as opened:
+            client = async_client(
+                settings,
+                decode_responses=True,
+                socket_connect_timeout=2,
+                health_check_interval=30,
+            )
+            opened.push_async_callback(client.aclose)
+            listener = ResultListener(client)
+            await listener.start()
+            opened.push_async_callback(listener.stop)
+            store = AsyncStore(client)
+            flusher = Flusher(registry, store)
+            flusher.start()
+            opened.push_async_callback(flusher.stop)
+            app.state.services = Services(
+                settings=settings,
+                redis=client,
+                store=store,
+                fanout=FanOut(TaskPublisher(client), listener, settings.result_timeout),
+                metrics=registry,
+            )
             yield
-        finally:
-            await listener.stop()
-            await flusher.stop()
-            await client.aclose()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/api/v1/leads/end-contact", end_contact, methods=["POST"]),
             Route("/api/v1/leads/end-contact/{phoneNumber}", lookup, methods=["GET"]),
@@ -197,14 +195,15 @@ def create_app(settings: Settings) -> Starlette:
             Route("/metrics", metrics_text, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
-        exception_handlers={
-            Problem: problem_response,
-            HTTPException: http_error,
-            Exception: server_error,
-        },
+        # No handler for Exception: RequestContext answers an unhandled error itself.
+        exception_handlers={Problem: problem_response, HTTPException: http_error},
         middleware=[Middleware(RequestContext, metrics=registry)],
         lifespan=lifespan,
     )
+    # Starlette answers /path/ with a redirect to /path built from the Host header: an
+    # open redirect. An unknown path is a 404 problem, as any other.
+    app.router.redirect_slashes = False
+    return app
 
 
 def create_app_from_env() -> Starlette:

@@ -88,6 +88,11 @@ def _decode(raw: bytes) -> Any:
             "The body is not valid JSON.",
             [{"pointer": "", "reason": f"{exc.msg} at line {exc.lineno} column {exc.colno}"}],
         ) from None
+    except ValueError:
+        # Not a JSONDecodeError: Python refuses an integer of more than 4,300 digits.
+        raise invalid(
+            "The body is not valid JSON.", [{"pointer": "", "reason": "a number is too long"}]
+        ) from None
     except RecursionError:
         raise invalid(
             "The body is not valid JSON.", [{"pointer": "", "reason": "nested too deeply"}]

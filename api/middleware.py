@@ -1,21 +1,34 @@
 """Per request: an id (from X-Request-ID or new) echoed back, one access log line, and
-its count and duration in the metrics."""
+its count and duration in the metrics; an unhandled error becomes a 500 problem here,
+inside the request's context, logged once with its id."""
 
 from __future__ import annotations
 
 import logging
 import time
+import traceback
 import uuid
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.problems import Problem
 from shared.logs import request_id
 from shared.metrics import REQUEST_SECONDS, REQUESTS, Registry
 
 HEADER = b"x-request-id"
 log = logging.getLogger("endcontact.access")
+errors = logging.getLogger("endcontact.api")
 # Methods we name in metrics; anything else is "other", so a client cannot mint series.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Where a request's handler leaves headers for every answer from then on, errors included.
+EXTRA_HEADERS = "endcontact.headers"
+
+
+def answer_with(scope: Scope, headers: Mapping[str, str]) -> None:
+    """Every answer to this request carries `headers`, whatever it turns out to be."""
+    extra = scope.setdefault(EXTRA_HEADERS, {})
+    extra.update((name.lower().encode(), value.encode()) for name, value in headers.items())
 
 
 def _accepted(value: bytes) -> str | None:
@@ -39,16 +52,37 @@ class RequestContext:
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
+        responded = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (HEADER, rid.encode())]
+                responded = True
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *scope.get(EXTRA_HEADERS, {}).items(),
+                    (HEADER, rid.encode()),
+                ]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Handled here, not by Starlette's outer ServerErrorMiddleware: inside the
+            # request's context, the 500 carries its id and the one log line too (the
+            # exception is not re-raised, so neither Starlette nor uvicorn logs it again).
+            # The frames, not the message: an exception's text can carry request data.
+            errors.error(
+                "unhandled %s",
+                exc.__class__.__name__,
+                extra={"frames": "".join(traceback.format_tb(exc.__traceback__))},
+            )
+            if not responded:
+                problem = Problem(500, "Something went wrong on our side; retry shortly.")
+                await problem.response()(scope, receive, send_with_id)
+            # Else the answer is under way and cannot become a problem: uvicorn closes
+            # the connection once we return.
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")

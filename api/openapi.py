@@ -5,7 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from api.body import MAX_BODY_BYTES, MAX_NUMBERS
+from api.problems import MAX_ECHO
+from shared.phones import MAX_INPUT_LENGTH
 
+# What the service reads as a phone number. No `pattern`: the test is phonenumbers'
+# validity (area code, length, country) on national or international text, which no
+# regular expression states honestly; a schema-valid string can still be a 400.
+PHONE_FORMATS = (
+    'A phone number as people write it: international ("+1 509-555-1234", '
+    '"+15095551234") or national, read in the default region (US unless '
+    'ENDCONTACT_DEFAULT_REGION says otherwise: "(509) 555-1234", "509.555.1234"). '
+    "It must be a valid number (a real area code and length, not merely digits) "
+    "without an extension; anything else is a 400."
+)
+PHONE_INPUT = {"type": "string", "maxLength": MAX_INPUT_LENGTH, "description": PHONE_FORMATS}
 E164 = {"type": "string", "pattern": r"^\+[1-9][0-9]{1,14}$", "example": "+15095551234"}
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 RATE_HEADERS = {
@@ -74,10 +87,18 @@ DOCUMENT: dict[str, Any] = {
                                 "pointer": {"type": "string"},
                                 "header": {"type": "string"},
                                 "parameter": {"type": "string"},
-                                "value": {},
+                                "value": {
+                                    "description": "The offending input, cut to "
+                                    f"{MAX_ECHO} characters and an ellipsis when longer."
+                                },
                                 "reason": {"type": "string"},
                             },
                         },
+                    },
+                    "errorsOmitted": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "Errors left out so that the body stays under 2 KB.",
                     },
                 },
             },
@@ -87,6 +108,7 @@ DOCUMENT: dict[str, Any] = {
     "paths": {
         "/api/v1/leads/end-contact": {
             "post": {
+                "operationId": "endContact",
                 "summary": "End contact with up to 50 leads for the key's company and campaign",
                 "requestBody": {
                     "required": True,
@@ -101,7 +123,7 @@ DOCUMENT: dict[str, Any] = {
                                         "minItems": 1,
                                         "maxItems": MAX_NUMBERS,
                                         "uniqueItems": True,
-                                        "items": {"type": "string", "example": "(509) 555-1234"},
+                                        "items": {**PHONE_INPUT, "example": "(509) 555-1234"},
                                         "description": "Valid phone numbers, unique by "
                                         "number; national ones are read in the default region.",
                                     }
@@ -114,6 +136,13 @@ DOCUMENT: dict[str, Any] = {
                     "201": {
                         "description": "Every number is in exactly one list, in request order.",
                         "headers": RATE_HEADERS,
+                        "links": {
+                            "LookUpFirstSuccess": {
+                                "operationId": "lookUpEndContact",
+                                "parameters": {"phoneNumber": "$response.body#/success/0"},
+                                "description": "A number in success has its contact ended.",
+                            }
+                        },
                         "content": {
                             "application/json": {
                                 "schema": {
@@ -127,23 +156,34 @@ DOCUMENT: dict[str, Any] = {
                             }
                         },
                     },
-                    "400": _problem("Invalid body; nothing was processed."),
-                    "408": _problem("The body did not arrive in time."),
-                    "413": _problem(f"The body is larger than {MAX_BODY_BYTES} bytes."),
+                    "400": _problem("Invalid body; nothing was processed.", RATE_HEADERS),
+                    "408": _problem("The body did not arrive in time.", RATE_HEADERS),
+                    "413": _problem(
+                        f"The body is larger than {MAX_BODY_BYTES} bytes.", RATE_HEADERS
+                    ),
                     **COMMON_ERRORS,
                 },
             }
         },
         "/api/v1/leads/end-contact/{phoneNumber}": {
             "get": {
+                "operationId": "lookUpEndContact",
                 "summary": "When contact with a number was ended for the key's campaign",
                 "parameters": [
                     {
                         "name": "phoneNumber",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string"},
-                        "example": "+15095551234",
+                        "description": PHONE_FORMATS + " URL-encoded.",
+                        "schema": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": MAX_INPUT_LENGTH,
+                        },
+                        "examples": {
+                            "international": {"value": "+15095551234"},
+                            "national": {"value": "(509) 555-1234"},
+                        },
                     }
                 ],
                 "responses": {
@@ -163,9 +203,21 @@ DOCUMENT: dict[str, Any] = {
                             }
                         },
                     },
-                    "400": _problem("Not a valid phone number."),
-                    "404": _problem("Not ended for this company and campaign."),
+                    "400": _problem("Not a valid phone number.", RATE_HEADERS),
+                    "404": _problem("Not ended for this company and campaign.", RATE_HEADERS),
                     **COMMON_ERRORS,
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.0.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
                 },
             }
         },

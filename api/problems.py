@@ -14,6 +14,26 @@ from starlette.responses import Response
 
 MEDIA_TYPE = "application/problem+json"
 T = TypeVar("T")
+# An error tells a client what was wrong, not its input back: an echoed value is cut to
+# this many characters, and a body never weighs more than MAX_BODY_BYTES, whatever came in.
+MAX_ECHO = 64
+MAX_BODY_BYTES = 2048
+ELLIPSIS = "…"
+
+
+def cut(value: Any) -> Any:
+    """What an error may echo of a client's value: itself if short, else its start."""
+    if not isinstance(value, str):
+        try:
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        except (ValueError, RecursionError):
+            # Infinity or NaN (a body's 1e999 is one; JSON has neither), or nested
+            # deeper than we print.
+            return "(a value that cannot be shown)"
+        if len(text) <= MAX_ECHO:
+            return value
+        value = text
+    return value if len(value) <= MAX_ECHO else value[:MAX_ECHO] + ELLIPSIS
 
 
 @dataclass
@@ -27,20 +47,41 @@ class Problem(Exception):
     errors: list[dict[str, Any]] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Here, so that no error anywhere can echo a whole input.
+        self.errors = [
+            {**error, "value": cut(error["value"])} if "value" in error else error
+            for error in self.errors
+        ]
+
     def __str__(self) -> str:
         return f"{self.status} {self.detail}"
 
-    def response(self) -> Response:
+    def body(self) -> bytes:
+        """The problem as JSON, at most MAX_BODY_BYTES: errors that do not fit are
+        left out and counted in `errorsOmitted`."""
         body: dict[str, Any] = {
             "type": self.type,
             "title": HTTPStatus(self.status).phrase,
             "status": self.status,
             "detail": self.detail,
         }
-        if self.errors:
-            body["errors"] = self.errors
+        shown = len(self.errors)
+        while True:
+            if shown:
+                body["errors"] = self.errors[:shown]
+            if shown < len(self.errors):
+                body["errorsOmitted"] = len(self.errors) - shown
+            encoded = json.dumps(body, ensure_ascii=False).encode()
+            if len(encoded) <= MAX_BODY_BYTES or shown == 0:
+                return encoded
+            # Each entry is small (its value is cut), so this stops within a few rounds.
+            shown -= 1
+            body.pop("errors", None)
+
+    def response(self) -> Response:
         return Response(
-            json.dumps(body, ensure_ascii=False),
+            self.body(),
             status_code=self.status,
             headers=self.headers,
             media_type=MEDIA_TYPE,

@@ -1,0 +1,189 @@
+"""The edge of the web: what any request gets back, whatever it is: no redirect to
+another host, a request id and one log line even for a 500, the RateLimit headers on
+every keyed answer, and small errors whatever the input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from starlette.applications import Starlette
+
+from api.app import create_app
+from shared.apikeys import digest
+from shared.embedded import free_port, start_server, stop_server
+from shared.settings import Settings
+from shared.store import Store, key_record
+from tests.conftest import Caller, new_caller
+
+URL = "/api/v1/leads/end-contact"
+RATE_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
+
+
+def _assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, object] = response.json()
+    assert body["status"] == status
+    return body
+
+
+def test_slash_paths_are_404_problems_never_redirects(client: httpx.Client, caller: Caller) -> None:
+    evil = {"host": "evil.example", **caller.headers}
+    body = {"phoneNumberList": ["(509) 555-1234"]}
+    for response in (
+        client.post(f"{URL}/", json=body, headers=evil),
+        client.post(f"{URL}/%2F", json=body, headers=evil),
+        client.get("/healthz/", headers=evil),
+        client.get(f"{URL}/+15095551234/", headers=evil),
+    ):
+        _assert_problem(response, 404)
+        assert "location" not in response.headers
+
+
+def test_a_wrong_method_is_a_405_problem_with_allow(client: httpx.Client, caller: Caller) -> None:
+    response = client.delete(URL, headers=caller.headers)
+    _assert_problem(response, 405)
+    assert response.headers["allow"] == "POST"
+    response = client.post("/healthz")
+    _assert_problem(response, 405)
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD"}
+
+
+def _log_lines(log: Path, offset: int) -> list[dict[str, object]]:
+    with open(log, "rb") as text:
+        text.seek(offset)
+        return [json.loads(line) for line in text.read().splitlines() if line.startswith(b"{")]
+
+
+def _wait_for_line(log: Path, offset: int, request_id: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(line.get("request_id") == request_id for line in _log_lines(log, offset)):
+        assert time.monotonic() < deadline, f"no line for {request_id} in {log}"
+        time.sleep(0.02)
+
+
+def test_an_unhandled_error_is_a_500_problem_with_its_request_id_logged_once(
+    client: httpx.Client, store: Store, redis_url: str, logs: Path
+) -> None:
+    # A key record without its company: a server-side fault the code does not expect.
+    corrupt = new_caller(store)
+    with redis.Redis.from_url(redis_url) as raw:
+        raw.hdel(key_record(digest(corrupt.secret)), "company")
+    log = logs / "web.log"
+    offset = log.stat().st_size
+    rid = f"edge-{uuid.uuid4().hex}"
+
+    response = client.get(f"{URL}/+15095551234", headers={**corrupt.headers, "x-request-id": rid})
+    body = _assert_problem(response, 500)
+    assert body["detail"] == "Something went wrong on our side; retry shortly."
+    assert response.headers["x-request-id"] == rid
+
+    # Whatever the server logs for the error is logged before it answers the next
+    # request; that request's own line marks how far to read.
+    marker = f"edge-{uuid.uuid4().hex}"
+    assert client.get("/healthz", headers={"x-request-id": marker}).status_code == 200
+    _wait_for_line(log, offset, marker)
+    text = log.read_bytes()[offset:].decode()
+    errors = [line for line in _log_lines(log, offset) if line["level"] in ("ERROR", "CRITICAL")]
+    assert len(errors) == 1, errors
+    assert errors[0]["request_id"] == rid
+    assert errors[0]["message"] == "unhandled KeyError"
+    assert "'company'" not in text  # the exception's message (it can carry data)
+    assert "Traceback" not in text
+
+
+def test_every_answer_to_a_keyed_request_carries_the_rate_limit(
+    client: httpx.Client, caller: Caller
+) -> None:
+    as_json = {**caller.headers, "content-type": "application/json"}
+    answers = [
+        client.post(URL, json={"phoneNumberList": ["(555) 555-1234"]}, headers=caller.headers),
+        client.post(URL, content=b"{", headers=as_json),
+        client.post(URL, content=b"x" * 70_000, headers=as_json),
+        client.get(f"{URL}/not-a-number", headers=caller.headers),
+        client.get(f"{URL}/+12125550199", headers=caller.headers),
+        client.post(URL, json={"phoneNumberList": ["(509) 555-1234"]}, headers=caller.headers),
+    ]
+    assert [answer.status_code for answer in answers] == [400, 400, 413, 400, 404, 201]
+    remaining = [int(answer.headers["ratelimit-remaining"]) for answer in answers]
+    assert remaining == sorted(remaining, reverse=True)
+    for answer in answers:
+        for name in RATE_HEADERS:
+            assert answer.headers.get_list(name) == [answer.headers[name]], name
+
+
+def test_a_5000_character_lookup_is_a_small_400(client: httpx.Client, caller: Caller) -> None:
+    response = client.get(f"{URL}/{'7' * 5000}", headers=caller.headers)
+    body = _assert_problem(response, 400)
+    assert len(response.content) <= 2048
+    assert body["errors"] == [
+        {
+            "parameter": "phoneNumber",
+            "value": "7" * 64 + "…",
+            "reason": "longer than 250 characters",
+        }
+    ]
+
+
+def test_a_body_of_50_long_bad_entries_is_a_400_under_2_kb(
+    client: httpx.Client, caller: Caller
+) -> None:
+    entries = [f"{index:02d}" + "é" * 198 for index in range(50)]
+    response = client.post(URL, json={"phoneNumberList": entries}, headers=caller.headers)
+    body = _assert_problem(response, 400)
+    assert len(response.content) <= 2048
+    errors = body["errors"]
+    assert isinstance(errors, list)
+    assert body["errorsOmitted"] == 50 - len(errors) > 0
+    assert errors[0] == {
+        "pointer": "/phoneNumberList/0",
+        "value": "00" + "é" * 62 + "…",
+        "reason": "not a phone number",
+    }
+
+
+def test_a_number_too_long_for_python_is_a_400(client: httpx.Client, caller: Caller) -> None:
+    raw = b'{"phoneNumberList": [' + b"9" * 5000 + b"]}"
+    response = client.post(
+        URL, content=raw, headers={**caller.headers, "content-type": "application/json"}
+    )
+    _assert_problem(response, 400)
+
+
+def test_a_lifespan_that_fails_closes_everything_it_opened(tmp_path: Path) -> None:
+    """A failure in one step of the shutdown (the result listener's task died of a
+    result it could not decode) must not keep the others from closing: the flusher's
+    task ends and every connection to Redis is closed."""
+    port = free_port()
+    server = start_server(tmp_path / "valkey", port)
+    url = f"redis://127.0.0.1:{port}/0"
+
+    async def until_the_listener_dies(app: Starlette) -> None:
+        async with app.router.lifespan_context(app):
+            listener = app.state.services.fanout._listener
+            await asyncio.wait_for(listener.ready(), 10)
+            with redis.Redis.from_url(url) as raw:
+                # Not UTF-8, on a channel this web process listens to: its listener dies.
+                raw.publish(f"celery-task-meta-{listener.id}-0", b"\xff")
+            async with asyncio.timeout(10):
+                while not listener._task.done():
+                    await asyncio.sleep(0.01)
+
+    async def run() -> set[asyncio.Task[object]]:
+        with pytest.raises(UnicodeDecodeError):
+            await until_the_listener_dies(create_app(Settings.from_env({"REDIS_URL": url})))
+        return asyncio.all_tasks() - {asyncio.current_task()}
+
+    try:
+        assert asyncio.run(run()) == set()
+        with redis.Redis.from_url(url) as raw:
+            assert raw.info("clients")["connected_clients"] == 1  # this one
+    finally:
+        stop_server(server)
