@@ -48,7 +48,7 @@ class Settings:
             result_timeout=_seconds(env, "ENDCONTACT_RESULT_TIMEOUT", default=5.0, most=300),
             default_region=_region(env.get("ENDCONTACT_DEFAULT_REGION") or "US"),
             rate_limit=_count(
-                env, "ENDCONTACT_RATE_LIMIT", default=600, least=0, most=1_000_000, zero="off"
+                env, "ENDCONTACT_RATE_LIMIT", default=600, least=0, most=1_000_000_000, zero="off"
             ),
             rate_window=_count(env, "ENDCONTACT_RATE_WINDOW", default=60, least=1, most=86_400),
             sentinel_master=_sentinel_master(env),
@@ -78,7 +78,7 @@ def exit_on_bad_settings() -> Iterator[None]:
 
 # ASCII digits only, and few of them: str.isdigit() and int() also take "²" (isdigit
 # says yes, int raises), "١٢", " 5", "1_000" and 5,000-digit numbers.
-_WHOLE = re.compile(r"[0-9]{1,9}")
+_WHOLE = re.compile(r"[0-9]{1,10}")
 _DECIMAL = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
 
 
