@@ -27,7 +27,7 @@ USER root
 RUN pip install --constraint constraints.txt ".[flower]"
 USER 10001
 EXPOSE 5555
-CMD ["celery", "flower", "--address=0.0.0.0", "--port=5555"]
+CMD ["celery", "-A", "worker.celery_app", "flower", "--address=0.0.0.0", "--port=5555"]
 
 # `docker build .` gives the service image.
 FROM app

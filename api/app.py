@@ -31,7 +31,7 @@ from shared import logs, metrics
 from shared.apikeys import ApiKey
 from shared.connection import async_client
 from shared.phones import InvalidPhoneNumber, to_e164
-from shared.settings import Settings
+from shared.settings import Settings, exit_on_bad_settings
 from shared.store import WORKER_SILENCE, AsyncStore
 
 log = logging.getLogger("endcontact.api")
@@ -209,4 +209,5 @@ def create_app(settings: Settings) -> Starlette:
 def create_app_from_env() -> Starlette:
     """The factory uvicorn imports (`api.app:create_app_from_env`), once per process."""
     logs.configure()
-    return create_app(Settings.from_env())
+    with exit_on_bad_settings():
+        return create_app(Settings.from_env())

@@ -60,6 +60,7 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    logs.configure()
     with redis_url(settings) as url:
         if args.concurrency == 1:
             return _solo_worker(replace(settings, redis_url=url))
@@ -79,6 +80,9 @@ def _solo_worker(settings: Settings) -> int:
         [
             "worker",
             "--pool=solo",
+            # What runs: one process, one task at a time. Celery would otherwise say
+            # (and prefetch for) as many as the machine has cores.
+            "--concurrency=1",
             f"--queues={QUEUE}",
             "--loglevel=INFO",
             f"--hostname=endcontact-{os.getpid()}@%h",
@@ -94,6 +98,7 @@ def _solo_worker(settings: Settings) -> int:
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from cli.run import run_all
 
+    logs.configure()
     with redis_url(settings) as url:
         return run_all(url, args.host, args.port, args.concurrency)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from cli.supervisor import cli_command, supervise
 
 START_TIMEOUT = 60.0
+log = logging.getLogger("endcontact.run")
 
 
 def healthy(base: str) -> bool:
@@ -45,10 +47,13 @@ def run_all(redis_url: str, host: str, port: int, concurrency: int) -> int:
         deadline = time.monotonic() + START_TIMEOUT
         while not healthy(base):
             if time.monotonic() > deadline:
-                print(f"endcontact: the web did not answer on {base}", file=sys.stderr)
+                log.error("the web did not answer on %s", base)
                 return False
             time.sleep(0.1)
-        print(_banner(base), flush=True)
+        log.info("endcontact is running on %s", base, extra={"url": base})
+        # What to do next, for the person at the terminal; logs stay JSON lines.
+        if sys.stdout.isatty():
+            print(_banner(base), flush=True)
         return True
 
     commands = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from types import FrameType
 STOP_TIMEOUT = 20.0
 # A child that keeps dying is broken, not unlucky: give up rather than spin.
 MAX_RESTARTS_PER_MINUTE = 5
+log = logging.getLogger("endcontact.supervisor")
 
 
 class _Stop(Exception):
@@ -62,12 +64,12 @@ class Supervisor:
                 now = time.monotonic()
                 self._restarts = [t for t in self._restarts if now - t < 60] + [now]
                 if len(self._restarts) > MAX_RESTARTS_PER_MINUTE:
-                    print("endcontact: children keep crashing; stopping", file=sys.stderr)
+                    log.error("children keep crashing; stopping")
                     return False
-                print(
-                    f"endcontact: {' '.join(self._commands[index][2:])} exited with "
-                    f"{child.returncode}; restarting",
-                    file=sys.stderr,
+                log.warning(
+                    "%s exited with %s; restarting",
+                    " ".join(self._commands[index][2:]),
+                    child.returncode,
                 )
                 self._start(index)
         return True

@@ -48,3 +48,5 @@ def configure(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Warnings (Celery's SecurityWarning, deprecations) as log lines, not raw text.
+    logging.captureWarnings(True)

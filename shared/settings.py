@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import math
+import contextlib
 import os
-from collections.abc import Mapping
+import re
+import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import phonenumbers
 
-from shared.connection import is_sentinel
+from shared.connection import SEPARATOR, is_sentinel
 
 
 class SettingsError(ValueError):
@@ -40,15 +43,19 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         return cls(
-            redis_url=env.get("REDIS_URL") or None,
+            redis_url=_redis_url(env.get("REDIS_URL") or None),
             data_dir=Path(env.get("ENDCONTACT_DATA_DIR") or "var").resolve(),
-            result_timeout=_seconds(env, "ENDCONTACT_RESULT_TIMEOUT", default=5.0),
+            result_timeout=_seconds(env, "ENDCONTACT_RESULT_TIMEOUT", default=5.0, most=300),
             default_region=_region(env.get("ENDCONTACT_DEFAULT_REGION") or "US"),
-            rate_limit=_count(env, "ENDCONTACT_RATE_LIMIT", default=600),
-            rate_window=max(1, _count(env, "ENDCONTACT_RATE_WINDOW", default=60)),
+            rate_limit=_count(
+                env, "ENDCONTACT_RATE_LIMIT", default=600, least=0, most=1_000_000_000, zero="off"
+            ),
+            rate_window=_count(env, "ENDCONTACT_RATE_WINDOW", default=60, least=1, most=86_400),
             sentinel_master=_sentinel_master(env),
             sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,
-            durable_replicas=_count(env, "ENDCONTACT_DURABLE_REPLICAS", default=0),
+            durable_replicas=_count(
+                env, "ENDCONTACT_DURABLE_REPLICAS", default=0, least=0, most=16
+            ),
         )
 
     def require_redis_url(self) -> str:
@@ -57,33 +64,91 @@ class Settings:
         return self.redis_url
 
 
-def _seconds(env: Mapping[str, str], name: str, *, default: float) -> float:
+@contextlib.contextmanager
+def exit_on_bad_settings() -> Iterator[None]:
+    """For entry points that are not `endcontact` (uvicorn's factory, `celery -A
+    worker.celery_app`): a bad setting is the same single line on stderr and exit
+    status 2, instead of a traceback inside someone else's command."""
+    try:
+        yield
+    except SettingsError as exc:
+        print(f"endcontact: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+# ASCII digits only, and few of them: str.isdigit() and int() also take "²" (isdigit
+# says yes, int raises), "١٢", " 5", "1_000" and 5,000-digit numbers.
+_WHOLE = re.compile(r"[0-9]{1,10}")
+_DECIMAL = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
+
+
+def _shown(raw: str) -> str:
+    """The value as the error shows it: quoted, escaped onto one line, and short."""
+    return repr(raw) if len(raw) <= 40 else f"{raw[:40]!r}..."
+
+
+def _seconds(env: Mapping[str, str], name: str, *, default: float, most: float) -> float:
     raw = env.get(name)
     if not raw:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not (math.isfinite(value) and 0 < value <= 300):
-        raise SettingsError(f"{name} must be between 0 and 300 seconds, got {raw!r}")
+    value = float(raw) if _DECIMAL.fullmatch(raw) else 0.0
+    if not 0 < value <= most:
+        raise SettingsError(
+            f"{name} must be a number of seconds above 0 and at most {most:g} "
+            f"(like 5 or 2.5), got {_shown(raw)}"
+        )
     return value
 
 
-def _count(env: Mapping[str, str], name: str, *, default: int) -> int:
+def _count(
+    env: Mapping[str, str], name: str, *, default: int, least: int, most: int, zero: str = ""
+) -> int:
     raw = env.get(name)
     if not raw:
         return default
-    if not raw.isdigit():
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}")
-    return int(raw)
+    value = int(raw) if _WHOLE.fullmatch(raw) else -1
+    if not least <= value <= most:
+        meaning = f" ({least} turns it {zero})" if zero else ""
+        raise SettingsError(
+            f"{name} must be a whole number from {least} to {most}{meaning}, got {_shown(raw)}"
+        )
+    return value
 
 
 def _region(raw: str) -> str:
     region = raw.strip().upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
-        raise SettingsError(f"ENDCONTACT_DEFAULT_REGION {raw!r} is not a known region code")
+        raise SettingsError(
+            "ENDCONTACT_DEFAULT_REGION must be a two-letter region code such as US or GB, "
+            f"got {_shown(raw)}"
+        )
     return region
+
+
+def _redis_url(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    sentinel = is_sentinel(raw)
+    schemes = {"sentinel"} if sentinel else {"redis", "rediss", "unix"}
+    chunks = [chunk for chunk in raw.split(SEPARATOR) if chunk] if sentinel else [raw]
+    try:
+        # .port raises ValueError for a port that is not a number or out of range.
+        ok = all(
+            urlsplit(chunk).scheme in schemes and urlsplit(chunk).port != 0 for chunk in chunks
+        )
+    except ValueError:
+        ok = False
+    if not ok:
+        raise SettingsError(
+            "REDIS_URL must be a redis://, rediss://, unix:// or sentinel:// URL, "
+            f"got {_shown(_without_password(raw))}"
+        )
+    return raw
+
+
+def _without_password(url: str) -> str:
+    # The error line must not carry the password the URL may hold (it may hold an @).
+    return re.sub(r"(://[^:/@;]*:)[^;]*@", r"\1**@", url)
 
 
 def _sentinel_master(env: Mapping[str, str]) -> str | None:
