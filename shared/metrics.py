@@ -116,16 +116,19 @@ class Registry:
             with self._lock:
                 self._counts[sample(family.name, labels)] += amount
 
-    def observe(self, family: Family, labels: Mapping[str, str], value: float) -> None:
+    def observe(
+        self, family: Family, labels: Mapping[str, str], value: float, times: int = 1
+    ) -> None:
+        """Observe `value` (`times` times: e.g. the run time of each task of a batch)."""
         name = family.name
         fields = [sample(f"{name}_bucket", {**labels, "le": _bound(b)}) for b in family.buckets]
         with self._lock:
             for bound, field in zip(family.buckets, fields, strict=True):
                 # Adding 0 still creates the field: every bucket of a series is shown.
-                self._counts[field] += 1 if value <= bound else 0
-            self._counts[sample(f"{name}_bucket", {**labels, "le": "+Inf"})] += 1
-            self._counts[sample(f"{name}_sum", labels)] += value
-            self._counts[sample(f"{name}_count", labels)] += 1
+                self._counts[field] += times if value <= bound else 0
+            self._counts[sample(f"{name}_bucket", {**labels, "le": "+Inf"})] += times
+            self._counts[sample(f"{name}_sum", labels)] += value * times
+            self._counts[sample(f"{name}_count", labels)] += times
 
     @contextlib.contextmanager
     def timed_task(self) -> Iterator[None]:
@@ -138,6 +141,12 @@ class Registry:
         finally:
             self.inc(TASKS, {"outcome": outcome})
             self.observe(TASK_SECONDS, {}, time.perf_counter() - started)
+
+    def count_tasks(self, succeeded: int, failed: int, seconds: float) -> None:
+        """Count a batch of tasks run together in `seconds`: that is each one's run time."""
+        self.inc(TASKS, {"outcome": "success"}, succeeded)
+        self.inc(TASKS, {"outcome": "error"}, failed)
+        self.observe(TASK_SECONDS, {}, seconds, succeeded + failed)
 
     def take(self) -> dict[str, float]:
         """The counts so far, and a fresh start; give_back() them if the flush fails."""

@@ -18,7 +18,7 @@ record decoding and the metrics write are shared by both, which only send and aw
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -123,6 +123,32 @@ class Store:
         self._confirm_on_disk()
         return first
 
+    def end_contact_many(self, marks: Sequence[tuple[Scope, str]]) -> list[bool | None]:
+        """Mark every (scope, phone), on disk, in one round trip: all the HSETNX and
+        one WAITAOF. Per mark: True if ended for the first time, False if it already
+        was, None if Redis refused that one (e.g. its campaign's key is not a hash).
+
+        Raises (redis.RedisError, OSError, NotDurable) when no mark can be vouched
+        for. Errors are returned, not raised: redis-py's message for a failed
+        pipeline command quotes the command, number included.
+        """
+        if not marks:
+            return []
+        now = utc_now()
+        with self._redis.pipeline(transaction=False) as pipe:
+            for scope, phone in marks:
+                pipe.hsetnx(ended_key(scope), phone, now)
+            waitaof = self._waitaof
+            if waitaof:
+                # On the same connection, after the writes: it waits for them.
+                pipe.execute_command(  # type: ignore[no-untyped-call]
+                    "WAITAOF", 1, self._replicas, DURABLE_TIMEOUT_MS
+                )
+            replies = pipe.execute(raise_on_error=False)
+        if waitaof:
+            self._check_waitaof(replies.pop())
+        return [None if isinstance(reply, Exception) else bool(reply) for reply in replies]
+
     def _confirm_on_disk(self) -> None:
         """WAITAOF: return once this connection's writes are fsynced to the AOF, on the
         primary and on as many replicas as asked for.
@@ -138,12 +164,20 @@ class Store:
                 "WAITAOF", 1, self._replicas, DURABLE_TIMEOUT_MS
             )
         except redis.ResponseError as exc:
-            if "unknown command" not in str(exc).lower():
-                raise NotDurable(str(exc)) from None  # e.g. appendonly is off
+            reply = exc
+        self._check_waitaof(reply)
+
+    def _check_waitaof(self, reply: Any) -> None:
+        """Raise NotDurable unless WAITAOF's reply (or error) says the writes are on disk."""
+        if isinstance(reply, redis.ResponseError):
+            if "unknown command" not in str(reply).lower():
+                raise NotDurable(str(reply)) from None  # e.g. appendonly is off
             if self._replicas:
                 raise NotDurable("replicas can be waited for on Redis 7.2+ only") from None
             self._waitaof = False
             return
+        if isinstance(reply, Exception):
+            raise reply
         if int(reply[0]) < 1:
             raise NotDurable(f"not fsynced within {DURABLE_TIMEOUT_MS} ms")
         if int(reply[1]) < self._replicas:

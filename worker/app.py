@@ -20,6 +20,7 @@ from shared.metrics import TASKS, Registry
 from shared.settings import Settings
 from shared.store import Store
 from shared.tasks import QUEUE, TASK_NAME
+from worker.batch import Batches
 from worker.heartbeat import Heartbeat
 
 # Results are read by the waiting web process within its deadline (seconds), so they
@@ -164,7 +165,11 @@ def create_celery(settings: Settings) -> Celery:
     worker_ready.connect(start_heartbeat, weak=False)
     worker_shutdown.connect(stop_heartbeat, weak=False)
 
-    @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
+    # The worker runs this task in batches (worker/batch.py); the function below is what
+    # one task does, for anyone who calls it directly.
+    batches = Batches(store, metrics)
+
+    @app.task(name=TASK_NAME, Strategy=staticmethod(batches.strategy))  # type: ignore[untyped-decorator]
     def end_contact(company: str, campaign: str, phone: str) -> bool:
         with metrics.timed_task():
             return store.end_contact(Scope(company, campaign), phone)

@@ -9,9 +9,11 @@ tenth of a worker's CPU per task (bench/README.md). Everything else is Celery's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from celery.backends.redis import RedisBackend, SentinelBackend
+from celery.states import FAILURE
 
 
 class WriteOnly:
@@ -33,6 +35,29 @@ class WriteOnly:
         meta["task_id"] = task_id
         backend._set_with_state(backend.get_key_for_task(task_id), backend.encode(meta), state)
         return result
+
+    def store_results(self, results: Sequence[tuple[str, str, Any]]) -> None:
+        """Store (task id, state, result) of many tasks in one round trip: each key
+        set and published as Celery's `_set` does, without its retries (a result
+        that cannot be stored now is of no use later: its request has a deadline)."""
+        backend: Any = self
+        with backend.client.pipeline(transaction=False) as pipe:
+            for task_id, state, result in results:
+                meta = backend._get_result_meta(
+                    result=backend.encode_result(result, state),
+                    state=state,
+                    traceback=None,
+                    request=None,
+                )
+                meta["task_id"] = task_id
+                key, value = backend.get_key_for_task(task_id), backend.encode(meta)
+                expires = backend.failure_expires if state == FAILURE else backend.expires
+                if expires:
+                    pipe.setex(key, expires, value)
+                else:
+                    pipe.set(key, value)
+                pipe.publish(key, value)
+            pipe.execute()
 
 
 class WriteOnlyRedisBackend(WriteOnly, RedisBackend):  # type: ignore[misc]

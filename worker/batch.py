@@ -1,0 +1,211 @@
+"""End-contact tasks run in batches on Celery's own consumer.
+
+Each number is still one Celery task message on the queue. What changes is how a
+worker runs them: when the consumer hands it a message, the worker also takes,
+without waiting, up to BATCH_MAX - 1 more from the queue (one `RPOP queue count`) and
+feeds them through the consumer like any delivered message (kombu's Message, Celery's
+Request: task ids, expiry and `task_revoked`, argsrepr, acks all as usual). Then, for
+the whole batch:
+
+1. one round trip to the store: every `HSETNX` and one `WAITAOF` (Store.end_contact_many);
+2. only once the marks are confirmed on disk, one round trip to the result backend
+   with every task's result (worker.backend.WriteOnly.store_results).
+
+A worker killed in between leaves no result behind, so the web reports those numbers
+as failures, never as successes. An empty queue adds nothing: a batch is what was
+waiting, never what a timer collects, so a lone request is not slowed down.
+
+The store and the result backend are separate clients (they may be separate servers);
+messages come from the broker connection the consumer already has.
+
+This replaces Celery's per-task strategy for this one task (the task class's
+`Strategy`, see celery.worker.strategy.default). The batch runs inline in the consumer,
+as the solo pool runs every task; Celery's task_prerun/postrun/success signals are not
+sent (nothing here listens to them).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import redis
+from celery import signals, states
+from celery.utils.imports import symbol_by_name
+from celery.worker import state as worker_state
+from celery.worker.request import create_request_cls
+from celery.worker.strategy import default, hybrid_to_proto2, proto1_to_proto2
+from kombu.utils.json import loads
+
+from shared.apikeys import Scope
+from shared.metrics import Registry
+from shared.store import Store
+from shared.tasks import QUEUE
+
+log = logging.getLogger(__name__)
+
+# Most messages one batch takes. Larger batches cost fewer round trips per number but
+# keep the numbers of one batch waiting for its slowest part, and leave less work for
+# the other worker processes.
+BATCH_MAX = 100
+
+
+class BatchFailed(Exception):
+    """The reason a number of a batch failed, stored as its task's result."""
+
+
+Handler = Callable[..., Any]
+
+
+class Batches:
+    """The strategy of the end-contact task: `Strategy = staticmethod(batches.strategy)`."""
+
+    def __init__(self, store: Store, metrics: Registry) -> None:
+        self._store = store
+        self._metrics = metrics
+        # Redis before 6.2 has no RPOP with a count: there a batch is one message.
+        self._take = True
+
+    def strategy(self, task: Any, app: Any, consumer: Any) -> Handler:
+        """Called by the consumer once per task at start-up: returns the handler it
+        calls for every message of this task."""
+        hostname = consumer.hostname
+        eventer = consumer.event_dispatcher
+        connection_errors = consumer.connection_errors
+        request_class = create_request_cls(
+            symbol_by_name(task.Request), task, consumer.pool, hostname, eventer, app=app
+        )
+        revoked = worker_state.revoked
+        # Messages with an ETA (we send none) go the usual way, through the timer.
+        per_task = default(task, app, consumer)
+        pending: list[Any] = []
+        taking = False
+
+        def handler(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any) -> None:
+            nonlocal taking
+            if body is None and "args" not in message.payload:
+                body, headers, decoded, utc = (
+                    message.body,
+                    message.headers,
+                    False,
+                    app.uses_utc_timezone(),
+                )
+            elif "args" in message.payload:
+                body, headers, decoded, utc = hybrid_to_proto2(message, message.payload)
+            else:
+                body, headers, decoded, utc = proto1_to_proto2(message, body)
+            if headers.get("eta"):
+                per_task(message, body, ack, reject, callbacks)
+                return
+            request = request_class(
+                message,
+                on_ack=ack,
+                on_reject=reject,
+                app=app,
+                hostname=hostname,
+                eventer=eventer,
+                task=task,
+                connection_errors=connection_errors,
+                body=body,
+                headers=headers,
+                decoded=decoded,
+                utc=utc,
+            )
+            # Expired (its request gave up on it): stored as REVOKED, acked, announced.
+            if (request.expires or request.id in revoked) and request.revoked():
+                return
+            signals.task_received.send(sender=consumer, request=request)
+            pending.append(request)
+            if taking:
+                return  # delivered by _take_waiting below: part of the batch in hand
+            taking = True
+            try:
+                self._take_waiting(message.channel)
+            finally:
+                taking = False
+            batch = pending[:]
+            pending.clear()
+            self.run(task, batch)
+
+        return handler
+
+    def _take_waiting(self, channel: Any) -> None:
+        """Take what else waits on the queue and deliver it through the consumer."""
+        if not self._take:
+            return
+        try:
+            with channel.conn_or_acquire() as client:
+                raws = client.rpop(QUEUE, BATCH_MAX - 1)
+        except redis.ResponseError:
+            log.warning("the broker cannot pop several messages at once: batches of one")
+            self._take = False
+            return
+        except (redis.RedisError, OSError) as exc:
+            # Nothing was taken: they stay for the next delivery.
+            log.warning("could not take waiting messages: %s", exc.__class__.__name__)
+            return
+        # RPOP with a count gives them oldest first, as BRPOP would one by one.
+        for raw in raws or ():
+            try:
+                channel.connection._deliver(loads(raw), QUEUE)  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                # One bad message must not cost the rest of the batch; its request
+                # reports it as a failure when its deadline comes.
+                log.error("could not deliver a message: %s", exc.__class__.__name__)
+
+    def run(self, task: Any, requests: Sequence[Any]) -> None:
+        """Mark the batch's numbers, on disk, then store each task's result."""
+        if not requests:
+            return
+        started = time.perf_counter()
+        for request in requests:
+            # Acks on receipt (task_acks_late=False), as Celery does before running.
+            request.acknowledge()
+            worker_state.task_accepted(request)
+        marks = [_mark(request) for request in requests]
+        outcomes: list[bool | BatchFailed]
+        try:
+            stored = iter(self._store.end_contact_many([m for m in marks if m is not None]))
+        except Exception as exc:
+            # Redis down, a timeout, not on disk in time: no mark of the batch is vouched for.
+            log.error("end-contact batch of %d failed: %s", len(requests), exc.__class__.__name__)
+            outcomes = [BatchFailed(exc.__class__.__name__)] * len(requests)
+        else:
+            outcomes = [_outcome(mark, stored) for mark in marks]
+        elapsed = time.perf_counter() - started
+        errors = sum(isinstance(outcome, BatchFailed) for outcome in outcomes)
+        results = [
+            (request.id, states.FAILURE if isinstance(o, BatchFailed) else states.SUCCESS, o)
+            for request, o in zip(requests, outcomes, strict=True)
+        ]
+        try:
+            task.backend.store_results(results)
+        except Exception as exc:
+            # The marks are stored; the requests waiting for these results will report
+            # them as failures, which the client may send again (HSETNX is idempotent).
+            log.error("storing %d results failed: %s", len(requests), exc.__class__.__name__)
+        for request, outcome in zip(requests, outcomes, strict=True):
+            worker_state.task_ready(request, successful=not isinstance(outcome, Exception))
+        self._metrics.count_tasks(len(requests) - errors, errors, elapsed)
+
+
+def _outcome(mark: tuple[Scope, str] | None, stored: Iterator[bool | None]) -> bool | BatchFailed:
+    if mark is None:
+        return BatchFailed("arguments are not (company, campaign, phone)")
+    first = next(stored)
+    if first is None:
+        # The store refused this one mark (e.g. WRONGTYPE); the others stand.
+        log.error("end-contact: the store refused a mark")
+        return BatchFailed("the store refused the mark")
+    return first
+
+
+def _mark(request: Any) -> tuple[Scope, str] | None:
+    """The (scope, number) a request asks to mark, if its arguments are ours."""
+    args, kwargs = request.args, request.kwargs
+    if kwargs or len(args) != 3 or not all(isinstance(arg, str) for arg in args):
+        return None
+    company, campaign, phone = args
+    return Scope(company, campaign), phone
