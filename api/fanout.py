@@ -47,10 +47,12 @@ class FanOut:
         # Past its request's deadline a task is pointless: the worker discards it.
         expires = datetime.now(UTC) + timedelta(seconds=self._timeout)
         task_ids = [self._listener.new_task_id() for _ in phones]
-        messages = [
-            self._publisher.message(task_id, task_args(scope, phone), repr([mask(phone)]), expires)
-            for task_id, phone in zip(task_ids, phones, strict=True)
-        ]
+        messages = self._publisher.messages(
+            task_ids,
+            [task_args(scope, phone) for phone in phones],
+            [repr([mask(phone)]) for phone in phones],
+            expires,
+        )
         with self._listener.watch(task_ids) as watch:
             published = redis_failed = False
             try:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,13 @@ if TYPE_CHECKING:
     import redis.asyncio
 
 
+# Stand-ins for a task's own values in the message built once per request: strings
+# that occur nowhere else in a Celery message, as JSON strings in its text.
+_ID, _ARG, _REPR, _BODY = "@@task-id@@", "@@arg@@", "@@argsrepr@@", "@@body@@"
+_QUOTED = {stand_in: json.dumps(stand_in) for stand_in in (_ID, _REPR, _BODY)}
+_STAND_INS = re.compile("(" + "|".join(re.escape(q) for q in _QUOTED.values()) + ")")
+
+
 class TaskPublisher:
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._redis = client
@@ -32,7 +41,36 @@ class TaskPublisher:
         self._origin = f"web@{socket.gethostname()}"
 
     def message(self, task_id: str, args: list[str], argsrepr: str, expires: datetime) -> str:
-        task = self._amqp.as_task_v2(
+        task = self._task(task_id, args, argsrepr, expires)
+        body = base64.b64encode(json.dumps(task.body).encode()).decode()
+        return json.dumps(self._envelope(task, task_id, body))
+
+    def messages(
+        self,
+        task_ids: Sequence[str],
+        args: Sequence[list[str]],
+        argsreprs: Sequence[str],
+        expires: datetime,
+    ) -> list[str]:
+        """The same as message() for each task, byte for byte, at a fraction of the CPU:
+        Celery builds one message with stand-ins for what differs between the tasks of a
+        request (id, arguments, their repr), and each message is that text with its own
+        values put in."""
+        task = self._task(_ID, [_ARG], _REPR, expires)
+        body_head, body_tail = json.dumps(task.body).split(json.dumps([_ARG]))
+        parts = _STAND_INS.split(json.dumps(self._envelope(task, _ID, _BODY)))
+        dumps, b64encode = json.dumps, base64.b64encode
+        out = []
+        for task_id, task_args, argsrepr in zip(task_ids, args, argsreprs, strict=True):
+            body = b64encode((body_head + dumps(task_args) + body_tail).encode()).decode()
+            values = {_QUOTED[_ID]: dumps(task_id), _QUOTED[_REPR]: dumps(argsrepr)}
+            values[_QUOTED[_BODY]] = dumps(body)
+            # Odd parts are the stand-ins (split keeps the separators).
+            out.append("".join(values[p] if i % 2 else p for i, p in enumerate(parts)))
+        return out
+
+    def _task(self, task_id: str, args: list[str], argsrepr: str, expires: datetime) -> Any:
+        return self._amqp.as_task_v2(
             task_id,
             TASK_NAME,
             args=args,
@@ -42,9 +80,10 @@ class TaskPublisher:
             kwargsrepr="{}",
             origin=self._origin,
         )
-        body = json.dumps(task.body).encode()
-        envelope: dict[str, Any] = {
-            "body": base64.b64encode(body).decode(),
+
+    def _envelope(self, task: Any, task_id: str, body: str) -> dict[str, Any]:
+        return {
+            "body": body,
             "content-encoding": "utf-8",
             "content-type": "application/json",
             "headers": task.headers,
@@ -58,7 +97,6 @@ class TaskPublisher:
                 "delivery_tag": task_id,
             },
         }
-        return json.dumps(envelope)
 
     async def publish(self, messages: list[str]) -> None:
         # kombu's workers BRPOP from the right: LPUSH a b c delivers a first.

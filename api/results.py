@@ -5,7 +5,10 @@ in the same transaction, publishes it on a channel of that name. Task ids are ou
 choose, so every task a web process publishes gets an id that starts with that
 process's listener id, and one pattern subscription, made at start-up and confirmed
 before any task is published, receives exactly this process's results: no
-subscribe or unsubscribe per request, and no one else's traffic.
+subscribe or unsubscribe per request, and no one else's traffic. Our workers announce
+a batch's results to a process in one message on a channel inside that pattern
+(shared.tasks.batch_channel); results Celery itself announces (a task that expired
+in the queue, or a stock worker) come one message per task; both are read here.
 
 Whatever the connection may miss (it dropped and came back) is read from the result
 keys: after a reconnect for every waiting request, and at the deadline for whoever is
@@ -25,13 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from shared.tasks import RESULT_KEY_PREFIX, batch_channel, task_id
+
 if TYPE_CHECKING:
     import redis.asyncio
     import redis.asyncio.client
 
 log = logging.getLogger(__name__)
 
-RESULT_KEY_PREFIX = "celery-task-meta-"
 # Celery's ready states, and which of them is a success.
 _OUTCOMES = {"SUCCESS": True, "FAILURE": False, "REVOKED": False}
 _RECONNECT_DELAY = 0.2
@@ -70,8 +74,10 @@ class Watch:
         return [key for key, future in self.outcomes.items() if not future.done()]
 
     def settle(self, key: str, raw: str | bytes | None) -> None:
+        self.settle_state(key, outcome(raw))
+
+    def settle_state(self, key: str, result: bool | None) -> None:
         future = self.outcomes.get(key)
-        result = outcome(raw)
         if future is not None and result is not None and not future.done():
             future.set_result(result)
 
@@ -92,6 +98,7 @@ class ResultListener:
         self._pubsub: redis.asyncio.client.PubSub = client.pubsub()
         self.id = uuid.uuid4().hex
         self._pattern = f"{RESULT_KEY_PREFIX}{self.id}-*"
+        self._batch_channel = batch_channel(self.id)
         self._counter = itertools.count()
         self._watches: dict[str, Watch] = {}
         self._subscribed = asyncio.Event()
@@ -101,7 +108,7 @@ class ResultListener:
     def new_task_id(self) -> str:
         # Unique without a uuid4 per task (which costs a system call): this process's
         # random id and a counter.
-        return f"{self.id}-{next(self._counter)}"
+        return task_id(self.id, next(self._counter))
 
     async def start(self) -> None:
         # Does not wait for Redis: a web process that starts before Redis (or while
@@ -158,9 +165,12 @@ class ResultListener:
             if message is None:
                 continue
             if message["type"] == "pmessage":
-                watch = self._watches.get(message["channel"])
-                if watch is not None:
-                    watch.settle(message["channel"], message["data"])
+                if message["channel"] == self._batch_channel:
+                    self._settle_batch(message["data"])
+                else:
+                    watch = self._watches.get(message["channel"])
+                    if watch is not None:
+                        watch.settle(message["channel"], message["data"])
             elif message["type"] == "psubscribe":
                 self._subscribed.set()
                 if lost:
@@ -169,6 +179,21 @@ class ResultListener:
                     lost = False
                     log.info("result listener reconnected")
                     self._spawn(self._sweep_all())
+
+    def _settle_batch(self, data: str) -> None:
+        """A worker's batch of results for this process: {task id: Celery state}."""
+        try:
+            states = json.loads(data)
+            items = states.items()
+        except (ValueError, AttributeError):
+            log.warning("result listener: a batch message it cannot read")
+            return
+        watches = self._watches
+        for task, state in items:
+            key = RESULT_KEY_PREFIX + task
+            watch = watches.get(key)
+            if watch is not None:
+                watch.settle_state(key, _OUTCOMES.get(state) if isinstance(state, str) else False)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)

@@ -5,15 +5,21 @@ parse per task) so that a duplicate delivery of a finished task cannot overwrite
 SUCCESS. Our tasks are never delivered twice (acks on receipt, no ack emulation, see
 worker.app) and a request reads each result once, so the read only costs: about a
 tenth of a worker's CPU per task (bench/README.md). Everything else is Celery's.
+
+store_results writes the results of a batch of tasks (worker/batch.py) in one round
+trip, announced in one message per web process instead of one per task.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.states import FAILURE
+
+from shared.tasks import batch_channel, listener_of
 
 
 class WriteOnly:
@@ -37,26 +43,39 @@ class WriteOnly:
         return result
 
     def store_results(self, results: Sequence[tuple[str, str, Any]]) -> None:
-        """Store (task id, state, result) of many tasks in one round trip: each key
-        set and published as Celery's `_set` does, without its retries (a result
-        that cannot be stored now is of no use later: its request has a deadline)."""
+        """Store (task id, state, result) of many tasks in one round trip, without
+        Celery's retries (a result that cannot be stored now is of no use later: its
+        request has a deadline).
+
+        Each result is stored as Celery's Redis backend stores one (its key, value and
+        expiry: the meta of a task without parent, group or extended result). The
+        announcement is one message per listener (shared.tasks.batch_channel) instead
+        of one per task; a task id that is not ours gets Celery's own.
+        """
         backend: Any = self
+        date_done = backend.app.now().isoformat()
+        batches: dict[str, dict[str, str]] = {}
         with backend.client.pipeline(transaction=False) as pipe:
             for task_id, state, result in results:
-                meta = backend._get_result_meta(
-                    result=backend.encode_result(result, state),
-                    state=state,
-                    traceback=None,
-                    request=None,
-                )
-                meta["task_id"] = task_id
+                meta = {
+                    "status": state,
+                    "result": backend.encode_result(result, state),
+                    "traceback": None,
+                    "children": [],
+                    "date_done": date_done,
+                    "task_id": task_id,
+                }
                 key, value = backend.get_key_for_task(task_id), backend.encode(meta)
                 expires = backend.failure_expires if state == FAILURE else backend.expires
-                if expires:
-                    pipe.setex(key, expires, value)
+                # SET with EX rather than SETEX, which redis-py 8 warns about per call.
+                pipe.set(key, value, ex=expires or None)
+                listener = listener_of(task_id)
+                if listener is None:
+                    pipe.publish(key, value)
                 else:
-                    pipe.set(key, value)
-                pipe.publish(key, value)
+                    batches.setdefault(listener, {})[task_id] = state
+            for listener, states in batches.items():
+                pipe.publish(batch_channel(listener), json.dumps(states))
             pipe.execute()
 
 

@@ -1,0 +1,175 @@
+"""Batches: a worker runs the tasks waiting on the queue together (worker/batch.py), and
+the web builds a request's messages from one template (api/publisher.py)."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from hypothesis import given
+from hypothesis import strategies as st
+
+from api.publisher import TaskPublisher
+from shared.store import Store, ended_key
+from shared.tasks import QUEUE, RESULT_KEY_PREFIX, listener_of, task_id
+from tests.conftest import Caller, new_caller
+from tests.processes import Stack, stop
+
+URL = "/api/v1/leads/end-contact"
+pytestmark = pytest.mark.timeout(180)
+
+
+def numbers(first: int, count: int) -> list[str]:
+    return [f"(509) 555-{n:04d}" for n in range(first, first + count)]
+
+
+def post(base: str, caller: Caller, phones: list[str]) -> httpx.Response:
+    body = {"phoneNumberList": phones}
+    return httpx.post(f"{base}{URL}", json=body, headers=caller.headers, timeout=60)
+
+
+def wait_until(condition: object, timeout: float = 30) -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
+def one_batch(stack: Stack, requests: list[tuple[Caller, list[str]]]) -> list[httpx.Response]:
+    """Send `requests` while no worker runs, wait until all their messages are on the
+    queue, then start one worker: its first batch is every one of them."""
+    assert stack.worker is not None
+    stop(stack.worker)
+    queue = redis.Redis.from_url(stack.url)
+    total = sum(len(phones) for _, phones in requests)
+    with ThreadPoolExecutor(len(requests)) as pool:
+        futures = [pool.submit(post, stack.base, caller, phones) for caller, phones in requests]
+        wait_until(lambda: queue.llen(QUEUE) == total)
+        stack.start_worker()
+        return [future.result() for future in futures]
+
+
+@pytest.fixture
+def slow_stack(tmp_path: Path) -> Iterator[Stack]:
+    # A deadline long enough for a worker to start while requests wait.
+    stack = Stack(tmp_path, timeout=30.0).start()
+    yield stack
+    stack.stop()
+
+
+def test_a_batch_mixes_new_and_already_ended_numbers(slow_stack: Stack) -> None:
+    stack = slow_stack
+    store = Store(redis.Redis.from_url(stack.url, decode_responses=True))
+    caller = new_caller(store)
+    old = post(stack.base, caller, numbers(0, 25)).json()["success"]
+    assert len(old) == 25
+    before = {phone: store.ended_at(caller.key.scope, phone) for phone in old}
+
+    (response,) = one_batch(stack, [(caller, numbers(0, 25) + numbers(100, 25))])
+
+    assert response.status_code == 201
+    assert response.json()["failure"] == []
+    success = response.json()["success"]
+    assert success[:25] == old
+    # Already ended: still a success, and its time is the first one.
+    assert {phone: store.ended_at(caller.key.scope, phone) for phone in old} == before
+    new = {store.ended_at(caller.key.scope, phone) for phone in success[25:]}
+    # One batch, one time for all its new marks (one task at a time, they would differ).
+    assert len(new) == 1
+    assert None not in new
+    assert new.isdisjoint(before.values())
+
+
+def test_a_refused_mark_fails_only_its_numbers(slow_stack: Stack) -> None:
+    stack = slow_stack
+    store = Store(redis.Redis.from_url(stack.url, decode_responses=True))
+    broken, fine = new_caller(store), new_caller(store)
+    # The campaign's hash is not a hash: every HSETNX on it gets WRONGTYPE.
+    redis.Redis.from_url(stack.url).set(ended_key(broken.key.scope), "not a hash")
+
+    refused, accepted = one_batch(stack, [(broken, numbers(0, 10)), (fine, numbers(0, 40))])
+
+    assert refused.status_code == accepted.status_code == 201
+    assert refused.json()["success"] == []
+    assert len(refused.json()["failure"]) == 10
+    assert accepted.json()["failure"] == []
+    for phone in accepted.json()["success"]:
+        assert store.ended_at(fine.key.scope, phone) is not None
+    logs = stack.logs()
+    assert "refused a mark" in logs
+    for phone in numbers(0, 10):
+        assert phone not in logs
+        assert "+1" + "".join(filter(str.isdigit, phone)) not in logs
+
+
+def test_worker_killed_with_a_batch_in_hand_reports_no_success(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, timeout=5.0).start()
+    try:
+        store = Store(redis.Redis.from_url(stack.url, decode_responses=True))
+        caller = new_caller(store)
+        admin = redis.Redis.from_url(stack.url, decode_responses=True)
+        marks = ended_key(caller.key.scope)
+        # Without fsyncs, WAITAOF waits (up to 2 s): the worker holds its batch, marks
+        # written but not yet on disk, while this test looks and kills it.
+        admin.config_set("appendfsync", "no")
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                futures = [
+                    pool.submit(post, stack.base, caller, numbers(first, 50)) for first in (0, 50)
+                ]
+                wait_until(lambda: admin.hlen(marks) == 100)
+                # Every message taken, every mark written, no result claims success.
+                assert admin.llen(QUEUE) == 0
+                results = admin.keys(f"{RESULT_KEY_PREFIX}*")
+                assert not any('"SUCCESS"' in (admin.get(key) or "") for key in results)
+                assert stack.worker is not None
+                stack.worker.send_signal(signal.SIGKILL)
+                assert stack.worker.wait(30) == -signal.SIGKILL
+                responses = [future.result() for future in futures]
+        finally:
+            admin.config_set("appendfsync", "always")
+        assert [r.status_code for r in responses] == [201, 201]
+        assert [r.json()["success"] for r in responses] == [[], []]
+        assert sum(len(r.json()["failure"]) for r in responses) == 100
+
+        stack.start_worker()
+        again = post(stack.base, caller, numbers(0, 50)).json()
+        assert again["failure"] == []
+        assert len(again["success"]) == 50
+    finally:
+        stack.stop()
+
+
+names = st.text(st.characters(codec="utf-8"), max_size=30)
+
+
+@given(company=names, campaign=names, phones=st.lists(names, min_size=1, max_size=50))
+def test_messages_from_one_template_are_celerys_byte_for_byte(
+    company: str, campaign: str, phones: list[str]
+) -> None:
+    publisher = TaskPublisher(None)  # type: ignore[arg-type]  # builds, never sends
+    expires = datetime.now(UTC) + timedelta(seconds=5)
+    listener = uuid.uuid4().hex
+    ids = [task_id(listener, n) for n in range(len(phones))]
+    args = [[company, campaign, phone] for phone in phones]
+    reprs = [repr([phone]) for phone in phones]
+    one_by_one = [
+        publisher.message(i, a, r, expires) for i, a, r in zip(ids, args, reprs, strict=True)
+    ]
+    assert publisher.messages(ids, args, reprs, expires) == one_by_one
+
+
+def test_task_ids_name_their_listener() -> None:
+    listener = uuid.uuid4().hex
+    assert listener_of(task_id(listener, 7)) == listener
+    assert listener_of(str(uuid.uuid4())) is None  # Celery's own ids
+    assert listener_of(f"{listener}-batch") is None
