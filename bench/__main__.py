@@ -300,6 +300,8 @@ def machine() -> str:
 
 
 def ratios(points: list[Point], floor: Point, drain: float) -> list[tuple[str, float, str, bool]]:
+    """(name, value, target, met) for each target the benchmark is judged by."""
+
     def at(system: str, concurrency: int) -> Point | None:
         return next(
             (p for p in points if p.system == system and p.concurrency == concurrency), None
@@ -312,56 +314,40 @@ def ratios(points: list[Point], floor: Point, drain: float) -> list[tuple[str, f
         )
 
     out = []
-    ours1, naive1 = at("endcontact", 1), at("naive", 1)
+    ours1, naive1, direct1 = at("endcontact", 1), at("naive", 1), at("direct", 1)
+    ours16, direct16, ours64 = at("endcontact", 16), at("direct", 16), at("endcontact", 64)
+    # The targets against the direct floor: the same HTTP stack writing the marks itself.
+    if ours1 and direct1:
+        value = ours1.p50 / direct1.p50
+        out.append(("c=1 p50 / direct floor p50", value, "<= 3", value <= 3))
+    if ours16 and direct16:
+        value = ours16.numbers_per_s / direct16.numbers_per_s
+        out.append(("c=16 numbers/s / direct floor's", value, ">= 0.3", value >= 0.3))
+    if ours64:
+        out.append(("c=64 non-201 answers", ours64.errors, "== 0", ours64.errors == 0))
+        out.append(("c=64 failed numbers", ours64.failures, "== 0", ours64.failures == 0))
+        out.append(("c=64 p99 ms", ours64.p99, "<= 2000", ours64.p99 <= 2000))
     if ours1:
-        out.append(
-            (
-                "c=1 p50 / Celery floor p50",
-                ours1.p50 / floor.p50,
-                "<= 1.3",
-                ours1.p50 / floor.p50 <= 1.3,
-            )
-        )
+        value = ours1.p50 / floor.p50
+        out.append(("c=1 p50 / Celery floor p50", value, "<= 1.3", value <= 1.3))
     if ours1 and naive1:
-        out.append(
-            (
-                "c=1 naive p50 / endcontact p50",
-                naive1.p50 / ours1.p50,
-                ">= 6",
-                naive1.p50 / ours1.p50 >= 6,
-            )
-        )
+        value = naive1.p50 / ours1.p50
+        out.append(("c=1 naive p50 / endcontact p50", value, ">= 6", value >= 6))
     if best("endcontact") == best("endcontact"):
-        out.append(
-            (
-                "saturation numbers/s / drain ceiling",
-                best("endcontact") / drain,
-                ">= 0.8",
-                best("endcontact") / drain >= 0.8,
-            )
-        )
-        out.append(
-            (
-                "saturation numbers/s / naive's",
-                best("endcontact") / best("naive"),
-                ">= 1.5",
-                best("endcontact") / best("naive") >= 1.5,
-            )
-        )
-    ours16 = at("endcontact", 16)
+        value = best("endcontact") / best("naive")
+        out.append(("saturation numbers/s / naive's", value, ">= 1.5", value >= 1.5))
+        # The worker alone drains faster than the service is fed: shown, not a target.
+        out.append(("saturation numbers/s / drain ceiling", best("endcontact") / drain, "-", True))
     if ours16:
-        out.append(
-            ("c=16 p99 / p50", ours16.p99 / ours16.p50, "<= 3", ours16.p99 / ours16.p50 <= 3)
-        )
-        out.append(
-            (
-                "c=16 failed numbers",
-                ours16.failures + ours16.errors,
-                "== 0",
-                ours16.failures + ours16.errors == 0,
-            )
-        )
+        value = ours16.p99 / ours16.p50
+        out.append(("c=16 p99 / p50", value, "<= 3", value <= 3))
+        failed = ours16.failures + ours16.errors
+        out.append(("c=16 failed numbers", failed, "== 0", failed == 0))
     return out
+
+
+def _met(target: str, ok: bool) -> str:
+    return "-" if target == "-" else "yes" if ok else "**no**"
 
 
 def _budget(points: list[Point]) -> list[str]:
@@ -400,7 +386,7 @@ def report(
         "| ratio | value | target | met |",
         "|---|---|---|---|",
         *(
-            f"| {name} | {value:.2f} | {target} | {'yes' if ok else '**no**'} |"
+            f"| {name} | {value:.2f} | {target} | {_met(target, ok)} |"
             for name, value, target, ok in ratios(points, floor, drain)
         ),
         "",
