@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -184,6 +185,9 @@ def create_app(settings: Settings) -> Starlette:
                 fanout=FanOut(TaskPublisher(client), listener, settings.result_timeout),
                 metrics=registry,
             )
+            # What start-up made lives as long as the process: out of the garbage
+            # collector's sight, full collections stay short (worker/app.py).
+            gc.freeze()
             yield
 
     app = Starlette(

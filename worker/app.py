@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -160,7 +161,14 @@ def create_celery(settings: Settings) -> Celery:
         if expired:
             metrics.inc(TASKS, {"outcome": "expired"})
 
+    def freeze_start_up_objects(**kwargs: object) -> None:
+        # What start-up made lives as long as the worker: out of the garbage
+        # collector's sight, a full collection no longer walks it (each took about
+        # 0.1 s, several times a minute under load, a fifth of the worker's CPU).
+        gc.freeze()
+
     setup_logging.connect(json_logging, weak=False)
+    worker_ready.connect(freeze_start_up_objects, weak=False)
     task_revoked.connect(count_expired, weak=False)
     worker_ready.connect(start_heartbeat, weak=False)
     worker_shutdown.connect(stop_heartbeat, weak=False)
