@@ -135,9 +135,13 @@ class Store:
         if not marks:
             return []
         now = utc_now()
+        keys: dict[Scope, str] = {}
         with self._redis.pipeline(transaction=False) as pipe:
             for scope, phone in marks:
-                pipe.hsetnx(ended_key(scope), phone, now)
+                key = keys.get(scope)
+                if key is None:
+                    key = keys[scope] = ended_key(scope)
+                pipe.hsetnx(key, phone, now)
             waitaof = self._waitaof
             if waitaof:
                 # On the same connection, after the writes: it waits for them.

@@ -22,8 +22,12 @@ from shared.store import Store, ended_key
 from shared.tasks import QUEUE, RESULT_KEY_PREFIX, listener_of, task_id
 from tests.conftest import Caller, new_caller
 from tests.processes import Stack, stop
+from worker.batch import SHARED_FROM
 
 URL = "/api/v1/leads/end-contact"
+# A worker takes one message, then every waiting one if fewer than SHARED_FROM wait.
+ONE_BATCH = 30
+assert ONE_BATCH <= SHARED_FROM
 pytestmark = pytest.mark.timeout(180)
 
 
@@ -47,6 +51,7 @@ def wait_until(condition: object, timeout: float = 30) -> None:
 def one_batch(stack: Stack, requests: list[tuple[Caller, list[str]]]) -> list[httpx.Response]:
     """Send `requests` while no worker runs, wait until all their messages are on the
     queue, then start one worker: its first batch is every one of them."""
+    assert sum(len(phones) for _, phones in requests) <= ONE_BATCH
     assert stack.worker is not None
     stop(stack.worker)
     queue = redis.Redis.from_url(stack.url)
@@ -70,19 +75,19 @@ def test_a_batch_mixes_new_and_already_ended_numbers(slow_stack: Stack) -> None:
     stack = slow_stack
     store = Store(redis.Redis.from_url(stack.url, decode_responses=True))
     caller = new_caller(store)
-    old = post(stack.base, caller, numbers(0, 25)).json()["success"]
-    assert len(old) == 25
+    old = post(stack.base, caller, numbers(0, 15)).json()["success"]
+    assert len(old) == 15
     before = {phone: store.ended_at(caller.key.scope, phone) for phone in old}
 
-    (response,) = one_batch(stack, [(caller, numbers(0, 25) + numbers(100, 25))])
+    (response,) = one_batch(stack, [(caller, numbers(0, 15) + numbers(100, 15))])
 
     assert response.status_code == 201
     assert response.json()["failure"] == []
     success = response.json()["success"]
-    assert success[:25] == old
+    assert success[:15] == old
     # Already ended: still a success, and its time is the first one.
     assert {phone: store.ended_at(caller.key.scope, phone) for phone in old} == before
-    new = {store.ended_at(caller.key.scope, phone) for phone in success[25:]}
+    new = {store.ended_at(caller.key.scope, phone) for phone in success[15:]}
     # One batch, one time for all its new marks (one task at a time, they would differ).
     assert len(new) == 1
     assert None not in new
@@ -96,7 +101,7 @@ def test_a_refused_mark_fails_only_its_numbers(slow_stack: Stack) -> None:
     # The campaign's hash is not a hash: every HSETNX on it gets WRONGTYPE.
     redis.Redis.from_url(stack.url).set(ended_key(broken.key.scope), "not a hash")
 
-    refused, accepted = one_batch(stack, [(broken, numbers(0, 10)), (fine, numbers(0, 40))])
+    refused, accepted = one_batch(stack, [(broken, numbers(0, 10)), (fine, numbers(0, 20))])
 
     assert refused.status_code == accepted.status_code == 201
     assert refused.json()["success"] == []
@@ -122,11 +127,9 @@ def test_worker_killed_with_a_batch_in_hand_reports_no_success(tmp_path: Path) -
         # written but not yet on disk, while this test looks and kills it.
         admin.config_set("appendfsync", "no")
         try:
-            with ThreadPoolExecutor(2) as pool:
-                futures = [
-                    pool.submit(post, stack.base, caller, numbers(first, 50)) for first in (0, 50)
-                ]
-                wait_until(lambda: admin.hlen(marks) == 100)
+            with ThreadPoolExecutor(1) as pool:
+                future = pool.submit(post, stack.base, caller, numbers(0, ONE_BATCH))
+                wait_until(lambda: admin.hlen(marks) == ONE_BATCH)
                 # Every message taken, every mark written, no result claims success.
                 assert admin.llen(QUEUE) == 0
                 results = admin.keys(f"{RESULT_KEY_PREFIX}*")
@@ -134,12 +137,12 @@ def test_worker_killed_with_a_batch_in_hand_reports_no_success(tmp_path: Path) -
                 assert stack.worker is not None
                 stack.worker.send_signal(signal.SIGKILL)
                 assert stack.worker.wait(30) == -signal.SIGKILL
-                responses = [future.result() for future in futures]
+                response = future.result()
         finally:
             admin.config_set("appendfsync", "always")
-        assert [r.status_code for r in responses] == [201, 201]
-        assert [r.json()["success"] for r in responses] == [[], []]
-        assert sum(len(r.json()["failure"]) for r in responses) == 100
+        assert response.status_code == 201
+        assert response.json()["success"] == []
+        assert len(response.json()["failure"]) == ONE_BATCH
 
         stack.start_worker()
         again = post(stack.base, caller, numbers(0, 50)).json()

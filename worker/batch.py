@@ -26,6 +26,7 @@ sent (nothing here listens to them).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -52,6 +53,20 @@ log = logging.getLogger(__name__)
 BATCH_MAX = 100
 
 
+# A queue this long or longer is shared: a worker takes half of it (up to BATCH_MAX),
+# so that the next idle worker runs the other half at the same time; a shorter one is
+# taken whole, so that no number waits for a second round.
+SHARED_FROM = 32
+# Atomic on the broker: LLEN, then RPOP with a count (Redis 6.2+), oldest first.
+_SHARE = """
+local waiting = redis.call('LLEN', KEYS[1])
+if waiting == 0 then return {} end
+local take = waiting
+if waiting >= tonumber(ARGV[2]) then take = math.ceil(waiting / 2) end
+return redis.call('RPOP', KEYS[1], math.min(take, tonumber(ARGV[1])))
+"""
+
+
 class BatchFailed(Exception):
     """The reason a number of a batch failed, stored as its task's result."""
 
@@ -67,6 +82,7 @@ class Batches:
         self._metrics = metrics
         # Redis before 6.2 has no RPOP with a count: there a batch is one message.
         self._take = True
+        self._share: Any = None
 
     def strategy(self, task: Any, app: Any, consumer: Any) -> Handler:
         """Called by the consumer once per task at start-up: returns the handler it
@@ -91,21 +107,22 @@ class Batches:
         pending: list[Any] = []
         taking = False
 
+        # Configuration, the same for every message: asked once.
+        utc_default = app.uses_utc_timezone()
+
         def handler(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any) -> None:
             nonlocal taking
-            if body is None and "args" not in message.payload:
-                body, headers, decoded, utc = (
-                    message.body,
-                    message.headers,
-                    False,
-                    app.uses_utc_timezone(),
-                )
-            elif "args" in message.payload:
-                body, headers, decoded, utc = hybrid_to_proto2(message, message.payload)
+            received = body
+            if body is None:  # protocol 2: the body is still encoded
+                payload = _payload(message)
+                if isinstance(payload, dict) and "args" in payload:
+                    body, headers, decoded, utc = hybrid_to_proto2(message, payload)
+                else:
+                    body, headers, decoded, utc = payload, message.headers, True, utc_default
             else:
                 body, headers, decoded, utc = proto1_to_proto2(message, body)
             if headers.get("eta"):
-                per_task(message, body, ack, reject, callbacks)
+                per_task(message, received, ack, reject, callbacks)
                 return
             request = request_class(
                 message,
@@ -145,16 +162,21 @@ class Batches:
             return
         try:
             with channel.conn_or_acquire() as client:
-                raws = client.rpop(QUEUE, BATCH_MAX - 1)
-        except redis.ResponseError:
-            log.warning("the broker cannot pop several messages at once: batches of one")
-            self._take = False
+                if self._share is None:
+                    self._share = client.register_script(_SHARE)
+                raws = self._share(keys=[QUEUE], args=[BATCH_MAX - 1, SHARED_FROM], client=client)
+        except redis.ResponseError as exc:
+            if _unsupported(exc):
+                # Before Redis 6.2 RPOP takes no count; an ACL may forbid scripts.
+                log.warning("the broker cannot pop several messages at once: batches of one")
+                self._take = False
+                return
+            log.warning("could not take waiting messages: %s", exc.__class__.__name__)
             return
         except (redis.RedisError, OSError) as exc:
             # Nothing was taken: they stay for the next delivery.
             log.warning("could not take waiting messages: %s", exc.__class__.__name__)
             return
-        # RPOP with a count gives them oldest first, as BRPOP would one by one.
         for raw in raws or ():
             try:
                 channel.connection._deliver(loads(raw), QUEUE)  # type: ignore[no-untyped-call]
@@ -197,6 +219,27 @@ class Batches:
         for request, outcome in zip(requests, outcomes, strict=True):
             worker_state.task_ready(request, successful=not isinstance(outcome, Exception))
         self._metrics.count_tasks(len(requests) - errors, errors, elapsed)
+
+
+def _unsupported(exc: redis.ResponseError) -> bool:
+    text = str(exc).lower()
+    return any(sign in text for sign in ("wrong number of arguments", "unknown command", "noperm"))
+
+
+def _payload(message: Any) -> Any:
+    """The decoded body: what message.payload gives, without kombu's registry and
+    object hook when it is plain JSON we accept (a seventh of the CPU per message)."""
+    accept = message.accept
+    if (
+        message.content_type == "application/json"
+        and message.content_encoding == "utf-8"
+        and (accept is None or "application/json" in accept)
+    ):
+        try:
+            return json.loads(message.body)
+        except ValueError:
+            pass  # kombu raises the error Celery knows how to handle
+    return message.payload
 
 
 def _outcome(mark: tuple[Scope, str] | None, stored: Iterator[bool | None]) -> bool | BatchFailed:
