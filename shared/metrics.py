@@ -75,7 +75,7 @@ TASKS = Family(
 TASK_SECONDS = Family(
     "endcontact_task_duration_seconds",
     "histogram",
-    "Run time of an end-contact task in a worker (the write and its fsync).",
+    "Run time of an end-contact task in a worker: that of its batch (writes and fsync).",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 WORKERS = Family(

@@ -152,7 +152,12 @@ class Batches:
                 taking = False
             batch = pending[:]
             pending.clear()
-            self.run(task, batch)
+            try:
+                self.run(task, batch)
+            except Exception as exc:
+                # Not into the consumer: it would drop the broker connection. The
+                # batch's requests report what has no result as failures.
+                log.error("end-contact batch raised %s", exc.__class__.__name__)
 
         return handler
 
