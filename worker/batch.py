@@ -208,7 +208,7 @@ class Batches:
             log.error("end-contact batch of %d failed: %s", len(requests), exc.__class__.__name__)
             outcomes = [BatchFailed(exc.__class__.__name__)] * len(requests)
         else:
-            outcomes = [_outcome(mark, stored) for mark in marks]
+            outcomes = [_outcome(r, mark, stored) for r, mark in zip(requests, marks, strict=True)]
         elapsed = time.perf_counter() - started
         errors = sum(isinstance(outcome, BatchFailed) for outcome in outcomes)
         results = [
@@ -247,15 +247,19 @@ def _payload(message: Any) -> Any:
     return message.payload
 
 
-def _outcome(mark: tuple[Scope, str] | None, stored: Iterator[bool | None]) -> bool | BatchFailed:
+def _outcome(
+    request: Any, mark: tuple[Scope, str] | None, stored: Iterator[bool | None]
+) -> bool | BatchFailed:
     if mark is None:
-        return BatchFailed("arguments are not (company, campaign, phone)")
-    first = next(stored)
-    if first is None:
+        failed = BatchFailed("arguments are not (company, campaign, phone)")
+    elif (first := next(stored)) is None:
         # The store refused this one mark (e.g. WRONGTYPE); the others stand.
-        log.error("end-contact: the store refused a mark")
-        return BatchFailed("the store refused the mark")
-    return first
+        failed = BatchFailed("refused by the store")
+    else:
+        return first
+    # As Celery logs a task that raised: its id and its arguments' repr (masked).
+    log.error("end-contact task %s %s failed: %s", request.id, request.argsrepr, failed)
+    return failed
 
 
 def _mark(request: Any) -> tuple[Scope, str] | None:
