@@ -166,6 +166,10 @@ def create_celery(settings: Settings) -> Celery:
         # collector's sight, a full collection no longer walks it (each took about
         # 0.1 s, several times a minute under load, a fifth of the worker's CPU).
         gc.freeze()
+        # A batch's objects die together when it ends: collected less often, most are
+        # freed before the collector ever walks them. Drain, 2 workers, 3 interleaved
+        # runs: 127 -> 90 us of CPU per task (Python's default is 700, 10, 10).
+        gc.set_threshold(50_000, 20, 20)
 
     setup_logging.connect(json_logging, weak=False)
     worker_ready.connect(freeze_start_up_objects, weak=False)
