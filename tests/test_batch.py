@@ -4,7 +4,6 @@ the web builds a request's messages from one template (api/publisher.py)."""
 from __future__ import annotations
 
 import signal
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,31 +19,18 @@ from api.publisher import TaskPublisher
 from shared.store import Store, ended_key
 from shared.tasks import QUEUE, RESULT_KEY_PREFIX, listener_of, task_id
 from tests.conftest import Caller, new_caller
+from tests.helpers import numbers, post_numbers, wait_until
 from tests.processes import Stack, stop
 from worker.batch import SHARED_FROM
 
-URL = "/api/v1/leads/end-contact"
 # A worker takes one message, then every waiting one if fewer than SHARED_FROM wait.
 ONE_BATCH = 30
 assert ONE_BATCH <= SHARED_FROM
 pytestmark = pytest.mark.timeout(180)
 
 
-def numbers(first: int, count: int) -> list[str]:
-    return [f"(509) 555-{n:04d}" for n in range(first, first + count)]
-
-
 def post(base: str, caller: Caller, phones: list[str]) -> httpx.Response:
-    body = {"phoneNumberList": phones}
-    return httpx.post(f"{base}{URL}", json=body, headers=caller.headers, timeout=60)
-
-
-def wait_until(condition: object, timeout: float = 30) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.005)
+    return post_numbers(base, caller.headers, phones)
 
 
 def one_batch(stack: Stack, requests: list[tuple[Caller, list[str]]]) -> list[httpx.Response]:
@@ -54,11 +39,11 @@ def one_batch(stack: Stack, requests: list[tuple[Caller, list[str]]]) -> list[ht
     assert sum(len(phones) for _, phones in requests) <= ONE_BATCH
     assert stack.worker is not None
     stop(stack.worker)
-    queue = redis.Redis.from_url(stack.url)
+    queue = stack.client
     total = sum(len(phones) for _, phones in requests)
     with ThreadPoolExecutor(len(requests)) as pool:
         futures = [pool.submit(post, stack.base, caller, phones) for caller, phones in requests]
-        wait_until(lambda: queue.llen(QUEUE) == total)
+        wait_until(lambda: queue.llen(QUEUE) == total, 30, "every message on the queue")
         stack.start_worker()
         return [future.result() for future in futures]
 
@@ -66,14 +51,14 @@ def one_batch(stack: Stack, requests: list[tuple[Caller, list[str]]]) -> list[ht
 @pytest.fixture
 def slow_stack(tmp_path: Path) -> Iterator[Stack]:
     # A deadline long enough for a worker to start while requests wait.
-    stack = Stack(tmp_path, timeout=30.0).start()
+    stack = Stack(tmp_path, timeout=20.0).start()
     yield stack
     stack.stop()
 
 
 def test_a_batch_mixes_new_and_already_ended_numbers(slow_stack: Stack) -> None:
     stack = slow_stack
-    store = Store(redis.Redis.from_url(stack.url, decode_responses=True))
+    store = Store(stack.client)
     caller = new_caller(store)
     old = post(stack.base, caller, numbers(0, 15)).json()["success"]
     assert len(old) == 15
@@ -96,10 +81,10 @@ def test_a_batch_mixes_new_and_already_ended_numbers(slow_stack: Stack) -> None:
 
 def test_a_refused_mark_fails_only_its_numbers(slow_stack: Stack) -> None:
     stack = slow_stack
-    store = Store(redis.Redis.from_url(stack.url, decode_responses=True))
+    store = Store(stack.client)
     broken, fine = new_caller(store), new_caller(store)
     # The campaign's hash is not a hash: every HSETNX on it gets WRONGTYPE.
-    redis.Redis.from_url(stack.url).set(ended_key(broken.key.scope), "not a hash")
+    stack.client.set(ended_key(broken.key.scope), "not a hash")
 
     refused, accepted = one_batch(stack, [(broken, numbers(0, 10)), (fine, numbers(0, 20))])
 
@@ -119,9 +104,9 @@ def test_a_refused_mark_fails_only_its_numbers(slow_stack: Stack) -> None:
 def test_worker_killed_with_a_batch_in_hand_reports_no_success(tmp_path: Path) -> None:
     stack = Stack(tmp_path, timeout=5.0).start()
     try:
-        store = Store(redis.Redis.from_url(stack.url, decode_responses=True))
+        store = Store(stack.client)
         caller = new_caller(store)
-        admin = redis.Redis.from_url(stack.url, decode_responses=True)
+        admin = stack.client
         marks = ended_key(caller.key.scope)
         # Without fsyncs, WAITAOF waits (up to 2 s): the worker holds its batch, marks
         # written but not yet on disk, while this test looks and kills it.
@@ -129,7 +114,12 @@ def test_worker_killed_with_a_batch_in_hand_reports_no_success(tmp_path: Path) -
         try:
             with ThreadPoolExecutor(1) as pool:
                 future = pool.submit(post, stack.base, caller, numbers(0, ONE_BATCH))
-                wait_until(lambda: admin.hlen(marks) == ONE_BATCH)
+                wait_until(
+                    lambda: admin.hlen(marks) == ONE_BATCH,
+                    30,
+                    "the batch's marks written",
+                    interval=0.005,
+                )
                 # Every message taken, every mark written, no result claims success.
                 assert admin.llen(QUEUE) == 0
                 results = admin.keys(f"{RESULT_KEY_PREFIX}*")
