@@ -20,8 +20,9 @@ messages come from the broker connection the consumer already has.
 
 This replaces Celery's per-task strategy for this one task (the task class's
 `Strategy`, see celery.worker.strategy.default). The batch runs inline in the consumer,
-as the solo pool runs every task; Celery's task_prerun/postrun/success signals are not
-sent (nothing here listens to them).
+as the solo pool runs every task. task_received and task_revoked are sent per task as
+Celery sends them; task_prerun and task_postrun once per batch (Batches.run);
+task_success and task_failure are not sent.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from celery.worker import state as worker_state
 from celery.worker.request import create_request_cls
 from celery.worker.strategy import default, hybrid_to_proto2, proto1_to_proto2
 from kombu.utils.json import loads
+from kombu.utils.uuid import uuid
 
 from shared.apikeys import Scope
 from shared.metrics import Registry
@@ -191,9 +193,32 @@ class Batches:
                 log.error("could not deliver a message: %s", exc.__class__.__name__)
 
     def run(self, task: Any, requests: Sequence[Any]) -> None:
-        """Mark the batch's numbers, on disk, then store each task's result."""
+        """Mark the batch's numbers, on disk, then store each task's result.
+
+        Celery's task_prerun and task_postrun are sent once for the batch, as
+        celery-batches does (a batch id, the requests as its one argument): what
+        listens to them sees one execution that carries many tasks.
+        """
         if not requests:
             return
+        batch_id = uuid()
+        args = (list(requests),)
+        signals.task_prerun.send(sender=task, task_id=batch_id, task=task, args=args, kwargs={})
+        state = states.FAILURE
+        try:
+            state = self._run(task, requests)
+        finally:
+            signals.task_postrun.send(
+                sender=task,
+                task_id=batch_id,
+                task=task,
+                args=args,
+                kwargs={},
+                retval=None,
+                state=state,
+            )
+
+    def _run(self, task: Any, requests: Sequence[Any]) -> str:
         started = time.perf_counter()
         for request in requests:
             # Acks on receipt (task_acks_late=False), as Celery does before running.
@@ -224,6 +249,7 @@ class Batches:
         for request, outcome in zip(requests, outcomes, strict=True):
             worker_state.task_ready(request, successful=not isinstance(outcome, Exception))
         self._metrics.count_tasks(len(requests) - errors, errors, elapsed)
+        return str(states.FAILURE if errors == len(requests) else states.SUCCESS)
 
 
 def _unsupported(exc: redis.ResponseError) -> bool:
