@@ -20,7 +20,8 @@ messages come from the broker connection the consumer already has.
 
 This replaces Celery's per-task strategy for this one task (the task class's
 `Strategy`, see celery.worker.strategy.default). The batch runs inline in the consumer,
-as the solo pool runs every task. task_received and task_revoked are sent per task as
+as the solo pool runs every task. The task_received and task_revoked signals and the
+task events (received, started, succeeded, failed: Flower's view) are per task as
 Celery sends them; task_prerun and task_postrun once per batch (Batches.run);
 task_success and task_failure are not sent.
 """
@@ -144,6 +145,19 @@ class Batches:
             if (request.expires or request.id in revoked) and request.revoked():
                 return
             signals.task_received.send(sender=consumer, request=request)
+            if _task_events(eventer, task):  # e.g. turned on by Flower
+                eventer.send(
+                    "task-received",
+                    uuid=request.id,
+                    name=request.name,
+                    args=request.argsrepr,
+                    kwargs=request.kwargsrepr,
+                    root_id=request.root_id,
+                    parent_id=request.parent_id,
+                    retries=request.request_dict.get("retries", 0),
+                    eta=None,
+                    expires=request.expires and request.expires.isoformat(),
+                )
             pending.append(request)
             if taking:
                 return  # delivered by _take_waiting below: part of the batch in hand
@@ -220,10 +234,13 @@ class Batches:
 
     def _run(self, task: Any, requests: Sequence[Any]) -> str:
         started = time.perf_counter()
+        events = _task_events(requests[0]._eventer, task)
         for request in requests:
             # Acks on receipt (task_acks_late=False), as Celery does before running.
             request.acknowledge()
             worker_state.task_accepted(request)
+            if events:
+                request.send_event("task-started")
         marks = [_mark(request) for request in requests]
         outcomes: list[bool | BatchFailed]
         try:
@@ -248,8 +265,21 @@ class Batches:
             log.error("storing %d results failed: %s", len(requests), exc.__class__.__name__)
         for request, outcome in zip(requests, outcomes, strict=True):
             worker_state.task_ready(request, successful=not isinstance(outcome, Exception))
+            if not events:
+                continue
+            if isinstance(outcome, BatchFailed):
+                request.send_event("task-failed", exception=repr(outcome), traceback=None)
+            else:
+                request.send_event("task-succeeded", result=repr(outcome), runtime=elapsed)
         self._metrics.count_tasks(len(requests) - errors, errors, elapsed)
         return str(states.FAILURE if errors == len(requests) else states.SUCCESS)
+
+
+def _task_events(eventer: Any, task: Any) -> bool:
+    """Whether task events go out now: Celery's own test, asked once for a batch."""
+    if eventer is None or not eventer.enabled or not task.send_events:
+        return False
+    return not eventer.groups or "task" in eventer.groups
 
 
 def _unsupported(exc: redis.ResponseError) -> bool:
