@@ -2,10 +2,11 @@
 
 Each number is still one Celery task message on the queue. What changes is how a
 worker runs them: when the consumer hands it a message, the worker also takes,
-without waiting, up to BATCH_MAX - 1 more from the queue (one `RPOP queue count`) and
-feeds them through the consumer like any delivered message (kombu's Message, Celery's
-Request: task ids, expiry and `task_revoked`, argsrepr, acks all as usual). Then, for
-the whole batch:
+without waiting, what else waits on the queue (all of it, or half of a long queue so
+that another worker runs the rest meanwhile; at most BATCH_MAX in all: one script,
+LLEN then `RPOP queue count`) and feeds it through the consumer like any delivered
+message (kombu's Message, Celery's Request: task ids, expiry and `task_revoked`,
+argsrepr, acks all as usual). Then, for the whole batch:
 
 1. one round trip to the store: every `HSETNX` and one `WAITAOF` (Store.end_contact_many);
 2. only once the marks are confirmed on disk, one round trip to the result backend
@@ -16,7 +17,7 @@ as failures, never as successes. An empty queue adds nothing: a batch is what wa
 waiting, never what a timer collects, so a lone request is not slowed down.
 
 The store and the result backend are separate clients (they may be separate servers);
-messages come from the broker connection the consumer already has.
+messages come from the broker through the consumer's own channel.
 
 This replaces Celery's per-task strategy for this one task (the task class's
 `Strategy`, see celery.worker.strategy.default). The batch runs inline in the consumer,
