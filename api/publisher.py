@@ -23,10 +23,15 @@ from shared.tasks import QUEUE, TASK_NAME
 if TYPE_CHECKING:
     import redis.asyncio
 
+    from api.admission import Admission
+
 
 class TaskPublisher:
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: redis.asyncio.Redis, admission: Admission | None = None) -> None:
         self._redis = client
+        # The web's: its pushes go through the overload check (api.admission). Without
+        # one (tools that fill the queue), a plain LPUSH.
+        self._admission = admission
         # Only used to build messages: no broker is configured, nothing connects.
         self._amqp = Celery("endcontact-web", set_as_current=False).amqp
         self._origin = f"web@{socket.gethostname()}"
@@ -62,4 +67,8 @@ class TaskPublisher:
 
     async def publish(self, messages: list[str]) -> None:
         # kombu's workers BRPOP from the right: LPUSH a b c delivers a first.
-        await self._redis.lpush(QUEUE, *messages)
+        if self._admission is not None:
+            # One LPUSH, unless the queue is too long to do them in time (a 503 problem).
+            await self._admission.push(messages)
+        else:
+            await self._redis.lpush(QUEUE, *messages)
