@@ -152,7 +152,6 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(body, 200 if store and workers else 503)
 
 
-MAX_CONNECTIONS = 2000
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -177,6 +176,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return Problem(exc.status_code, exc.detail, headers=dict(exc.headers or {})).response()
 
 
+# Per client: a connection per command in flight. At a few hundred concurrent requests
+# redis-py's default of 100 runs out, and a request then fails outright
+# (MaxConnectionsError) where it would have waited a moment.
+MAX_CONNECTIONS = 2000
+
+
 def create_app(settings: Settings) -> Starlette:
     # Counting is in memory; the lifespan's flusher adds it to Redis.
     registry = metrics.Registry()
@@ -190,9 +195,6 @@ def create_app(settings: Settings) -> Starlette:
                 "decode_responses": True,
                 "socket_connect_timeout": 2,
                 "health_check_interval": 30,
-                # A connection per command in flight: at a few hundred concurrent
-                # requests redis-py's default of 100 runs out, and a request then fails
-                # outright (MaxConnectionsError) where it would have waited a moment.
                 "max_connections": MAX_CONNECTIONS,
             }
             client = async_client(settings, **options)
