@@ -7,8 +7,9 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis.asyncio
 from starlette.applications import Starlette
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from api.admission import Admission
 from api.auth import authenticate
 from api.body import check_content_type, phone_numbers, read_body
 from api.fanout import FanOut
@@ -30,19 +32,24 @@ from api.ratelimit import check_rate
 from api.results import ResultListener
 from shared import logs, metrics
 from shared.apikeys import ApiKey
+from shared.broker import WORKER_SILENCE, AsyncBroker
 from shared.connection import async_client
 from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import Settings, exit_on_bad_settings
-from shared.store import WORKER_SILENCE, AsyncStore
+from shared.store import AsyncStore
 
 log = logging.getLogger("endcontact.api")
+T = TypeVar("T")
 
 
 @dataclass
 class Services:
     settings: Settings
-    redis: redis.asyncio.Redis
     store: AsyncStore
+    # The queue, results, heartbeats and rate limits: REDIS_URL's server unless
+    # ENDCONTACT_BROKER_URL names another (shared.broker).
+    broker: AsyncBroker
+    admission: Admission
     fanout: FanOut
     metrics: metrics.Registry
 
@@ -56,16 +63,19 @@ async def admit(request: Request, svc: Services) -> ApiKey:
     """The caller's key, with the request counted against its rate limit; from then
     on every answer to it carries the RateLimit headers, a 400 or 404 as a 201."""
     key = await authenticate(request, svc.store)
-    answer_with(request.scope, await check_rate(svc.store, key, svc.settings))
+    answer_with(request.scope, await check_rate(svc.broker, key, svc.settings))
     return key
 
 
 async def end_contact(request: Request) -> Response:
     svc = services(request)
     started = time.perf_counter()
-    key = await admit(request, svc)
-    check_content_type(request.headers.get("content-type"))
-    phones = phone_numbers(await read_body(request), svc.settings.default_region)
+    # While overloaded, refused before the key, the body and the messages (api.admission).
+    async with svc.admission.room(request.headers.get("content-length")) as room:
+        key = await admit(request, svc)
+        check_content_type(request.headers.get("content-type"))
+        phones = phone_numbers(await read_body(request), svc.settings.default_region)
+        room.fit(len(phones))
     outcome = await svc.fanout.end_contact(key.scope, phones)
     count_numbers(svc.metrics, outcome)
     log.info(
@@ -118,18 +128,29 @@ async def healthz(request: Request) -> Response:
 READY_TIMEOUT = 1.0
 
 
-async def readyz(request: Request) -> Response:
-    """Ready for traffic: Redis answers and at least one worker is alive."""
-    svc = services(request)
+async def _answers(call: Awaitable[T]) -> T | None:
     try:
         async with asyncio.timeout(READY_TIMEOUT):
-            await svc.redis.ping()
-            workers = await svc.store.live_workers(time.time() - WORKER_SILENCE)
+            return await call
     except (TimeoutError, redis.RedisError, OSError):
-        return JSONResponse({"status": "unavailable", "redis": "down"}, 503)
-    if workers == 0:
-        return JSONResponse({"status": "unavailable", "redis": "ok", "workers": 0}, 503)
-    return JSONResponse({"status": "ready", "redis": "ok", "workers": workers})
+        return None
+
+
+async def readyz(request: Request) -> Response:
+    """Ready for traffic: the store and the broker answer, and a worker is alive."""
+    svc = services(request)
+    store, workers = await asyncio.gather(
+        _answers(svc.store.ping()),
+        _answers(svc.broker.live_workers(time.time() - WORKER_SILENCE)),
+    )
+    body: dict[str, object] = {
+        "status": "ready" if store and workers else "unavailable",
+        "redis": "ok" if store else "down",
+        "broker": "down" if workers is None else "ok",
+    }
+    if workers is not None:
+        body["workers"] = workers
+    return JSONResponse(body, 200 if store and workers else 503)
 
 
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -138,8 +159,9 @@ METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 async def metrics_text(request: Request) -> Response:
     """Prometheus text for the whole service, from the sums in Redis (shared.metrics)."""
     svc = services(request)
-    stored, workers, queued = await or_unavailable(
-        svc.store.metrics(time.time() - WORKER_SILENCE), "Metrics are unavailable right now."
+    stored, (workers, queued) = await or_unavailable(
+        asyncio.gather(svc.store.metrics(), svc.broker.gauges(time.time() - WORKER_SILENCE)),
+        "Metrics are unavailable right now.",
     )
     gauges = {metrics.WORKERS: float(workers), metrics.QUEUED: float(queued)}
     return Response(metrics.render(stored, gauges), media_type=METRICS_TYPE)
@@ -155,6 +177,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return Problem(exc.status_code, exc.detail, headers=dict(exc.headers or {})).response()
 
 
+# Per client: a connection per command in flight. At a few hundred concurrent requests
+# redis-py's default of 100 runs out, and a request then fails outright
+# (MaxConnectionsError) where it would have waited a moment.
+MAX_CONNECTIONS = 2000
+
+
 def create_app(settings: Settings) -> Starlette:
     # Counting is in memory; the lifespan's flusher adds it to Redis.
     registry = metrics.Registry()
@@ -164,25 +192,33 @@ def create_app(settings: Settings) -> Starlette:
         # Whatever fails, at start-up or shutdown, everything opened so far is closed,
         # in reverse order: the flusher's last flush still has its client.
         async with contextlib.AsyncExitStack() as opened:
-            client = async_client(
-                settings,
-                decode_responses=True,
-                socket_connect_timeout=2,
-                health_check_interval=30,
-            )
+            options = {
+                "decode_responses": True,
+                "socket_connect_timeout": 2,
+                "health_check_interval": 30,
+                "max_connections": MAX_CONNECTIONS,
+            }
+            client = async_client(settings, **options)
             opened.push_async_callback(client.aclose)
-            listener = ResultListener(client)
+            broker_client = async_client(settings.broker(), **options)
+            opened.push_async_callback(broker_client.aclose)
+            listener = ResultListener(broker_client)
             await listener.start()
             opened.push_async_callback(listener.stop)
             store = AsyncStore(client)
             flusher = Flusher(registry, store)
             flusher.start()
             opened.push_async_callback(flusher.stop)
+            broker = AsyncBroker(broker_client)
+            admission = Admission(broker, settings.result_timeout)
             app.state.services = Services(
                 settings=settings,
-                redis=client,
                 store=store,
-                fanout=FanOut(TaskPublisher(client), listener, settings.result_timeout),
+                broker=broker,
+                admission=admission,
+                fanout=FanOut(
+                    TaskPublisher(broker_client, admission), listener, settings.result_timeout
+                ),
                 metrics=registry,
             )
             # What start-up made lives as long as the process: out of the garbage

@@ -50,11 +50,20 @@ COMMON_ERRORS = {
 
 READINESS: dict[str, Any] = {
     "type": "object",
-    "required": ["status", "redis"],
+    "required": ["status", "redis", "broker"],
     "properties": {
         "status": {"type": "string", "enum": ["ready", "unavailable"]},
-        "redis": {"type": "string", "enum": ["ok", "down"]},
-        "workers": {"type": "integer", "minimum": 0},
+        "redis": {"type": "string", "enum": ["ok", "down"], "description": "The store."},
+        "broker": {
+            "type": "string",
+            "enum": ["ok", "down"],
+            "description": "The broker and result backend (the store's server by default).",
+        },
+        "workers": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Workers alive; absent when the broker is down.",
+        },
     },
 }
 
@@ -162,6 +171,13 @@ DOCUMENT: dict[str, Any] = {
                         f"The body is larger than {MAX_BODY_BYTES} bytes.", RATE_HEADERS
                     ),
                     **COMMON_ERRORS,
+                    "503": _problem(
+                        "Redis cannot be reached to check the key; or, type "
+                        "/problems/overloaded, more tasks are queued than the workers can "
+                        "do within the deadline: nothing of the request was queued. Retry "
+                        "after Retry-After.",
+                        RETRY_AFTER,
+                    ),
                 },
             }
         },
@@ -235,7 +251,7 @@ DOCUMENT: dict[str, Any] = {
         },
         "/readyz": {
             "get": {
-                "summary": "Ready for traffic: Redis answers and a worker is alive",
+                "summary": "Ready for traffic: store and broker answer, a worker is alive",
                 "security": [],
                 "responses": {
                     "200": {
@@ -243,7 +259,8 @@ DOCUMENT: dict[str, Any] = {
                         "content": {"application/json": {"schema": READINESS}},
                     },
                     "503": {
-                        "description": "Redis does not answer within 1 s, or no worker is alive.",
+                        "description": "The store or the broker does not answer within 1 s, "
+                        "or no worker is alive.",
                         "content": {"application/json": {"schema": READINESS}},
                     },
                 },

@@ -26,6 +26,8 @@ from shared.tasks import QUEUE, TASK_NAME
 if TYPE_CHECKING:
     import redis.asyncio
 
+    from api.admission import Admission
+
 
 # Stand-ins for a task's own values in the message built once per request: strings
 # that occur nowhere else in a Celery message, as JSON strings in its text.
@@ -35,8 +37,11 @@ _STAND_INS = re.compile("(" + "|".join(re.escape(q) for q in _QUOTED.values()) +
 
 
 class TaskPublisher:
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: redis.asyncio.Redis, admission: Admission | None = None) -> None:
         self._redis = client
+        # The web's: its pushes go through the overload check (api.admission). Without
+        # one (tools that fill the queue), a plain LPUSH.
+        self._admission = admission
         # Only used to build messages: no broker is configured, nothing connects.
         self._amqp = Celery("endcontact-web", set_as_current=False).amqp
         self._origin = f"web@{socket.gethostname()}"
@@ -101,4 +106,8 @@ class TaskPublisher:
 
     async def publish(self, messages: list[str]) -> None:
         # kombu's workers BRPOP from the right: LPUSH a b c delivers a first.
-        await self._redis.lpush(QUEUE, *messages)
+        if self._admission is not None:
+            # One LPUSH, unless the queue is too long to do them in time (a 503 problem).
+            await self._admission.push(messages)
+        else:
+            await self._redis.lpush(QUEUE, *messages)

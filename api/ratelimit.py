@@ -1,4 +1,5 @@
-"""Per-key rate limit, shared by every web process: a counter per key and window in Redis."""
+"""Per-key rate limit, shared by every web process: a counter per key and window on the
+broker (shared.broker says why there)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from api.problems import Problem, or_unavailable
 
 if TYPE_CHECKING:
     from shared.apikeys import ApiKey
+    from shared.broker import AsyncBroker
     from shared.settings import Settings
-    from shared.store import AsyncStore
 
 
-async def check_rate(store: AsyncStore, key: ApiKey, settings: Settings) -> dict[str, str]:
+async def check_rate(broker: AsyncBroker, key: ApiKey, settings: Settings) -> dict[str, str]:
     """Count this request against its key; the RateLimit headers, or a 429.
 
     Fixed windows: simple, one INCR, and at worst twice the limit across a window's
@@ -25,7 +26,7 @@ async def check_rate(store: AsyncStore, key: ApiKey, settings: Settings) -> dict
     now = time.time()
     slot = int(now // window)
     count = await or_unavailable(
-        store.count_request(key.id, slot, window),
+        broker.count_request(key.id, slot, window),
         "The request cannot be counted right now; retry shortly.",
     )
     reset = max(1, int((slot + 1) * window - now + 0.999))

@@ -137,8 +137,12 @@ def run_system(
 def celery_floor(seconds: float, workers: int, work: Path) -> Point:
     """No HTTP: plain apply_async of 50 tasks, then read the result keys every 1 ms."""
     with Cluster(work / "floor", None, "endcontact", workers) as cluster:
-        app = create_celery(Settings.from_env({"REDIS_URL": cluster.redis_url}))
-        client = redis.Redis.from_url(cluster.redis_url)
+        app = create_celery(
+            Settings.from_env(
+                {"REDIS_URL": cluster.redis_url, "ENDCONTACT_BROKER_URL": cluster.broker_url}
+            )
+        )
+        client = redis.Redis.from_url(cluster.broker_url)  # the result keys
         scope, numbers = Scope("bench", "floor"), Numbers()
         samples = Samples()
         warm_until = time.perf_counter() + 1.0
@@ -182,7 +186,7 @@ def _drain_once(tasks: int, workers: int, directory: Path) -> float:
         scope = Scope("bench", "drain")
 
         async def fill() -> None:
-            client = redis.asyncio.Redis.from_url(cluster.redis_url, decode_responses=True)
+            client = redis.asyncio.Redis.from_url(cluster.broker_url, decode_responses=True)
             publisher = TaskPublisher(client)
             expires = datetime.now(UTC) + timedelta(minutes=10)
             phones = Numbers().take(tasks)

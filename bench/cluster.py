@@ -13,7 +13,7 @@ from types import TracebackType
 import psutil
 
 from cli.run import healthy
-from shared.embedded import free_port, start_server, stop_server
+from shared.embedded import BROKER_ARGS, free_port, start_server, stop_server
 from shared.tasks import QUEUE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,9 +69,13 @@ class Cluster:
         self.workers = workers
         self.port = free_port()
         self.redis_url = ""
+        # The broker apart, as the embedded default and compose run it (README,
+        # "Durability"); the baselines read REDIS_URL alone and keep one server.
+        self.broker_url = ""
         self.web: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
         self.redis: subprocess.Popen[bytes] | None = None
+        self.broker: subprocess.Popen[bytes] | None = None
         self._log = open(data_dir / "processes.log", "ab")  # noqa: SIM115
 
     def __enter__(self) -> Cluster:
@@ -79,6 +83,11 @@ class Cluster:
             redis_port = free_port()
             self.redis = start_server(self.data_dir / "valkey", redis_port)
             self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+            broker_port = free_port()
+            self.broker = start_server(
+                self.data_dir / "broker", broker_port, extra_args=BROKER_ARGS
+            )
+            self.broker_url = f"redis://127.0.0.1:{broker_port}/0"
             if self.worker_kind is not None:
                 self.start_worker()
             if self.web_target is not None:
@@ -96,13 +105,19 @@ class Cluster:
             if process is not None and process.poll() is None:
                 process.terminate()
                 process.wait(30)
-        if self.redis is not None:
-            stop_server(self.redis)
+        for server in (self.broker, self.redis):
+            if server is not None:
+                stop_server(server)
         self._log.close()
 
     def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
         # The rate limiter runs (its cost is measured) but never stops the load.
-        env = {**os.environ, "REDIS_URL": self.redis_url, "ENDCONTACT_RATE_LIMIT": "1000000000"}
+        env = {
+            **os.environ,
+            "REDIS_URL": self.redis_url,
+            "ENDCONTACT_BROKER_URL": self.broker_url,
+            "ENDCONTACT_RATE_LIMIT": "1000000000",
+        }
         return subprocess.Popen(
             [sys.executable, *args],
             cwd=ROOT,

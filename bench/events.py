@@ -38,7 +38,11 @@ def drain(events: bool, tasks: int, workers: int, directory: Path) -> tuple[floa
         subprocess.run(
             [sys.executable, "-m", "celery", "-A", "worker.celery_app", "control", verb],
             cwd=ROOT,
-            env={**os.environ, "REDIS_URL": cluster.redis_url},
+            env={
+                **os.environ,
+                "REDIS_URL": cluster.redis_url,
+                "ENDCONTACT_BROKER_URL": cluster.broker_url,
+            },
             capture_output=True,
             timeout=60,
             check=True,
@@ -46,7 +50,7 @@ def drain(events: bool, tasks: int, workers: int, directory: Path) -> tuple[floa
         scope = Scope("bench", "events")
 
         async def fill() -> None:
-            client = redis.asyncio.Redis.from_url(cluster.redis_url)
+            client = redis.asyncio.Redis.from_url(cluster.broker_url)
             publisher = TaskPublisher(client)
             expires = datetime.now(UTC) + timedelta(minutes=10)
             messages = [

@@ -15,9 +15,10 @@ import redis
 
 from cli.supervisor import cli_command, supervise
 from shared import logs
-from shared.embedded import EmbeddedServerError, embedded_redis
+from shared.broker import WORKER_SILENCE, Broker
+from shared.embedded import EmbeddedServerError, embedded_broker, embedded_redis
 from shared.settings import Settings, SettingsError
-from shared.store import WORKER_SILENCE, Store
+from shared.store import Store
 
 # One more than the cores: each worker waits on Redis for part of every task, and a
 # third process fills those waits on two cores (measured: bench/README.md).
@@ -25,22 +26,35 @@ DEFAULT_WORKERS = (os.cpu_count() or 1) + 1
 
 
 @contextlib.contextmanager
-def redis_url(settings: Settings) -> Iterator[str]:
-    """REDIS_URL when set; otherwise the data directory's embedded server."""
-    if settings.redis_url is not None:
-        yield settings.redis_url
-    else:
-        with embedded_redis(settings.data_dir) as url:
-            yield url
+def servers(settings: Settings, *, store: bool = True, broker: bool = True) -> Iterator[Settings]:
+    """The settings with their servers: REDIS_URL when set, otherwise the data
+    directory's embedded server, and beside it its broker unless ENDCONTACT_BROKER_URL
+    is set. `store`/`broker` False: a command that does not need that one."""
+    with contextlib.ExitStack() as started:
+        if settings.redis_url is None:
+            url = started.enter_context(embedded_redis(settings.data_dir)) if store else None
+            broker_url = settings.broker_url
+            if broker and broker_url is None:
+                broker_url = started.enter_context(embedded_broker(settings.data_dir))
+            settings = replace(settings, redis_url=url, broker_url=broker_url)
+        yield settings
+
+
+def server_env(settings: Settings) -> dict[str, str]:
+    """The resolved servers, for child processes that read them from the environment."""
+    env = {"REDIS_URL": settings.require_redis_url()}
+    if settings.broker_url is not None:
+        env["ENDCONTACT_BROKER_URL"] = settings.broker_url
+    return env
 
 
 def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     logs.configure()
-    with redis_url(settings) as url:
+    with servers(settings) as resolved:
         # The factory reads its settings from the environment, as in compose.
-        os.environ["REDIS_URL"] = url
+        os.environ.update(server_env(resolved))
         uvicorn.run(
             "api.app:create_app_from_env",
             factory=True,
@@ -61,14 +75,14 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     logs.configure()
-    with redis_url(settings) as url:
+    with servers(settings) as resolved:
         if args.concurrency == 1:
-            return _solo_worker(replace(settings, redis_url=url))
+            return _solo_worker(resolved)
         # N single-process workers, not one prefork worker with N children: a task is
         # one Redis write, so the prefork pool's pipe to its children costs more than
         # the task itself (see bench/README.md for the numbers).
         commands = [cli_command("worker", "--concurrency=1") for _ in range(args.concurrency)]
-        return supervise(commands, {"REDIS_URL": url})
+        return supervise(commands, server_env(resolved))
 
 
 def _solo_worker(settings: Settings) -> int:
@@ -99,8 +113,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from cli.run import run_all
 
     logs.configure()
-    with redis_url(settings) as url:
-        return run_all(url, args.host, args.port, args.concurrency)
+    with servers(settings) as resolved:
+        return run_all(server_env(resolved), args.host, args.port, args.concurrency)
 
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -153,10 +167,14 @@ def cmd_check_worker(settings: Settings, args: argparse.Namespace) -> int:
     """For a container healthcheck: a worker on this host beat recently.
 
     Worker names end in @<hostname> (cmd_worker), and a container's hostname is its
-    own, so this asks Redis about this container's workers only.
+    own, so this asks the broker about this container's workers only.
     """
-    with _store(settings) as store:
-        alive = store.live_workers_on(socket.gethostname(), time.time() - WORKER_SILENCE)
+    with servers(settings, store=False) as resolved:
+        broker = Broker.connect(resolved)
+        try:
+            alive = broker.live_workers_on(socket.gethostname(), time.time() - WORKER_SILENCE)
+        finally:
+            broker.close()
     if alive == 0:
         print("endcontact: no live worker on this host", file=sys.stderr)
         return 1
@@ -165,8 +183,8 @@ def cmd_check_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _store(settings: Settings) -> Iterator[Store]:
-    with redis_url(settings) as url:
-        store = Store.connect(replace(settings, redis_url=url))
+    with servers(settings, broker=False) as resolved:
+        store = Store.connect(resolved)
         try:
             yield store
         finally:

@@ -40,7 +40,8 @@ Then end contact with a lead (put the key's last line in KEY):
 """
 
 
-def run_all(redis_url: str, host: str, port: int, concurrency: int) -> int:
+def run_all(servers: dict[str, str], host: str, port: int, concurrency: int) -> int:
+    """`servers`: REDIS_URL and ENDCONTACT_BROKER_URL, for the children."""
     base = f"http://{host}:{port}"
 
     def announce() -> bool:
@@ -60,4 +61,4 @@ def run_all(redis_url: str, host: str, port: int, concurrency: int) -> int:
         cli_command("worker", f"--concurrency={concurrency}"),
         cli_command("web", f"--host={host}", f"--port={port}"),
     ]
-    return supervise(commands, {"REDIS_URL": redis_url}, announce)
+    return supervise(commands, servers, announce)

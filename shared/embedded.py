@@ -4,6 +4,11 @@ When REDIS_URL is unset, every command uses one server per data directory. The f
 command that finds none running starts it (and stops it when it exits); the others
 find it through the port file and use it. It persists with an append-only file in the
 data directory, so keys and marks survive restarts.
+
+Beside it, in the `broker` subdirectory, a second server is the broker and result
+backend (ENDCONTACT_BROKER_URL's role), found and started the same way, but without
+an append-only file: its messages and results live for a request's deadline, and
+losing them costs failures a client retries, never a success (README, "Durability").
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import redis
 
 PORT_FILE = "valkey.port"
 LOCK_FILE = "valkey.lock"
+BROKER_DIR = "broker"
+# On top of start_server's options (later ones win): nothing on disk.
+BROKER_ARGS = ("--appendonly", "no")
 START_TIMEOUT = 10.0
 
 
@@ -134,7 +142,7 @@ def running_url(data_dir: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def embedded_redis(data_dir: Path) -> Iterator[str]:
+def embedded_redis(data_dir: Path, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
     """Yield the URL of the data directory's server, starting it if none runs."""
     data_dir.mkdir(parents=True, exist_ok=True)
     with open(data_dir / LOCK_FILE, "w") as lock:
@@ -144,7 +152,7 @@ def embedded_redis(data_dir: Path) -> Iterator[str]:
         process = None
         if url is None:
             port = free_port()
-            process = start_server(data_dir, port)
+            process = start_server(data_dir, port, extra_args=extra_args)
             (data_dir / PORT_FILE).write_text(f"{port}\n")
             url = local_url(port)
     try:
@@ -152,3 +160,10 @@ def embedded_redis(data_dir: Path) -> Iterator[str]:
     finally:
         if process is not None:
             stop_server(process)
+
+
+@contextlib.contextmanager
+def embedded_broker(data_dir: Path) -> Iterator[str]:
+    """Yield the URL of the data directory's broker server, starting it if none runs."""
+    with embedded_redis(data_dir / BROKER_DIR, BROKER_ARGS) as url:
+        yield url

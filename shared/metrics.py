@@ -110,11 +110,20 @@ class Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: defaultdict[str, float] = defaultdict(float)
+        # Counters since the process started, never taken: for the worker's drain rate.
+        self._totals: defaultdict[str, float] = defaultdict(float)
 
     def inc(self, family: Family, labels: Mapping[str, str], amount: float = 1.0) -> None:
         if amount:
+            name = sample(family.name, labels)
             with self._lock:
-                self._counts[sample(family.name, labels)] += amount
+                self._counts[name] += amount
+                self._totals[name] += amount
+
+    def total(self, family: Family, labels: Mapping[str, str]) -> float:
+        """All that inc() counted for these labels since this process started."""
+        with self._lock:
+            return self._totals[sample(family.name, labels)]
 
     def observe(
         self, family: Family, labels: Mapping[str, str], value: float, times: int = 1

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -38,6 +38,11 @@ class Settings:
     # Replicas that must have a mark on disk too before it counts as a success; 1 or
     # more keeps successes through a failover to a replica (README, "Several hosts").
     durable_replicas: int = 0
+    # The broker and result backend when they are not REDIS_URL's server (None: they
+    # are). Queue messages and results live for a deadline, so that server needs no
+    # fsync (README, "Durability"); broker() gives the settings as they see it.
+    broker_url: str | None = None
+    broker_sentinel_master: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -56,7 +61,18 @@ class Settings:
             durable_replicas=_count(
                 env, "ENDCONTACT_DURABLE_REPLICAS", default=0, least=0, most=16
             ),
+            broker_url=_redis_url(
+                env.get("ENDCONTACT_BROKER_URL") or None, "ENDCONTACT_BROKER_URL"
+            ),
+            broker_sentinel_master=_broker_sentinel_master(env),
         )
+
+    def broker(self) -> Settings:
+        """The settings as the broker's clients see them: its URL and Sentinel group in
+        place of the store's, so shared.connection serves both."""
+        if self.broker_url is None:
+            return self
+        return replace(self, redis_url=self.broker_url, sentinel_master=self.broker_sentinel_master)
 
     def require_redis_url(self) -> str:
         if self.redis_url is None:
@@ -125,7 +141,7 @@ def _region(raw: str) -> str:
     return region
 
 
-def _redis_url(raw: str | None) -> str | None:
+def _redis_url(raw: str | None, name: str = "REDIS_URL") -> str | None:
     if raw is None:
         return None
     sentinel = is_sentinel(raw)
@@ -140,7 +156,7 @@ def _redis_url(raw: str | None) -> str | None:
         ok = False
     if not ok:
         raise SettingsError(
-            "REDIS_URL must be a redis://, rediss://, unix:// or sentinel:// URL, "
+            f"{name} must be a redis://, rediss://, unix:// or sentinel:// URL, "
             f"got {_shown(_without_password(raw))}"
         )
     return raw
@@ -155,4 +171,14 @@ def _sentinel_master(env: Mapping[str, str]) -> str | None:
     url, master = env.get("REDIS_URL", ""), env.get("REDIS_SENTINEL_MASTER") or None
     if is_sentinel(url) and master is None:
         raise SettingsError("REDIS_URL names Sentinels: set REDIS_SENTINEL_MASTER to the group")
+    return master
+
+
+def _broker_sentinel_master(env: Mapping[str, str]) -> str | None:
+    url = env.get("ENDCONTACT_BROKER_URL", "")
+    master = env.get("ENDCONTACT_BROKER_SENTINEL_MASTER") or None
+    if is_sentinel(url) and master is None:
+        raise SettingsError(
+            "ENDCONTACT_BROKER_URL names Sentinels: set ENDCONTACT_BROKER_SENTINEL_MASTER"
+        )
     return master

@@ -1,12 +1,13 @@
-"""The Redis keyspace and the operations on it.
+"""The store's keyspace (REDIS_URL) and the operations on it: what must last.
 
 Keys:
   ec:key:<sha256 of the API key>   hash: id, company, campaign, label, created_at[, revoked_at]
   ec:key-ids                       hash: key id -> sha256, for listing and revoking by id
   ec:ended:<company>:<campaign>    hash: E.164 number -> time it was first ended
-  ec:workers                       sorted set: worker name -> time of its last heartbeat
   ec:metrics                       hash: metric sample -> its sum over all processes
-  ec:rate:<key id>:<window>        a key's request count in one rate-limit window
+
+What lives only for seconds (queue, results, heartbeats, rate-limit counters) is on
+the broker (shared.broker), which may be another server, without fsync.
 
 Company and campaign are percent-encoded in key names, so a ':' in a name cannot make
 two scopes collide. One hash per campaign keeps small campaigns compact and lets an
@@ -28,7 +29,6 @@ import redis
 from shared.apikeys import ApiKey, Scope, check_name, digest, generate_id, generate_secret
 from shared.connection import sync_client
 from shared.metrics import METRICS_KEY
-from shared.tasks import QUEUE
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -38,10 +38,6 @@ if TYPE_CHECKING:
     from shared.settings import Settings
 
 KEY_IDS = "ec:key-ids"
-# Sorted set: worker name -> time of its last heartbeat (seconds since the epoch).
-WORKERS = "ec:workers"
-# Workers beat every 2 s (worker/heartbeat.py): one silent this long is taken as gone.
-WORKER_SILENCE = 10.0
 
 
 def key_record(secret_digest: str) -> str:
@@ -190,21 +186,6 @@ class Store:
     def ended_at(self, scope: Scope, phone: str) -> str | None:
         return _text(self._redis.hget(ended_key(scope), phone))
 
-    def heartbeat(self, worker: str, now: float) -> None:
-        """Say `worker` is alive; forget workers silent for a minute."""
-        with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(WORKERS, {worker: now})
-            pipe.zremrangebyscore(WORKERS, "-inf", now - 60)
-            pipe.execute()
-
-    def live_workers_on(self, host: str, since: float) -> int:
-        """How many workers named `...@host` sent a heartbeat at or after `since`."""
-        names = self._redis.zrangebyscore(WORKERS, since, "+inf")
-        return sum(1 for name in names if str(name).endswith(f"@{host}"))
-
-    def forget_worker(self, worker: str) -> None:
-        self._redis.zrem(WORKERS, worker)
-
     def add_metrics(self, counts: Mapping[str, float]) -> None:
         with self._redis.pipeline(transaction=True) as pipe:
             _queue_metrics(pipe, counts)
@@ -258,33 +239,18 @@ class AsyncStore:
     async def find_key(self, secret: str) -> ApiKey | None:
         return _api_key(await self._redis.hgetall(key_record(digest(secret))))
 
-    async def live_workers(self, since: float) -> int:
-        """How many workers sent a heartbeat at or after `since`."""
-        return int(await self._redis.zcount(WORKERS, since, "+inf"))
+    async def ping(self) -> bool:
+        return bool(await self._redis.ping())
 
     async def add_metrics(self, counts: Mapping[str, float]) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             _queue_metrics(pipe, counts)
             await pipe.execute()
 
-    async def metrics(self, since: float) -> tuple[dict[str, str], int, int]:
-        """The summed metrics, the workers alive since `since`, and the queue's length."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(METRICS_KEY)
-            pipe.zcount(WORKERS, since, "+inf")
-            pipe.llen(QUEUE)
-            stored, workers, queued = await pipe.execute()
-        return dict(stored), int(workers), int(queued)
-
-    async def count_request(self, key_id: str, slot: int, window: int) -> int:
-        """Count a request of `key_id` in time slot `slot`; the count so far."""
-        name = f"ec:rate:{key_id}:{slot}"
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.incr(name)
-            # Kept a little past its window; an old window's counter is never read.
-            pipe.expire(name, window + 5)
-            count, _ = await pipe.execute()
-        return int(count)
+    async def metrics(self) -> dict[str, str]:
+        """The summed metrics."""
+        stored = await self._redis.hgetall(METRICS_KEY)
+        return {str(field): str(value) for field, value in stored.items()}
 
     async def ended_at(self, scope: Scope, phone: str) -> str | None:
         return _text(await self._redis.hget(ended_key(scope), phone))

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from shared.apikeys import ApiKey
-from shared.embedded import free_port, start_server, stop_server
+from shared.embedded import BROKER_ARGS, free_port, start_server, stop_server
 from shared.store import Store
 from tests.processes import Stack, spawn, start_web, stop, wait_for, worker_ready
 
@@ -34,9 +34,30 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def broker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second valkey-server, set as the embedded broker is (no append-only file)."""
+    port = free_port()
+    process = start_server(tmp_path_factory.mktemp("broker"), port, extra_args=BROKER_ARGS)
+    yield f"redis://127.0.0.1:{port}"
+    stop_server(process)
+
+
+@pytest.fixture(scope="session")
 def redis_url(redis_server: str) -> str:
     """Database 0: the one the session's web and worker use."""
     return f"{redis_server}/0"
+
+
+@pytest.fixture(scope="session")
+def broker_url(broker_server: str) -> str:
+    """The session's broker: queue, results, heartbeats and rate limits."""
+    return f"{broker_server}/0"
+
+
+@pytest.fixture(scope="session")
+def servers(redis_url: str, broker_url: str) -> dict[str, str]:
+    """The environment that points a process at the session's store and broker."""
+    return {"REDIS_URL": redis_url, "ENDCONTACT_BROKER_URL": broker_url}
 
 
 @pytest.fixture(scope="session")
@@ -45,18 +66,18 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def worker(redis_url: str, logs: Path) -> Iterator[None]:
+def worker(servers: dict[str, str], logs: Path) -> Iterator[None]:
     log = logs / "worker.log"
-    process = spawn(["worker", "--concurrency=2"], {"REDIS_URL": redis_url}, log)
+    process = spawn(["worker", "--concurrency=2"], servers, log)
     wait_for(lambda: worker_ready(log), process, log)
     yield
     stop(process)
 
 
 @pytest.fixture(scope="session")
-def web(redis_url: str, worker: None, logs: Path) -> Iterator[str]:
+def web(servers: dict[str, str], worker: None, logs: Path) -> Iterator[str]:
     """The base URL of a web process with a worker behind it."""
-    base, process = start_web({"REDIS_URL": redis_url}, logs / "web.log")
+    base, process = start_web(servers, logs / "web.log")
     yield base
     stop(process)
 
@@ -100,7 +121,8 @@ def caller(store: Store) -> Caller:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    """A private Redis, worker and web, for tests that kill processes or count exactly."""
+    """A private store, broker, worker and web, for tests that kill processes or count
+    exactly."""
     stack = Stack(tmp_path, timeout=2.0).start()
     yield stack
     stack.stop()

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from shared.embedded import free_port, local_url, start_server, stop_server
+from shared.embedded import BROKER_ARGS, free_port, local_url, start_server, stop_server
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,18 +73,31 @@ def start_web(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen[byt
 
 
 class Stack:
-    """A private Redis, workers and web for tests that kill and restart them."""
+    """A private store, broker, workers and web for tests that kill and restart them.
+
+    With `broker=False`, one server is both (REDIS_URL alone, as before the split)."""
 
     def __init__(
-        self, directory: Path, timeout: float = 2.0, redis_args: tuple[str, ...] = ()
+        self,
+        directory: Path,
+        timeout: float = 2.0,
+        redis_args: tuple[str, ...] = (),
+        *,
+        broker: bool = True,
+        broker_args: tuple[str, ...] = BROKER_ARGS,
     ) -> None:
         self.directory = directory
         # Server options on top of the embedded defaults (later ones win).
         self.redis_args = redis_args
+        self.broker_args = broker_args
         self.port = free_port()
         self.url = local_url(self.port)
+        self.broker_port = free_port() if broker else self.port
+        # The queue, results and heartbeats: the store's own URL without a broker.
+        self.broker_url = local_url(self.broker_port)
         self.timeout = timeout
         self.redis: subprocess.Popen[bytes] | None = None
+        self.broker: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
         self.web: subprocess.Popen[bytes] | None = None
         self.base = ""
@@ -98,11 +111,23 @@ class Stack:
         return self._client
 
     @property
+    def split(self) -> bool:
+        return self.broker_port != self.port
+
+    @property
     def env(self) -> dict[str, str]:
-        return {"REDIS_URL": self.url, "ENDCONTACT_RESULT_TIMEOUT": str(self.timeout)}
+        env = {"REDIS_URL": self.url, "ENDCONTACT_RESULT_TIMEOUT": str(self.timeout)}
+        if self.split:
+            env["ENDCONTACT_BROKER_URL"] = self.broker_url
+        return env
 
     def start_redis(self) -> None:
         self.redis = start_server(self.directory / "valkey", self.port, extra_args=self.redis_args)
+
+    def start_broker(self) -> None:
+        self.broker = start_server(
+            self.directory / "broker", self.broker_port, extra_args=self.broker_args
+        )
 
     def start_worker(self, concurrency: int = 1) -> None:
         log = self.directory / "worker.log"
@@ -120,6 +145,8 @@ class Stack:
 
     def start(self) -> Stack:
         self.start_redis()
+        if self.split:
+            self.start_broker()
         self.start_worker()
         self.start_web()
         return self
@@ -130,8 +157,9 @@ class Stack:
         for process in (self.web, self.worker):
             if process is not None:
                 stop(process)
-        if self.redis is not None:
-            stop_server(self.redis)
+        for server in (self.broker, self.redis):
+            if server is not None:
+                stop_server(server)
 
     def logs(self) -> str:
         return "".join(

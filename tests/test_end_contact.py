@@ -354,23 +354,45 @@ def test_readyz_sees_redis_and_a_live_worker(client: httpx.Client) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["workers"] >= 2  # the session's two worker processes
+    assert (ready.json()["redis"], ready.json()["broker"]) == ("ok", "ok")
 
 
-def test_readyz_is_503_without_workers_or_redis(redis_server: str, tmp_path: Path) -> None:
+def test_readyz_is_503_without_workers_or_redis(
+    redis_server: str, broker_url: str, worker: None, tmp_path: Path
+) -> None:
     from shared.embedded import free_port
 
-    # Database 9: no worker beats there. Then a port where no Redis listens.
-    # /metrics needs Redis only: it renders with no worker, and is a 503 without Redis.
-    cases = ((f"{redis_server}/9", 200), (f"redis://127.0.0.1:{free_port()}/0", 503))
-    for url, metrics_status in cases:
-        base, process = start_web({"REDIS_URL": url}, tmp_path / "web.log")
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    up: dict[str, object] = {"redis": "ok", "broker": "ok"}
+    down: dict[str, object] = {"redis": "down", "broker": "down"}
+    # /metrics needs both servers: it renders with no worker, and is a 503 without one.
+    cases: list[tuple[dict[str, str], dict[str, object], int]] = [
+        # One server for both (REDIS_URL alone), database 9: no worker beats there.
+        ({"REDIS_URL": f"{redis_server}/9"}, {**up, "workers": 0}, 200),
+        ({"REDIS_URL": nowhere}, down, 503),
+        # Split: each server is checked on its own.
+        (
+            {"REDIS_URL": f"{redis_server}/9", "ENDCONTACT_BROKER_URL": nowhere},
+            {"redis": "ok", "broker": "down"},
+            503,
+        ),
+        # The session's workers beat into this broker, but the store is away.
+        (
+            {"REDIS_URL": nowhere, "ENDCONTACT_BROKER_URL": broker_url},
+            {"redis": "down", "broker": "ok", "workers": 2},
+            503,
+        ),
+    ]
+    for env, readiness, metrics_status in cases:
+        base, process = start_web(env, tmp_path / "web.log")
         try:
             ready = httpx.get(f"{base}/readyz", timeout=10)
             alive = httpx.get(f"{base}/healthz", timeout=10)
             metrics = httpx.get(f"{base}/metrics", timeout=10)
         finally:
             stop(process)
-        assert ready.status_code == 503, url
+        assert ready.status_code == 503, env
+        assert ready.json() == {"status": "unavailable", **readiness}, env
         assert alive.status_code == 200
         assert metrics.status_code == metrics_status
         if metrics_status == 200:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from shared.store import Store, ended_key
 from shared.tasks import QUEUE
@@ -78,7 +79,8 @@ def marks(stack: Stack, caller: Caller) -> int:
 
 
 def queued(stack: Stack) -> int:
-    return int(stack.client.llen(QUEUE))
+    with redis.Redis.from_url(stack.broker_url) as broker:
+        return int(broker.llen(QUEUE))
 
 
 def test_worker_killed_mid_flight(stack: Stack) -> None:
@@ -104,13 +106,24 @@ def test_worker_killed_mid_flight(stack: Stack) -> None:
     assert response.json()["failure"] == []
 
 
-def test_redis_down_and_back(stack: Stack) -> None:
+@pytest.mark.parametrize("server", ["store", "broker"])
+def test_redis_down_and_back(stack: Stack, server: str) -> None:
+    """One of the two servers SIGKILLed with requests in flight, then started again:
+    meanwhile every answer comes within the deadline, a 201 (failures) or a 503
+    problem; then the same web and worker recover. The broker comes back empty: the
+    queue, results and heartbeats it held are gone, and nothing else is lost."""
     store = store_for(stack)
     caller = new_caller(store)
     assert post_numbers(stack.base, caller.headers, numbers(1000)).status_code == 201
-    assert stack.redis is not None
-    stack.redis.send_signal(signal.SIGKILL)
-    stack.redis.wait()
+    process = stack.redis if server == "store" else stack.broker
+    assert process is not None
+    burst = Burst(stack, caller, 4, 8000)
+    burst.sent()
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    in_flight = burst.answers()
+    assert {r.status_code for r in in_flight} <= {201, 503}, [r.text for r in in_flight]
+    assert not any(r.status_code == 503 and "retry-after" not in r.headers for r in in_flight)
 
     for first in (2000, 3000, 4000):
         started = time.monotonic()
@@ -123,7 +136,10 @@ def test_redis_down_and_back(stack: Stack) -> None:
         else:
             assert response.json()["success"] == []
 
-    stack.start_redis()
+    if server == "store":
+        stack.start_redis()
+    else:
+        stack.start_broker()
 
     # Web and worker come back by themselves: same processes, no restarts.
     def all_succeed() -> httpx.Response | None:
@@ -137,14 +153,15 @@ def test_redis_down_and_back(stack: Stack) -> None:
     assert stack.worker is not None
     assert stack.worker.poll() is None
     assert stored(store_for(stack), caller, response.json()["success"])
+    assert stored(store_for(stack), caller, successes([r for r in in_flight if r.is_success]))
 
 
-def compose_redis_args() -> tuple[str, ...]:
-    """The options compose.yaml gives its Redis service, as written there, but for the
+def compose_redis_args(service: str = "redis") -> tuple[str, ...]:
+    """The options compose.yaml gives a Redis service, as written there, but for the
     port and password: the stack chooses its own port, and what this test is about is
     what the server keeps, not who may ask."""
     compose = load_compose({"REDIS_PASSWORD": "unused"})
-    command = list(compose["services"]["redis"]["command"])
+    command = list(compose["services"][service]["command"])
     assert command[0] in ("valkey-server", "redis-server")
     for option in ("--port", "--requirepass"):
         at = command.index(option)
@@ -152,11 +169,21 @@ def compose_redis_args() -> tuple[str, ...]:
     return tuple(command[1:])
 
 
-@pytest.mark.parametrize("server", ["embedded", "compose"])
+@pytest.mark.parametrize("server", ["embedded", "compose", "one server"])
 def test_successes_survive_redis_killed_right_after(tmp_path: Path, server: str) -> None:
-    args = compose_redis_args() if server == "compose" else ()
+    """The store SIGKILLed right after the 201s: every success is there. With the
+    broker apart (the embedded default's and compose's servers), and on one server."""
     # A deadline no loaded machine misses: every number must be a success to check.
-    stack = Stack(tmp_path, timeout=10.0, redis_args=args).start()
+    if server == "compose":
+        stack = Stack(
+            tmp_path,
+            timeout=10.0,
+            redis_args=compose_redis_args(),
+            broker_args=compose_redis_args("broker"),
+        )
+    else:
+        stack = Stack(tmp_path, timeout=10.0, broker=server == "embedded")
+    stack.start()
     try:
         _successes_survive(stack)
     finally:
@@ -196,6 +223,7 @@ def test_sigterm_lets_in_flight_work_finish(tmp_path: Path, target: str) -> None
     # The web's requests wait for a worker started after the signal: a long deadline.
     stack = Stack(tmp_path, timeout=20.0 if target == "web" else 2.0)
     stack.start_redis()
+    stack.start_broker()
     if target == "worker":
         stack.start_worker()
     stack.start_web()

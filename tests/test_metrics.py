@@ -70,7 +70,8 @@ def _exercise(stack: Stack, other: str) -> None:
     answer = post_numbers(other, caller.headers, numbers(500, 3)).json()
     assert len(answer["failure"]) == 3
     stack.start_worker()
-    wait_until(lambda: raw.llen(QUEUE) == 0, 15, "the expired tasks discarded")
+    queue = redis.Redis.from_url(stack.broker_url)
+    wait_until(lambda: queue.llen(QUEUE) == 0, 15, "the expired tasks discarded")
 
     route = (("method", "POST"), ("route", URL))
     expected = {

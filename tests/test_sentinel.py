@@ -3,7 +3,8 @@
 A primary, a replica and a Sentinel (all valkey-server), the web and a worker pointed
 at the Sentinel with ENDCONTACT_DURABLE_REPLICAS=1. The primary is SIGKILLed; Sentinel
 promotes the replica; the service follows it by itself, and every success told to a
-client before the failover is on the new primary.
+client before the failover is on the new primary. The broker is a group of its own,
+found through the same Sentinel (ENDCONTACT_BROKER_SENTINEL_MASTER).
 """
 
 from __future__ import annotations
@@ -18,26 +19,33 @@ import httpx
 import pytest
 import redis
 
-from shared.embedded import free_port, server_binary, start_server, stop_server
+from shared.broker import WORKERS
+from shared.embedded import BROKER_ARGS, free_port, server_binary, start_server, stop_server
 from shared.store import Store, ended_key
+from shared.tasks import RESULT_KEY_PREFIX
 from tests.conftest import new_caller
 from tests.helpers import post_numbers, wait_until
 from tests.processes import http_ready, spawn, stop, wait_for, worker_ready
 
 GROUP = "endcontact"
+BROKER_GROUP = "endcontact-broker"
 pytestmark = pytest.mark.timeout(180)
 
 
-def start_sentinel(directory: Path, port: int, primary: int) -> subprocess.Popen[bytes]:
+def start_sentinel(
+    directory: Path, port: int, primary: int, broker: int
+) -> subprocess.Popen[bytes]:
     directory.mkdir()
     config = directory / "sentinel.conf"
     # Sentinel rewrites this file as it learns; quick timings so the test is short.
-    config.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {directory}\nlogfile {directory / 'sentinel.log'}\n"
-        f"sentinel monitor {GROUP} 127.0.0.1 {primary} 1\n"
-        f"sentinel down-after-milliseconds {GROUP} 1000\n"
-        f"sentinel failover-timeout {GROUP} 5000\n"
-    )
+    text = f"port {port}\nbind 127.0.0.1\ndir {directory}\nlogfile {directory / 'sentinel.log'}\n"
+    for name, server in ((GROUP, primary), (BROKER_GROUP, broker)):
+        text += (
+            f"sentinel monitor {name} 127.0.0.1 {server} 1\n"
+            f"sentinel down-after-milliseconds {name} 1000\n"
+            f"sentinel failover-timeout {name} 5000\n"
+        )
+    config.write_text(text)
     process = subprocess.Popen(
         [str(server_binary()), str(config), "--sentinel"], start_new_session=True
     )
@@ -62,8 +70,14 @@ def primary_port(sentinel: redis.Redis) -> int:
 
 @pytest.fixture
 def group(tmp_path: Path) -> Iterator[dict[str, int]]:
-    ports = {"primary": free_port(), "replica": free_port(), "sentinel": free_port()}
+    ports = {
+        "primary": free_port(),
+        "replica": free_port(),
+        "sentinel": free_port(),
+        "broker": free_port(),
+    }
     servers = [start_server(tmp_path / "primary", ports["primary"])]
+    servers.append(start_server(tmp_path / "broker", ports["broker"], extra_args=BROKER_ARGS))
     servers.append(
         start_server(
             tmp_path / "replica",
@@ -71,7 +85,9 @@ def group(tmp_path: Path) -> Iterator[dict[str, int]]:
             extra_args=("--replicaof", "127.0.0.1", str(ports["primary"])),
         )
     )
-    servers.append(start_sentinel(tmp_path / "sentinel", ports["sentinel"], ports["primary"]))
+    servers.append(
+        start_sentinel(tmp_path / "sentinel", ports["sentinel"], ports["primary"], ports["broker"])
+    )
     replica = redis.Redis(port=ports["replica"], decode_responses=True)
     wait_until(
         lambda: replica.info("replication").get("master_link_status") == "up",
@@ -87,6 +103,8 @@ def test_failover_keeps_every_success(group: dict[str, int], tmp_path: Path) -> 
     env = {
         "REDIS_URL": f"sentinel://127.0.0.1:{group['sentinel']}/0",
         "REDIS_SENTINEL_MASTER": GROUP,
+        "ENDCONTACT_BROKER_URL": f"sentinel://127.0.0.1:{group['sentinel']}/0",
+        "ENDCONTACT_BROKER_SENTINEL_MASTER": BROKER_GROUP,
         "ENDCONTACT_DURABLE_REPLICAS": "1",
         # A deadline no loaded machine misses: this is about what a failover keeps.
         "ENDCONTACT_RESULT_TIMEOUT": "10",
@@ -145,5 +163,12 @@ def _fail_over(group: dict[str, int], tmp_path: Path, base: str) -> None:
         }
         ready = httpx.get(f"{base}/readyz", timeout=5)
         assert ready.status_code == 200, ready.text
+        # The broker group's primary carries the heartbeats and results; the store's
+        # does not.
+        broker = redis.Redis(port=group["broker"], decode_responses=True)
+        assert broker.zcard(WORKERS) == 1
+        assert broker.keys(f"{RESULT_KEY_PREFIX}*")
+        assert not new_primary.exists(WORKERS)
+        assert not new_primary.keys(f"{RESULT_KEY_PREFIX}*")
     finally:
         stop_server(back)

@@ -57,3 +57,26 @@ def test_sentinel_needs_its_group_name() -> None:
     assert target.sentinels == [("h1", 26379), ("h2", 26380)]
     assert (target.db, target.password, target.master) == (2, "pw", "main")
     assert settings.sentinel_master == "main"
+
+
+def test_broker_is_the_store_unless_set() -> None:
+    one = Settings.from_env({"REDIS_URL": "redis://store:6379/0"})
+    assert one.broker() == one
+    split = Settings.from_env(
+        {"REDIS_URL": "redis://store:6379/0", "ENDCONTACT_BROKER_URL": "redis://broker:6379/0"}
+    )
+    assert split.redis_url == "redis://store:6379/0"
+    assert split.broker().redis_url == "redis://broker:6379/0"
+
+
+def test_broker_through_sentinel_needs_its_own_group_name() -> None:
+    env = {
+        "REDIS_URL": "redis://store:6379/0",
+        "ENDCONTACT_BROKER_URL": "sentinel://h1:26379/0;sentinel://h2:26379/0",
+    }
+    with pytest.raises(SettingsError, match="ENDCONTACT_BROKER_SENTINEL_MASTER"):
+        Settings.from_env(env)
+    settings = Settings.from_env({**env, "ENDCONTACT_BROKER_SENTINEL_MASTER": "queue"})
+    assert settings.sentinel_master is None
+    assert settings.broker().sentinel_master == "queue"
+    assert settings.broker().redis_url == env["ENDCONTACT_BROKER_URL"]

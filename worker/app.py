@@ -11,18 +11,26 @@ from typing import Any
 
 import celery.apps.worker
 from celery import Celery
-from celery.signals import setup_logging, task_revoked, worker_ready, worker_shutdown
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    task_revoked,
+    worker_ready,
+    worker_shutdown,
+)
 from kombu.utils.objects import cached_property
 
 from shared import logs
 from shared.apikeys import Scope
+from shared.broker import Broker
 from shared.connection import group
 from shared.metrics import TASKS, Registry
 from shared.settings import Settings
 from shared.store import Store
 from shared.tasks import QUEUE, TASK_NAME
 from worker.batch import Batches
-from worker.heartbeat import Heartbeat
+from worker.heartbeat import DrainMeter, Heartbeat
 
 # Results are read by the waiting web process within its deadline (seconds), so they
 # need not outlive it by much; a short life keeps Redis memory flat under load.
@@ -83,8 +91,9 @@ class EndContactCelery(Celery):  # type: ignore[misc]
 
 
 def create_celery(settings: Settings) -> Celery:
-    url = settings.require_redis_url()
-    sentinels = group(settings)
+    # The queue and results on the broker, the marks on the store (shared.broker).
+    url = settings.broker().require_redis_url()
+    sentinels = group(settings.broker())
     # Through Sentinel (shared.connection), broker and backend ask it for the primary.
     ha: dict[str, object] = {}
     backend = "WriteOnlyRedisBackend"
@@ -139,13 +148,16 @@ def create_celery(settings: Settings) -> Celery:
     logging.getLogger("celery.worker.strategy").setLevel(logging.WARNING)
     logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 
-    # Its own client: the heartbeat thread must not share a connection with the task.
+    # Its own clients: the heartbeat thread must not share a connection with the task.
     heartbeat_store = Store.connect(settings)
+    heartbeat_broker = Broker.connect(settings)
     beats: list[Heartbeat] = []
     metrics = Registry()
+    meter = DrainMeter(metrics)
 
     def start_heartbeat(sender: object, **kwargs: object) -> None:
-        beat = Heartbeat(heartbeat_store, str(getattr(sender, "hostname", "worker")), metrics)
+        name = str(getattr(sender, "hostname", "worker"))
+        beat = Heartbeat(heartbeat_store, heartbeat_broker, name, metrics, meter)
         beat.start()
         beats.append(beat)
 
@@ -175,6 +187,8 @@ def create_celery(settings: Settings) -> Celery:
     worker_ready.connect(freeze_start_up_objects, weak=False)
     task_revoked.connect(count_expired, weak=False)
     worker_ready.connect(start_heartbeat, weak=False)
+    task_prerun.connect(meter.task_started, weak=False)
+    task_postrun.connect(meter.task_finished, weak=False)
     worker_shutdown.connect(stop_heartbeat, weak=False)
 
     # The worker runs this task in batches (worker/batch.py); the function below is what

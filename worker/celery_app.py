@@ -7,19 +7,22 @@
 Importing it connects to no server of REDIS_URL (Celery connects when a command needs
 to). A bad setting is one line on stderr and exit status 2, as from `endcontact`. With
 REDIS_URL unset it takes the embedded server a running `endcontact run` started in
-ENDCONTACT_DATA_DIR, after asking that local server whether it is the one.
+ENDCONTACT_DATA_DIR (and its broker), after asking each local server whether it is the
+one.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from shared.embedded import running_url
+from shared.embedded import BROKER_DIR, running_url
 from shared.settings import Settings, exit_on_bad_settings
 from worker.app import create_celery
 
 with exit_on_bad_settings():
     settings = Settings.from_env()
     if settings.redis_url is None:
-        settings = replace(settings, redis_url=running_url(settings.data_dir))
+        # The embedded store, and the embedded broker beside it unless one is set.
+        broker = settings.broker_url or running_url(settings.data_dir / BROKER_DIR)
+        settings = replace(settings, redis_url=running_url(settings.data_dir), broker_url=broker)
     app = create_celery(settings)

@@ -1,0 +1,135 @@
+"""Overload is refused, not absorbed: a request's tasks are queued only if the workers
+can drain the queue ahead of them, and them, within the request's deadline.
+
+Each worker publishes the tasks per second it drains while it has work
+(worker.heartbeat); one script on the broker reads the queue's depth and the live
+workers' rates and pushes the request's messages, or refuses them, atomically and in
+one round trip (shared.broker). A refusal is a 503 problem with Retry-After, the
+seconds the queue ahead takes to drain at that rate; nothing of a refused request is
+queued. With no live worker, or none that has measured its rate yet, nothing is
+refused: the tasks wait for their deadline and fail, as they always did.
+
+While overloaded, the queue sits at the edge of the budget and most requests are
+refused. So when this process refused one in the last few seconds, or has other
+requests on their way to the queue, it first asks the broker (no fsync there) whether
+a full request would fit, and a refusal costs that one round trip: not the key's
+lookup on the store, whose every reply waits for its fsync, nor the body's parsing or
+the messages' building, which are most of a request's CPU. A request on its way holds
+its room until it is about to push, and the next ones ask for room beside it;
+otherwise all those that arrive while room opens (or at once, in a burst) would pass,
+take the slow path and, but one, be refused at its end. A lone request (one client)
+goes straight on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import redis
+
+from api.body import MAX_NUMBERS
+from api.problems import Problem
+from shared.broker import WORKER_SILENCE
+
+if TYPE_CHECKING:
+    from shared.broker import Admitted, AsyncBroker
+
+# The share of the deadline the queue ahead of a request may take. The rest is for the
+# request's own tasks, the web's work, and the estimate's error (a rate measured a few
+# seconds ago, when the CPU may have been shared differently).
+BUDGET_SHARE = 0.5
+# After a refusal, how long requests are first checked against the broker.
+WATCHFUL = 5.0
+# The early check's wait; past it, the request goes on as if there were room.
+CHECK_TIMEOUT = 0.5
+# Fewer bytes of JSON than any phone number takes in the list (quotes and comma
+# included): a body's length bounds how many numbers it can hold before it is parsed.
+MIN_NUMBER_BYTES = 8
+
+
+def most_numbers(content_length: str | None) -> int:
+    """At most how many numbers a body of that declared length holds."""
+    if content_length is None or not content_length.isdigit():
+        return MAX_NUMBERS
+    return max(1, min(MAX_NUMBERS, int(content_length) // MIN_NUMBER_BYTES))
+
+
+class Room:
+    """The tasks one request on its way to the queue may bring."""
+
+    def __init__(self, admission: Admission, tasks: int) -> None:
+        self._admission = admission
+        self.tasks = tasks
+
+    def fit(self, tasks: int) -> None:
+        """The request's numbers are known: hold room for exactly these."""
+        self._admission.hold(tasks - self.tasks)
+        self.tasks = tasks
+
+
+class Admission:
+    def __init__(self, broker: AsyncBroker, timeout: float) -> None:
+        self._broker = broker
+        self._timeout = timeout
+        self._budget = BUDGET_SHARE * timeout
+        self._refused_at = -math.inf  # time.monotonic() of this process's last refusal
+        # Tasks of this process's requests let through, not yet pushed.
+        self._held = 0
+
+    @contextlib.asynccontextmanager
+    async def room(self, content_length: str | None) -> AsyncIterator[Room]:
+        """Around a request's steps before its push: hold room for as many tasks as its
+        body can hold (Room.fit once known); when watchful (above), refuse at once
+        unless they fit beside those of the requests already on their way."""
+        ahead = self._held
+        room = Room(self, most_numbers(content_length))
+        self.hold(room.tasks)
+        try:
+            if ahead or time.monotonic() - self._refused_at <= WATCHFUL:
+                await self._check(room.tasks + ahead)
+            yield room
+        finally:
+            self.hold(-room.tasks)
+
+    def hold(self, tasks: int) -> None:
+        self._held += tasks
+
+    async def _check(self, tasks: int) -> None:
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                seen = await self._broker.room(tasks, self._since(), self._budget)
+        except (TimeoutError, redis.RedisError, OSError):
+            return  # the request's own steps will meet the broker's trouble
+        self._decide(seen, tasks)
+
+    async def push(self, messages: list[str]) -> None:
+        """Queue the messages, or raise a 503 problem if they cannot be done in time."""
+        pushed = await self._broker.push(messages, self._since(), self._budget)
+        self._decide(pushed, len(messages))
+
+    def _since(self) -> float:
+        return time.time() - WORKER_SILENCE
+
+    def _decide(self, seen: Admitted, count: int) -> None:
+        if seen.admitted:
+            return
+        assert seen.rate is not None  # the script refuses only with a measured rate
+        self._refused_at = time.monotonic()
+        # Until the queue ahead has drained: a client told to come back as soon as
+        # there is room for it alone comes back with every other refused client and
+        # is mostly refused again, at a cost in the web's CPU each time. Never past a
+        # deadline, by which every task queued now has been done or has expired.
+        wait = (seen.depth + count) / seen.rate
+        seconds = min(max(1, math.ceil(wait)), math.ceil(self._timeout))
+        raise Problem(
+            503,
+            "More tasks are queued than the workers can do in time; nothing of this "
+            f"request was queued. Retry in {seconds} s.",
+            type="/problems/overloaded",
+            headers={"Retry-After": str(seconds)},
+        )

@@ -1,0 +1,189 @@
+"""Overload is refused, not absorbed (api.admission), with real processes.
+
+A worker measures its drain rate, then is stopped (SIGSTOP): its heartbeat stays
+live for WORKER_SILENCE, so the web believes the rate while the queue only grows.
+Requests past what that rate drains within the deadline's budget get a 503 problem
+with Retry-After, and nothing of them is queued or ever done. With no worker at all
+the answer stays a 201 with every number a failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from api.admission import BUDGET_SHARE
+from shared.broker import DRAIN, WORKER_SILENCE, WORKERS
+from shared.store import Store
+from shared.tasks import QUEUE
+from tests.conftest import Caller, new_caller
+from tests.processes import Stack
+
+URL = "/api/v1/leads/end-contact"
+pytestmark = pytest.mark.timeout(180)
+# Concurrent 50-number requests: more than a worker drains in the budget on any
+# machine this runs on (about 100 to 1,000 tasks a second).
+BURST = 40
+
+
+def numbers(first: int, count: int = 50) -> list[str]:
+    return [f"+1509555{n:04d}" for n in range(first, first + count)]
+
+
+def burst(base: str, caller: Caller, first: int) -> list[tuple[list[str], httpx.Response]]:
+    bodies = [numbers(first + 50 * i) for i in range(BURST)]
+
+    def one(phones: list[str]) -> tuple[list[str], httpx.Response]:
+        response = httpx.post(
+            f"{base}{URL}", json={"phoneNumberList": phones}, headers=caller.headers, timeout=30
+        )
+        return phones, response
+
+    with ThreadPoolExecutor(BURST) as pool:
+        return list(pool.map(one, bodies))
+
+
+def queued_numbers(broker: redis.Redis) -> list[str]:
+    """The phone number of every task message waiting in the queue."""
+    phones = []
+    for raw in broker.lrange(QUEUE, 0, -1):
+        body = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        phones.append(str(body[0][2]))  # [args, kwargs, embed]; args: company, campaign, phone
+    return phones
+
+
+def eventually(check: object, what: str, timeout: float = 30) -> None:
+    assert callable(check)
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_past_what_workers_drain_in_time_requests_are_refused(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, timeout=2.0).start()
+    try:
+        _refusal(stack)
+    finally:
+        if stack.worker is not None:
+            stack.worker.send_signal(signal.SIGCONT)
+        stack.stop()
+
+
+def _refusal(stack: Stack) -> None:
+    store = Store(redis.Redis.from_url(stack.url, decode_responses=True))
+    broker = redis.Redis.from_url(stack.broker_url, decode_responses=True)
+    caller = new_caller(store)
+    # The worker runs tasks, so it measures and publishes its drain rate.
+    warm = httpx.post(
+        f"{stack.base}{URL}", json={"phoneNumberList": numbers(0)}, headers=caller.headers
+    )
+    assert warm.json()["failure"] == []
+    eventually(lambda: broker.hlen(DRAIN) == 1, "the worker publishes its drain rate")
+
+    assert stack.worker is not None
+    stack.worker.send_signal(signal.SIGSTOP)
+    stopped_at = time.time()
+    rate = float(next(iter(broker.hvals(DRAIN))))
+    answers = burst(stack.base, caller, 1000)
+    # Still believed alive (its last heartbeat is recent): the refusals below come
+    # from its rate, not from the absence of workers.
+    (beat,) = broker.zrange(WORKERS, 0, -1, withscores=True)
+    assert float(beat[1]) > time.time() - WORKER_SILENCE
+    assert float(beat[1]) <= stopped_at
+
+    accepted = [phones for phones, r in answers if r.status_code == 201]
+    refused = [phones for phones, r in answers if r.status_code != 201]
+    assert accepted, "the first request finds an empty queue and is always accepted"
+    assert refused, f"{BURST * 50} tasks for a worker that drains {rate:.0f}/s"
+    # Accepted while the queue ahead fits in the budget at the measured rate.
+    budget = BUDGET_SHARE * stack.timeout
+    assert 50 * (len(accepted) - 1) <= rate * budget + 1
+    for phones, response in answers:
+        if response.status_code == 201:
+            # No worker ran anything: every number failed, nothing is lost.
+            assert response.json() == {"success": [], "failure": phones}
+            continue
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["type"] == "/problems/overloaded"
+        assert 1 <= int(response.headers["retry-after"]) <= math.ceil(stack.timeout)
+
+    # What is queued is the accepted requests' tasks and nothing of the refused ones
+    # (the stopped worker may have taken one message off the queue before it stopped).
+    waiting = queued_numbers(broker)
+    assert set(waiting) <= {phone for phones in accepted for phone in phones}
+    assert len(waiting) >= 50 * len(accepted) - 1
+
+    # Resumed, the worker drains the queue; its tasks expired with their requests.
+    stack.worker.send_signal(signal.SIGCONT)
+    eventually(lambda: broker.llen(QUEUE) == 0, "the queue drained")
+    for phones in refused:
+        assert all(store.ended_at(caller.key.scope, phone) is None for phone in phones)
+
+    # And the service takes work again.
+    def served() -> bool:
+        response = httpx.post(
+            f"{stack.base}{URL}", json={"phoneNumberList": numbers(5000)}, headers=caller.headers
+        )
+        return response.status_code == 201 and response.json()["failure"] == []
+
+    eventually(served, "requests succeed once the worker is back")
+    store.close()
+    broker.close()
+
+
+def test_without_any_worker_nothing_is_refused(tmp_path: Path) -> None:
+    """No worker has ever beaten: every request is taken, and fails at its deadline."""
+    stack = Stack(tmp_path, timeout=1.0)
+    stack.start_redis()
+    stack.start_broker()
+    stack.start_web()
+    try:
+        store = Store(redis.Redis.from_url(stack.url, decode_responses=True))
+        caller = new_caller(store)
+        started = time.monotonic()
+        answers = burst(stack.base, caller, 1000)
+        elapsed = time.monotonic() - started
+        for phones, response in answers:
+            assert response.status_code == 201, response.text
+            assert response.json() == {"success": [], "failure": phones}
+        # A hang check, not a speed check: every request's deadline is 1 s.
+        assert elapsed < stack.timeout + 5, elapsed
+        broker = redis.Redis.from_url(stack.broker_url)
+        assert broker.llen(QUEUE) == BURST * 50
+        store.close()
+        broker.close()
+    finally:
+        stack.stop()
+
+
+def test_hundreds_of_requests_at_once_are_all_taken(web: str, caller: Caller) -> None:
+    """Not overload: 200 one-number requests at once for the session's workers. Every
+    one is a 201 with its number a success: none is refused, for each holds room for
+    the one task its body can hold, not 50 (with 50, most were refused)."""
+    count = 200
+    barrier = threading.Barrier(count)
+
+    def one(n: int) -> httpx.Response:
+        # Connected after the barrier: an idle connection is closed after 5 s, and 200
+        # threads can take longer than that to start on a busy machine.
+        barrier.wait(30)
+        with httpx.Client(base_url=web, timeout=30) as client:
+            body = {"phoneNumberList": numbers(7000 + n, 1)}
+            return client.post(URL, json=body, headers=caller.headers)
+
+    with ThreadPoolExecutor(count) as pool:
+        answers = list(pool.map(one, range(count)))
+    assert [r.status_code for r in answers] == [201] * count, {r.text for r in answers}
+    assert all(r.json()["failure"] == [] for r in answers)
