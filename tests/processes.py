@@ -102,6 +102,7 @@ class Stack:
         self.web: subprocess.Popen[bytes] | None = None
         self.base = ""
         self._client: redis.Redis | None = None
+        self._broker_client: redis.Redis | None = None
 
     @property
     def client(self) -> redis.Redis:
@@ -109,6 +110,13 @@ class Stack:
         if self._client is None:
             self._client = redis.Redis.from_url(self.url, decode_responses=True)
         return self._client
+
+    @property
+    def broker_client(self) -> redis.Redis:
+        """One client of the stack's broker (the store's server when not split)."""
+        if self._broker_client is None:
+            self._broker_client = redis.Redis.from_url(self.broker_url, decode_responses=True)
+        return self._broker_client
 
     @property
     def split(self) -> bool:

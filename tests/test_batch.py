@@ -42,7 +42,7 @@ def one_batch(stack: Stack, requests: list[tuple[Caller, list[str]]]) -> list[ht
     assert sum(len(phones) for _, phones in requests) <= ONE_BATCH
     assert stack.worker is not None
     stop(stack.worker)
-    queue = stack.client
+    queue = stack.broker_client
     total = sum(len(phones) for _, phones in requests)
     with ThreadPoolExecutor(len(requests)) as pool:
         futures = [pool.submit(post, stack.base, caller, phones) for caller, phones in requests]
@@ -124,9 +124,10 @@ def test_worker_killed_with_a_batch_in_hand_reports_no_success(tmp_path: Path) -
                     interval=0.005,
                 )
                 # Every message taken, every mark written, no result claims success.
-                assert admin.llen(QUEUE) == 0
-                results = admin.keys(f"{RESULT_KEY_PREFIX}*")
-                assert not any('"SUCCESS"' in (admin.get(key) or "") for key in results)
+                broker = stack.broker_client
+                assert broker.llen(QUEUE) == 0
+                results = broker.keys(f"{RESULT_KEY_PREFIX}*")
+                assert not any('"SUCCESS"' in (broker.get(key) or "") for key in results)
                 assert stack.worker is not None
                 stack.worker.send_signal(signal.SIGKILL)
                 assert stack.worker.wait(30) == -signal.SIGKILL
