@@ -70,7 +70,8 @@ class Cluster:
         self.port = free_port()
         self.redis_url = ""
         # The broker apart, as the embedded default and compose run it (README,
-        # "Durability"); the baselines read REDIS_URL alone and keep one server.
+        # "Durability"); the baseline webs read REDIS_URL alone, so with them (our
+        # worker behind the naive web included) one server is both.
         self.broker_url = ""
         self.web: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
@@ -83,11 +84,13 @@ class Cluster:
             redis_port = free_port()
             self.redis = start_server(self.data_dir / "valkey", redis_port)
             self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
-            broker_port = free_port()
-            self.broker = start_server(
-                self.data_dir / "broker", broker_port, extra_args=BROKER_ARGS
-            )
-            self.broker_url = f"redis://127.0.0.1:{broker_port}/0"
+            self.broker_url = self.redis_url
+            if self.web_target in (None, "endcontact"):
+                broker_port = free_port()
+                self.broker = start_server(
+                    self.data_dir / "broker", broker_port, extra_args=BROKER_ARGS
+                )
+                self.broker_url = f"redis://127.0.0.1:{broker_port}/0"
             if self.worker_kind is not None:
                 self.start_worker()
             if self.web_target is not None:
@@ -101,13 +104,11 @@ class Cluster:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for process in (self.web, self.worker):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(30)
-        for server in (self.broker, self.redis):
-            if server is not None:
-                stop_server(server)
+        # SIGTERM, then SIGKILL past 30 s: a naive worker left with a backlog can take
+        # longer than that to stop, and the next system must not wait for it.
+        for process in (self.web, self.worker, self.broker, self.redis):
+            if process is not None:
+                stop_server(process, timeout=30)
         self._log.close()
 
     def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
