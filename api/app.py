@@ -165,6 +165,13 @@ async def list_marks(request: Request) -> Response:
     return JSONResponse({"items": items, "next": following}, headers={"Vary": "Accept"})
 
 
+async def leads(request: Request) -> Response:
+    # One route for both methods, so that a 405 on this path allows both.
+    if request.method == "POST":
+        return await end_contact(request)
+    return await list_marks(request)
+
+
 async def openapi(request: Request) -> Response:
     return JSONResponse(DOCUMENT)
 
@@ -277,8 +284,7 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/api/v1/leads/end-contact", end_contact, methods=["POST"]),
-            Route("/api/v1/leads/end-contact", list_marks, methods=["GET"]),
+            Route("/api/v1/leads/end-contact", leads, methods=["GET", "POST"]),
             Route("/api/v1/leads/end-contact/check", check, methods=["POST"]),
             Route("/api/v1/leads/end-contact/{phoneNumber}", lookup, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
