@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from shared.store import Store, ended_key
 from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller
 from tests.helpers import URL, post_numbers
-from tests.processes import ROOT, start_web, stop
+from tests.processes import ROOT, Stack, start_web, stop
 from tests.test_cli import endcontact
 
 CHECK = f"{URL}/check"
@@ -415,3 +416,34 @@ def test_cli_export_of_an_unknown_campaign_is_the_header(reader: Reader) -> None
     )
     # (Text mode reads the CRLF as a newline.)
     assert (done.returncode, done.stdout) == (0, "phoneNumber,endedAt\n")
+
+
+def test_an_export_cut_by_redis_failing_is_no_complete_file(stack: Stack) -> None:
+    """Redis killed mid-export: the client's transfer fails, it never gets a CSV that
+    ends like a whole one; and the web goes on serving."""
+    client = stack.client
+    key, secret = Store(client).create_key("acme", "export")
+    with client.pipeline(transaction=False) as pipe:
+        for start in range(0, 400_000, 1000):
+            pipe.hset(ended_key(key.scope), mapping=dict.fromkeys(e164(1000, start), WHEN))
+        pipe.execute()
+    received: list[bytes] = []
+    with (
+        httpx.Client(base_url=stack.base, timeout=30) as http,
+        http.stream("GET", URL, headers={"x-api-key": secret, "accept": "text/csv"}) as response,
+    ):
+        assert response.status_code == 200
+        chunks = response.iter_raw()
+        # 400,000 rows are 16 MB: more than the sockets buffer while this client does
+        # not read, so the web is still exporting when Redis goes.
+        received.append(next(chunks))
+        assert stack.redis is not None
+        stack.redis.send_signal(signal.SIGKILL)
+        stack.redis.wait()
+        with pytest.raises(httpx.RemoteProtocolError):
+            received.extend(chunks)
+    text = b"".join(received)
+    assert text.startswith(b"phoneNumber,endedAt\r\n")
+    assert text.count(b"\n") - 1 < 400_000
+    assert "export cut short" in stack.logs()
+    assert httpx.get(f"{stack.base}/healthz").status_code == 200
