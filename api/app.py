@@ -154,7 +154,7 @@ async def list_marks(request: Request) -> Response:
         first = await or_unavailable(
             anext(chunks), "The export cannot start right now; retry shortly."
         )
-        return CsvExport(first, chunks, f"end-contact-{key.scope.campaign}.csv")
+        return CsvExport(first, chunks)
     limit, cursor = page_query(request.query_params)
     page = await or_unavailable(
         svc.store.page(key.scope, cursor, limit),

@@ -88,14 +88,15 @@ class CsvExport(Response):
     without its last chunk, so the client sees a transfer cut short, never a CSV that
     looks complete. A client that goes away stops the reads."""
 
-    def __init__(self, first: str, chunks: AsyncIterator[str], filename: str) -> None:
+    def __init__(self, first: str, chunks: AsyncIterator[str]) -> None:
         # Not Response.__init__: there is no body to render, the stream is sent below.
         self.status_code = 200
         self.first = first
         self.chunks = chunks
         self.raw_headers = [
             (b"content-type", CSV_TYPE.encode()),
-            (b"content-disposition", f'attachment; filename="{filename}"'.encode()),
+            # A fixed name: a campaign's may hold quotes or characters a header cannot.
+            (b"content-disposition", b'attachment; filename="end-contact.csv"'),
             (b"vary", b"Accept"),
         ]
 
