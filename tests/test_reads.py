@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from shared.marks import Cursor
 from shared.store import Store, ended_key
 from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller
-from tests.helpers import URL, post_numbers
+from tests.helpers import URL, post_numbers, wait_until
 from tests.processes import ROOT, Stack, start_web, stop
 from tests.test_cli import endcontact
 
@@ -301,6 +302,45 @@ def test_a_listing_while_numbers_are_ended_and_removed(
     assert set(throughout) <= returned
     assert returned <= ever
     assert reader.redis.hlen(key) < len(ever)  # it did change
+
+
+def test_a_listing_while_another_client_ends_and_removes_all_the_time(
+    reader: Reader, http: httpx.Client
+) -> None:
+    """The same, with the changes from a thread of their own, so that they also land
+    between the HSCAN calls of one page. The churn keeps the hash's size bounded (SCAN
+    ends only then), while the hash grows to twice its size and back, over and over."""
+    caller = reader.caller()
+    key = ended_key(caller.key.scope)
+    throughout = e164(2000, 100_000)
+    leaving = e164(2000, 200_000)
+    reader.fill(caller.key.scope, throughout + leaving)
+    ever = set(throughout) | set(leaving)
+    listed = threading.Event()
+    rounds = 0
+
+    def churn() -> None:
+        nonlocal rounds
+        with redis.Redis.from_url(reader.url, decode_responses=True) as other:
+            while not listed.is_set():
+                batch = e164(3000, 300_000 + rounds * 3000)
+                ever.update(batch)
+                other.hset(key, mapping=dict.fromkeys(batch, WHEN))
+                other.hdel(key, *batch, *leaving[rounds * 20 : (rounds + 1) * 20])
+                rounds += 1
+
+    changer = threading.Thread(target=churn)
+    changer.start()
+    try:
+        wait_until(lambda: rounds > 0, 10, "the first changes")
+        items = list_all(http, caller, 7)
+    finally:
+        listed.set()
+        changer.join()
+    returned = {item["phoneNumber"] for item in items}
+    assert set(throughout) <= returned
+    assert returned <= ever
+    assert rounds > 1
 
 
 @pytest.mark.parametrize(
