@@ -140,8 +140,9 @@ class Batch:
 
 class Listing:
     """One page's worth of the state machine in the module's docstring, without I/O:
-    the store asks what to read next (`carried_to_read`, `scan_from`), feeds the answers
-    back (`read_carried`, `read_batch`) until `done`, then takes `page`."""
+    until `done`, the store asks `next_read()` what to read (carried numbers, by HMGET,
+    or an HSCAN cursor, called with COUNT `room` and HLEN in the same MULTI) and feeds
+    the answer back (`read_carried`, `read_batch`); then it takes `page`."""
 
     def __init__(self, cursor: Cursor, limit: int) -> None:
         self.cursor = cursor
@@ -154,10 +155,15 @@ class Listing:
     def room(self) -> int:
         return self.limit - len(self.page.items)
 
-    def carried_to_read(self) -> tuple[str, ...]:
-        return self.cursor.carried[: self.room]
+    def next_read(self) -> tuple[str, ...] | int:
+        """Carried numbers first, all of them: a batch's overflow replaces the carried
+        ones, so the scan goes on only once none is left unread."""
+        if self.cursor.carried:
+            return self.cursor.carried[: self.room]
+        return 0 if self.cursor.whole else self.cursor.scan
 
     def read_carried(self, values: Sequence[object]) -> None:
+        self.calls += 1
         read = self.cursor.carried[: len(values)]
         for phone, value in zip(read, values, strict=True):
             if value is not None:
@@ -165,11 +171,9 @@ class Listing:
         self.cursor = Cursor(scan=self.cursor.scan, carried=self.cursor.carried[len(read) :])
         self._settle()
 
-    def scan_from(self) -> int:
-        """The HSCAN cursor to call next (COUNT `room`), with HLEN in the same MULTI."""
-        return 0 if self.cursor.whole else self.cursor.scan
-
     def read_batch(self, batch: Batch) -> None:
+        if self.cursor.carried:
+            raise RuntimeError("carried numbers left unread")  # next_read() says when
         self.calls += 1
         if batch.whole:
             floor = self.cursor.floor if self.cursor.whole else ""
@@ -182,7 +186,7 @@ class Listing:
             self.done = True
             return
         # A partial batch: from the cursor's scan position if scanning, else (a whole
-        # snapshot no longer) from 0, which is where scan_from() pointed it.
+        # snapshot no longer) from 0, which is where next_read() pointed it.
         phones = list(batch.pairs)
         taken, rest = phones[: self.room], phones[self.room :]
         self.page.items.extend((phone, ended_at_of(batch.pairs[phone])) for phone in taken)

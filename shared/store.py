@@ -275,11 +275,13 @@ class AsyncStore:
         """At most `limit` marks from where `cursor` left off (shared.marks)."""
         key = ended_key(scope)
         listing = Listing(cursor, limit)
-        if carried := listing.carried_to_read():
-            listing.read_carried(await self._redis.hmget(key, carried))
         while not listing.done:
+            read = listing.next_read()
+            if isinstance(read, tuple):
+                listing.read_carried(await self._redis.hmget(key, read))
+                continue
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hscan(key, listing.scan_from(), count=listing.room)
+                pipe.hscan(key, read, count=listing.room)
                 pipe.hlen(key)
                 (scan, pairs), length = await pipe.execute()
             listing.read_batch(Batch(int(scan), pairs, int(length)))

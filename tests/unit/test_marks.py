@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from shared.marks import MAX_CARRIED, BadCursor, Cursor, csv_chunk
+from shared.marks import MAX_CARRIED, BadCursor, Batch, Cursor, Listing, csv_chunk
 
 
 @pytest.mark.parametrize(
@@ -68,3 +68,30 @@ def test_csv_rows_end_in_crlf_and_quote_what_needs_it() -> None:
     )
     assert csv_chunk([("a,b", 'c"d')]) == '"a,b","c""d"\r\n'
     assert csv_chunk([]) == ""
+
+
+def test_carried_numbers_are_all_read_before_the_scan_goes_on() -> None:
+    """More carried than a page holds, some of them gone since: the page reads the
+    rest of them before it scans on, and whatever is still unread stays carried."""
+    carried = tuple(f"+1509555{n:04d}" for n in range(10))
+    listing = Listing(Cursor(scan=5, carried=carried), limit=7)
+    batches = iter([Batch(9, {f"+1509666{n:04d}": "t" for n in range(12)}, 5000)])
+    while not listing.done:
+        read = listing.next_read()
+        if isinstance(read, tuple):
+            # The first three were resumed since the last page.
+            listing.read_carried([None if p in carried[:3] else "t" for p in read])
+        else:
+            assert read == 5
+            listing.read_batch(next(batches))
+    returned = [phone for phone, _ in listing.page.items]
+    assert len(returned) == 7
+    assert listing.page.next is not None
+    # Nothing of what was carried is lost: returned now, or carried again.
+    assert set(carried[3:]) <= set(returned) | set(listing.page.next.carried)
+
+
+def test_a_batch_is_refused_while_carried_numbers_are_unread() -> None:
+    listing = Listing(Cursor(scan=5, carried=("+15095551234",)), limit=7)
+    with pytest.raises(RuntimeError):
+        listing.read_batch(Batch(9, {"+15096661234": "t"}, 5000))
