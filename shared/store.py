@@ -68,7 +68,8 @@ def _api_key(raw: Mapping[Any, Any]) -> ApiKey | None:
 
 
 def _text(value: object) -> str | None:
-    return None if value is None else str(value)
+    # Only marks are read through this: their value is decoded in one place.
+    return None if value is None else ended_at_of(value)
 
 
 def _queue_metrics(
