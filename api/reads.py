@@ -102,6 +102,10 @@ class CsvExport(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        if scope["method"] == "HEAD":
+            # The headers are all a HEAD gets: no reason to read the campaign for it.
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
         try:
             await send(
                 {

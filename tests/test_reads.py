@@ -415,6 +415,13 @@ def test_accept_picks_csv_or_json(
     )
 
 
+def test_a_head_of_the_export_is_its_headers(reader: Reader, http: httpx.Client) -> None:
+    response = http.head(URL, headers={**reader.caller().headers, "accept": "text/csv"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert response.content == b""
+
+
 def test_export_refuses_a_limit_or_cursor(reader: Reader, http: httpx.Client) -> None:
     response = http.get(
         URL, params={"limit": "5"}, headers={**reader.caller().headers, "accept": "text/csv"}
