@@ -171,9 +171,16 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 return 1
         else:
-            # newline="": the rows end in CRLF already (RFC 4180), as the API's do.
-            with open(args.out, "w", encoding="utf-8", newline="") as out:
-                _write_csv(store, scope, out)
+            # Written aside and renamed when whole: a file named --out is never a part.
+            part = f"{args.out}.part"
+            try:
+                # newline="": the rows end in CRLF already (RFC 4180), as the API's do.
+                with open(part, "w", encoding="utf-8", newline="") as out:
+                    _write_csv(store, scope, out)
+                os.replace(part, args.out)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(part)
     return 0
 
 

@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from shared.apikeys import Scope
+from shared.embedded import free_port
 from shared.marks import Cursor
 from shared.store import Store, ended_key
 from shared.tasks import QUEUE
@@ -450,6 +451,7 @@ def test_cli_export_writes_what_the_api_exports(
     written = endcontact(*args, "--out", str(tmp_path / "marks.csv"), env=env)
     assert written.returncode == 0, written.stderr
     assert written.stdout == ""
+    assert [path.name for path in tmp_path.iterdir()] == ["marks.csv"]
     from_file = (tmp_path / "marks.csv").read_bytes()
     # Same rows (HSCAN's order may differ between two reads), same bytes per row.
     assert sorted(from_file.split(b"\r\n")) == sorted(api.split(b"\r\n"))
@@ -494,3 +496,14 @@ def test_an_export_cut_by_redis_failing_is_no_complete_file(stack: Stack) -> Non
     assert text.count(b"\n") - 1 < 400_000
     assert "export cut short" in stack.logs()
     assert httpx.get(f"{stack.base}/healthz").status_code == 200
+
+
+def test_cli_export_leaves_no_file_when_redis_fails(tmp_path: Path) -> None:
+    out = tmp_path / "marks.csv"
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    done = endcontact(
+        "export", "--company", "a", "--campaign", "b", "--out", str(out), env={"REDIS_URL": url}
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Redis did not answer" in done.stderr
+    assert list(tmp_path.iterdir()) == []
