@@ -21,7 +21,13 @@ from starlette.routing import Route
 
 from api.admission import Admission
 from api.auth import authenticate
-from api.body import check_content_type, phone_numbers, read_body
+from api.body import (
+    CHECK_MAX_BODY_BYTES,
+    CHECK_MAX_NUMBERS,
+    check_content_type,
+    phone_numbers,
+    read_body,
+)
 from api.fanout import FanOut
 from api.metrics import Flusher, count_numbers
 from api.middleware import RequestContext, answer_with
@@ -29,6 +35,7 @@ from api.openapi import DOCUMENT
 from api.problems import Problem, invalid, or_unavailable
 from api.publisher import TaskPublisher
 from api.ratelimit import check_rate
+from api.reads import CsvExport, export_query, page_query, wants_csv
 from api.results import ResultListener
 from shared import logs, metrics
 from shared.apikeys import ApiKey
@@ -114,6 +121,55 @@ async def lookup(request: Request) -> Response:
             type="/problems/not-ended",
         )
     return JSONResponse({"phoneNumber": phone, "endedAt": ended_at})
+
+
+async def check(request: Request) -> Response:
+    """Which of up to 1000 numbers are ended: one HMGET, no Celery."""
+    svc = services(request)
+    key = await admit(request, svc)
+    check_content_type(request.headers.get("content-type"))
+    raw = await read_body(request, CHECK_MAX_BODY_BYTES)
+    phones = phone_numbers(raw, svc.settings.default_region, CHECK_MAX_NUMBERS)
+    found = await or_unavailable(
+        svc.store.ended_at_many(key.scope, phones),
+        "The check cannot be made right now; retry shortly.",
+    )
+    ended = [
+        {"phoneNumber": phone, "endedAt": ended_at}
+        for phone, ended_at in zip(phones, found, strict=True)
+        if ended_at is not None
+    ]
+    not_ended = [phone for phone, ended_at in zip(phones, found, strict=True) if ended_at is None]
+    return JSONResponse({"ended": ended, "notEnded": not_ended})
+
+
+async def list_marks(request: Request) -> Response:
+    """A page of the campaign's marks, or with Accept: text/csv all of them, streamed."""
+    svc = services(request)
+    key = await admit(request, svc)
+    if wants_csv(request.headers.get("accept")):
+        export_query(request.query_params)
+        chunks = svc.store.export(key.scope)
+        # The first read before the 200: a Redis that is down is still a 503.
+        first = await or_unavailable(
+            anext(chunks), "The export cannot start right now; retry shortly."
+        )
+        return CsvExport(first, chunks)
+    limit, cursor = page_query(request.query_params)
+    page = await or_unavailable(
+        svc.store.page(key.scope, cursor, limit),
+        "The list cannot be read right now; retry shortly.",
+    )
+    items = [{"phoneNumber": phone, "endedAt": ended_at} for phone, ended_at in page.items]
+    following = None if page.next is None else page.next.encode()
+    return JSONResponse({"items": items, "next": following}, headers={"Vary": "Accept"})
+
+
+async def leads(request: Request) -> Response:
+    # One route for both methods, so that a 405 on this path allows both.
+    if request.method == "POST":
+        return await end_contact(request)
+    return await list_marks(request)
 
 
 async def openapi(request: Request) -> Response:
@@ -228,7 +284,8 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/api/v1/leads/end-contact", end_contact, methods=["POST"]),
+            Route("/api/v1/leads/end-contact", leads, methods=["GET", "POST"]),
+            Route("/api/v1/leads/end-contact/check", check, methods=["POST"]),
             Route("/api/v1/leads/end-contact/{phoneNumber}", lookup, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.body import MAX_BODY_BYTES, MAX_NUMBERS
+from api.body import CHECK_MAX_BODY_BYTES, CHECK_MAX_NUMBERS, MAX_BODY_BYTES, MAX_NUMBERS
 from api.problems import MAX_ECHO
+from api.reads import DEFAULT_LIMIT, MAX_LIMIT
+from shared.marks import MAX_CURSOR_LENGTH
 from shared.phones import MAX_INPUT_LENGTH
 
 # What the service reads as a phone number. No `pattern`: the test is phonenumbers'
@@ -46,6 +48,128 @@ COMMON_ERRORS = {
     "401": _problem("Missing, unknown or revoked x-api-key (the answer never says which)."),
     "429": _problem("Too many requests for this key.", {**RETRY_AFTER, **RATE_HEADERS}),
     "503": _problem("Redis cannot be reached to check the key; retry.", RETRY_AFTER),
+}
+
+ENDED_AT = {"type": "string", "format": "date-time", "description": "When it was first ended."}
+MARK = {
+    "type": "object",
+    "required": ["phoneNumber", "endedAt"],
+    "properties": {"phoneNumber": E164, "endedAt": ENDED_AT},
+}
+
+CHECK: dict[str, Any] = {
+    "post": {
+        "operationId": "checkEndContact",
+        "summary": f"Which of up to {CHECK_MAX_NUMBERS} numbers are ended for the key's campaign",
+        "description": "A read straight from the store. The same rules as end-contact "
+        f"for the body, but 1 to {CHECK_MAX_NUMBERS} numbers and up to "
+        f"{CHECK_MAX_BODY_BYTES} bytes (1000 numbers of up to 125 characters).",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["phoneNumberList"],
+                        "properties": {
+                            "phoneNumberList": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": CHECK_MAX_NUMBERS,
+                                "uniqueItems": True,
+                                "items": {**PHONE_INPUT, "example": "(509) 555-1234"},
+                                "description": "Valid phone numbers, unique by number.",
+                            }
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "Every number is in exactly one list, in request order, in E.164.",
+                "headers": RATE_HEADERS,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["ended", "notEnded"],
+                            "properties": {
+                                "ended": {"type": "array", "items": MARK},
+                                "notEnded": {"type": "array", "items": E164},
+                            },
+                        }
+                    }
+                },
+            },
+            "400": _problem("Invalid body; nothing was checked.", RATE_HEADERS),
+            "408": _problem("The body did not arrive in time.", RATE_HEADERS),
+            "413": _problem(f"The body is larger than {CHECK_MAX_BODY_BYTES} bytes.", RATE_HEADERS),
+            **COMMON_ERRORS,
+        },
+    }
+}
+
+LIST: dict[str, Any] = {
+    "operationId": "listEndContact",
+    "summary": "The key's campaign's marks: a page as JSON, or all of them as CSV",
+    "description": "JSON (the default): at most `limit` marks and the cursor of the "
+    "next page, null at the end. Following `next` returns every number ended "
+    "throughout the listing at least once, and no number that was not ended at some "
+    "time during it; a page may hold fewer than `limit`, even none, and a number may "
+    "come twice. With `Accept: text/csv`: the whole campaign, streamed, header "
+    "`phoneNumber,endedAt`, the same guarantee; no `limit` or `cursor` then.",
+    "parameters": [
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_LIMIT,
+                "default": DEFAULT_LIMIT,
+            },
+        },
+        {
+            "name": "cursor",
+            "in": "query",
+            "required": False,
+            "description": "The `next` of the previous page, as it came.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_CURSOR_LENGTH},
+        },
+    ],
+    "responses": {
+        "200": {
+            "description": "A page, or the CSV export.",
+            "headers": RATE_HEADERS,
+            "links": {
+                "NextPage": {
+                    "operationId": "listEndContact",
+                    "parameters": {"cursor": "$response.body#/next"},
+                    "description": "The next page, while `next` is not null.",
+                }
+            },
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["items", "next"],
+                        "properties": {
+                            "items": {"type": "array", "maxItems": MAX_LIMIT, "items": MARK},
+                            "next": {"type": "string", "nullable": True},
+                        },
+                    }
+                },
+                "text/csv": {
+                    "schema": {"type": "string"},
+                    "example": "phoneNumber,endedAt\r\n+15095551234,2026-11-28T22:43:58.226Z\r\n",
+                },
+            },
+        },
+        "400": _problem("A bad limit or cursor, or either with text/csv.", RATE_HEADERS),
+        **COMMON_ERRORS,
+    },
 }
 
 READINESS: dict[str, Any] = {
@@ -179,8 +303,10 @@ DOCUMENT: dict[str, Any] = {
                         RETRY_AFTER,
                     ),
                 },
-            }
+            },
+            "get": LIST,
         },
+        "/api/v1/leads/end-contact/check": CHECK,
         "/api/v1/leads/end-contact/{phoneNumber}": {
             "get": {
                 "operationId": "lookUpEndContact",

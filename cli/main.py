@@ -1,4 +1,4 @@
-"""`endcontact run | web | worker | check web|worker | keys create|list|revoke`."""
+"""`endcontact run | web | worker | check web|worker | keys create|list|revoke | export`."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import TextIO
 
 import redis
 
 from cli.supervisor import cli_command, supervise
 from shared import logs
+from shared.apikeys import Scope
 from shared.broker import WORKER_SILENCE, Broker
 from shared.embedded import EmbeddedServerError, embedded_broker, embedded_redis
+from shared.marks import CSV_HEADER
 from shared.settings import Settings, SettingsError
 from shared.store import Store
 
@@ -156,6 +159,38 @@ def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    """A campaign's marks as CSV, the same as the API's export, to --out or stdout."""
+    scope = Scope(args.company, args.campaign)
+    with _store(settings) as store:
+        if args.out is None:
+            try:
+                _write_csv(store, scope, sys.stdout)
+            except BrokenPipeError:
+                # `| head`: the reader has all it wants; say nothing more, even at exit.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 1
+        else:
+            # Written aside and renamed when whole: a file named --out is never a part.
+            part = f"{args.out}.part"
+            try:
+                # newline="": the rows end in CRLF already (RFC 4180), as the API's do.
+                with open(part, "w", encoding="utf-8", newline="") as out:
+                    _write_csv(store, scope, out)
+                os.replace(part, args.out)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(part)
+    return 0
+
+
+def _write_csv(store: Store, scope: Scope, out: TextIO) -> None:
+    out.write(CSV_HEADER)
+    for chunk in store.export(scope):
+        out.write(chunk)
+    out.flush()
+
+
 def cmd_check_web(settings: Settings, args: argparse.Namespace) -> int:
     """For a container healthcheck: the web on this host answers /healthz."""
     from cli.run import healthy
@@ -235,6 +270,12 @@ def parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="refuse the key from now on")
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=cmd_keys_revoke)
+
+    export = commands.add_parser("export", help="a campaign's marks as CSV")
+    export.add_argument("--company", required=True)
+    export.add_argument("--campaign", required=True)
+    export.add_argument("--out", help="file to write (default: standard output)")
+    export.set_defaults(handler=cmd_export)
     return top
 
 

@@ -19,15 +19,16 @@ record decoding and the metrics write are shared by both, which only send and aw
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 import redis
 
 from shared.apikeys import ApiKey, Scope, check_name, digest, generate_id, generate_secret
 from shared.connection import sync_client
+from shared.marks import EXPORT_COUNT, Batch, Cursor, Listing, Page, csv_chunk, ended_at_of
 from shared.metrics import METRICS_KEY
 
 if TYPE_CHECKING:
@@ -67,7 +68,8 @@ def _api_key(raw: Mapping[Any, Any]) -> ApiKey | None:
 
 
 def _text(value: object) -> str | None:
-    return None if value is None else str(value)
+    # Only marks are read through this: their value is decoded in one place.
+    return None if value is None else ended_at_of(value)
 
 
 def _queue_metrics(
@@ -231,6 +233,16 @@ class Store:
         self._redis.hsetnx(record, "revoked_at", utc_now())
         return _api_key(self._redis.hgetall(record))
 
+    def export(self, scope: Scope) -> Iterator[str]:
+        """The campaign's marks as CSV rows, a chunk per HSCAN call (header not
+        included): every number ended throughout at least once (shared.marks)."""
+        key, scan = ended_key(scope), 0
+        while True:
+            scan, pairs = self._redis.hscan(key, scan, count=EXPORT_COUNT)
+            yield csv_chunk(cast("dict[str, str]", pairs).items())
+            if scan == 0:
+                return
+
 
 class AsyncStore:
     def __init__(self, client: redis.asyncio.Redis) -> None:
@@ -254,3 +266,33 @@ class AsyncStore:
 
     async def ended_at(self, scope: Scope, phone: str) -> str | None:
         return _text(await self._redis.hget(ended_key(scope), phone))
+
+    async def ended_at_many(self, scope: Scope, phones: Sequence[str]) -> list[str | None]:
+        """Each number's endedAt, or None where it is not ended, in one HMGET."""
+        values = await self._redis.hmget(ended_key(scope), phones)
+        return [None if value is None else ended_at_of(value) for value in values]
+
+    async def page(self, scope: Scope, cursor: Cursor, limit: int) -> Page:
+        """At most `limit` marks from where `cursor` left off (shared.marks)."""
+        key = ended_key(scope)
+        listing = Listing(cursor, limit)
+        while not listing.done:
+            read = listing.next_read()
+            if isinstance(read, tuple):
+                listing.read_carried(await self._redis.hmget(key, read))
+                continue
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hscan(key, read, count=listing.room)
+                pipe.hlen(key)
+                (scan, pairs), length = await pipe.execute()
+            listing.read_batch(Batch(int(scan), pairs, int(length)))
+        return listing.page
+
+    async def export(self, scope: Scope) -> AsyncIterator[str]:
+        """As Store.export; the caller bounds each step's wait."""
+        key, scan = ended_key(scope), 0
+        while True:
+            scan, pairs = await self._redis.hscan(key, scan, count=EXPORT_COUNT)
+            yield csv_chunk(cast("dict[str, str]", pairs).items())
+            if scan == 0:
+                return

@@ -28,3 +28,19 @@ def test_short_benchmark_prints_table_and_writes_plot(tmp_path: Path) -> None:
     assert "drain ceiling" in table
     assert "c=1 p50 / Celery floor p50" in table
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(300)
+def test_reads_benchmark_runs_and_prints_its_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.reads", "3000", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for figure in ("check e164 p50 ms:", "page of 1000 p50 ms:", "export rows/s:"):
+        assert figure in result.stdout
+    assert "export 3,000 rows" in result.stdout

@@ -1,0 +1,133 @@
+"""The HTTP side of reading marks: the listing's query, content negotiation, and the
+CSV export as a stream whose memory does not grow with the campaign."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import redis
+from starlette.datastructures import QueryParams
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from api.problems import REDIS_TIMEOUT, invalid
+from shared.marks import CSV_HEADER, BadCursor, Cursor, start_cursor
+
+log = logging.getLogger("endcontact.api")
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+CSV_TYPE = "text/csv; charset=utf-8"
+
+
+def _quality(accept: str, media_type: str) -> float:
+    """The q the Accept header gives `media_type` when named outright, else 0."""
+    best = 0.0
+    for part in accept.split(","):
+        name, *params = (piece.strip() for piece in part.split(";"))
+        if name.lower() != media_type:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        best = max(best, q)
+    return best
+
+
+def wants_csv(accept: str | None) -> bool:
+    """CSV when the client names text/csv and does not prefer application/json."""
+    csv_q = _quality(accept or "", "text/csv")
+    return csv_q > 0 and csv_q >= _quality(accept or "", "application/json")
+
+
+def page_query(query: QueryParams) -> tuple[int, Cursor]:
+    """The listing's `limit` and `cursor`, or a 400 naming each bad one."""
+    errors = []
+    limit = DEFAULT_LIMIT
+    text = query.get("limit")
+    if text is not None:
+        if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT:
+            limit = int(text)
+        else:
+            reason = f"must be a whole number from 1 to {MAX_LIMIT}"
+            errors.append({"parameter": "limit", "value": text, "reason": reason})
+    cursor = start_cursor()
+    given = query.get("cursor")
+    if given is not None:
+        try:
+            cursor = Cursor.decode(given)
+        except BadCursor as exc:
+            errors.append({"parameter": "cursor", "value": given, "reason": str(exc)})
+    if errors:
+        raise invalid("The query must be fixed.", errors)
+    return limit, cursor
+
+
+def export_query(query: QueryParams) -> None:
+    """The export is the whole campaign: a limit or cursor would be silently ignored."""
+    errors = [
+        {"parameter": name, "value": query[name], "reason": "pages are JSON; the CSV is whole"}
+        for name in ("limit", "cursor")
+        if name in query
+    ]
+    if errors:
+        raise invalid("The CSV export takes no limit or cursor.", errors)
+
+
+class CsvExport(Response):
+    """A 200 text/csv streamed from `chunks`, each awaited within REDIS_TIMEOUT.
+
+    Redis failing mid-way cannot become a problem (the 200 is sent): the stream stops
+    without its last chunk, so the client sees a transfer cut short, never a CSV that
+    looks complete. A client that goes away stops the reads."""
+
+    def __init__(self, first: str, chunks: AsyncIterator[str]) -> None:
+        # Not Response.__init__: there is no body to render, the stream is sent below.
+        self.status_code = 200
+        self.first = first
+        self.chunks = chunks
+        self.raw_headers = [
+            (b"content-type", CSV_TYPE.encode()),
+            # A fixed name: a campaign's may hold quotes or characters a header cannot.
+            (b"content-disposition", b'attachment; filename="end-contact.csv"'),
+            (b"vary", b"Accept"),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        if scope["method"] == "HEAD":
+            # The headers are all a HEAD gets: no reason to read the campaign for it.
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        try:
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": (CSV_HEADER + self.first).encode(),
+                    "more_body": True,
+                }
+            )
+            while True:
+                try:
+                    async with asyncio.timeout(REDIS_TIMEOUT):
+                        chunk = await anext(self.chunks)
+                except StopAsyncIteration:
+                    break
+                await send(
+                    {"type": "http.response.body", "body": chunk.encode(), "more_body": True}
+                )
+        except (TimeoutError, redis.RedisError) as exc:
+            log.warning("export cut short", extra={"error": exc.__class__.__name__})
+            return
+        except OSError:
+            # The client went away (uvicorn's send raises then).
+            log.info("export abandoned by the client")
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
