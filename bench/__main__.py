@@ -18,15 +18,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
 import redis.asyncio
 
-from api.publisher import TaskPublisher
 from api.results import result_key
 from bench.cluster import Cluster, cpu_seconds, rss_mib
 from bench.load import Numbers, Samples, closed_loop
@@ -184,31 +182,9 @@ def drain_ceiling(tasks: int, workers: int, work: Path, runs: int = 3) -> float:
 def _drain_once(tasks: int, workers: int, directory: Path) -> float:
     with Cluster(directory, None, None, workers) as cluster:
         scope = Scope("bench", "drain")
-
-        async def fill() -> None:
-            client = redis.asyncio.Redis.from_url(cluster.broker_url, decode_responses=True)
-            publisher = TaskPublisher(client)
-            expires = datetime.now(UTC) + timedelta(minutes=10)
-            phones = Numbers().take(tasks)
-            messages = [
-                publisher.message(str(uuid.uuid4()), task_args(scope, phone), "[]", expires)
-                for phone in phones
-            ]
-            for start in range(0, tasks, 1000):
-                await publisher.publish(messages[start : start + 1000])
-            await client.aclose()
-
-        asyncio.run(fill())
-        client = redis.Redis.from_url(cluster.redis_url)
+        cluster.fill_queue(scope, tasks)
         cluster.start_worker()
-        key = ended_key(scope)
-        while (done := client.hlen(key)) == 0:
-            time.sleep(0.002)
-        started, first = time.perf_counter(), done
-        deadline = started + 120
-        while (done := client.hlen(key)) < tasks and time.perf_counter() < deadline:
-            time.sleep(0.005)
-        return (done - first) / (time.perf_counter() - started)
+        return cluster.drain_rate(scope, tasks, timeout=120)
 
 
 def soak(seconds: float, concurrency: int, workers: int, work: Path) -> None:

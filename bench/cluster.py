@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
 import sys
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
 import psutil
+import redis
+import redis.asyncio
 
+from api.publisher import TaskPublisher
+from bench.load import Numbers
 from cli.run import healthy
+from shared.apikeys import Scope
 from shared.embedded import BROKER_ARGS, free_port, start_server, stop_server
-from shared.tasks import QUEUE
+from shared.store import ended_key
+from shared.tasks import QUEUE, task_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,6 +119,38 @@ class Cluster:
             if process is not None:
                 stop_server(process, timeout=30)
         self._log.close()
+
+    def fill_queue(self, scope: Scope, tasks: int) -> None:
+        """Put `tasks` end-contact messages, for fresh numbers of `scope`, on the queue."""
+
+        async def fill() -> None:
+            client = redis.asyncio.Redis.from_url(self.broker_url, decode_responses=True)
+            publisher = TaskPublisher(client)
+            expires = datetime.now(UTC) + timedelta(minutes=10)
+            messages = [
+                publisher.message(str(uuid.uuid4()), task_args(scope, phone), "[]", expires)
+                for phone in Numbers().take(tasks)
+            ]
+            for start in range(0, tasks, 1000):
+                await publisher.publish(messages[start : start + 1000])
+            await client.aclose()
+
+        asyncio.run(fill())
+
+    def drain_rate(self, scope: Scope, tasks: int, timeout: float) -> float:
+        """Marks per second of `scope` from the first one until all `tasks` are marked
+        (or `timeout` has passed): what the workers drain from a filled queue."""
+        client = redis.Redis.from_url(self.redis_url)
+        key = ended_key(scope)
+        while (done := client.hlen(key)) == 0:
+            time.sleep(0.002)
+        started, first = time.perf_counter(), done
+        deadline = started + timeout
+        while (done := client.hlen(key)) < tasks and time.perf_counter() < deadline:
+            time.sleep(0.005)
+        rate = (done - first) / (time.perf_counter() - started)
+        client.close()
+        return rate
 
     def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
         # The rate limiter runs (its cost is measured) but never stops the load.

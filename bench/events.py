@@ -9,26 +9,15 @@ processes and Redis) moves less with that load than tasks per second do.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import redis
-import redis.asyncio
-
-from api.publisher import TaskPublisher
 from bench.cluster import ROOT, Cluster, cpu_seconds
-from bench.load import Numbers
 from shared.apikeys import Scope
-from shared.store import ended_key
-from shared.tasks import task_args
 
 
 def drain(events: bool, tasks: int, workers: int, directory: Path) -> tuple[float, float, float]:
@@ -48,31 +37,9 @@ def drain(events: bool, tasks: int, workers: int, directory: Path) -> tuple[floa
             check=True,
         )
         scope = Scope("bench", "events")
-
-        async def fill() -> None:
-            client = redis.asyncio.Redis.from_url(cluster.broker_url)
-            publisher = TaskPublisher(client)
-            expires = datetime.now(UTC) + timedelta(minutes=10)
-            messages = [
-                publisher.message(str(uuid.uuid4()), task_args(scope, phone), "[]", expires)
-                for phone in Numbers().take(tasks)
-            ]
-            for start in range(0, tasks, 1000):
-                await publisher.publish(messages[start : start + 1000])
-            await client.aclose()
-
         worker_cpu, redis_cpu = cpu_seconds(cluster.worker), cpu_seconds(cluster.redis)
-        asyncio.run(fill())
-        client = redis.Redis.from_url(cluster.redis_url)
-        key = ended_key(scope)
-        while (done := client.hlen(key)) == 0:
-            time.sleep(0.002)
-        started, first = time.perf_counter(), done
-        deadline = started + 300
-        while (done := client.hlen(key)) < tasks and time.perf_counter() < deadline:
-            time.sleep(0.005)
-        rate = (done - first) / (time.perf_counter() - started)
-        client.close()
+        cluster.fill_queue(scope, tasks)
+        rate = cluster.drain_rate(scope, tasks, timeout=300)
         return (
             rate,
             1000 * (cpu_seconds(cluster.worker) - worker_cpu) / tasks,
