@@ -11,10 +11,10 @@ import pytest
 from tests.processes import ROOT
 
 
-@pytest.mark.timeout(300)
-def test_short_benchmark_prints_table_and_writes_plot(tmp_path: Path) -> None:
+def run_module(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m ARGS` from the repository; it must exit 0."""
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--short", "--out", str(tmp_path)],
+        [sys.executable, "-m", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -22,6 +22,12 @@ def test_short_benchmark_prints_table_and_writes_plot(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.mark.timeout(300)
+def test_short_benchmark_prints_table_and_writes_plot(tmp_path: Path) -> None:
+    run_module("bench", "--short", "--out", str(tmp_path))
     table = (tmp_path / "results.md").read_text()
     for system in ("| endcontact | 1 |", "| naive | 4 |", "| direct | 1 |", "| celery floor | 1 |"):
         assert system in table
@@ -32,15 +38,7 @@ def test_short_benchmark_prints_table_and_writes_plot(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 def test_reads_benchmark_runs_and_prints_its_figures() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.reads", "3000", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_module("bench.reads", "3000", "1")
     for figure in ("check e164 p50 ms:", "page of 1000 p50 ms:", "export rows/s:"):
         assert figure in result.stdout
     assert "export 3,000 rows" in result.stdout
