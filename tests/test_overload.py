@@ -27,9 +27,9 @@ from shared.broker import DRAIN, WORKER_SILENCE, WORKERS
 from shared.store import Store
 from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller
+from tests.helpers import URL, wait_until
 from tests.processes import Stack
 
-URL = "/api/v1/leads/end-contact"
 pytestmark = pytest.mark.timeout(180)
 # Concurrent 50-number requests: more than a worker drains in the budget on any
 # machine this runs on (about 100 to 1,000 tasks a second).
@@ -37,6 +37,7 @@ BURST = 40
 
 
 def numbers(first: int, count: int = 50) -> list[str]:
+    # E.164, unlike tests.helpers.numbers: compared as is with what the queue holds.
     return [f"+1509555{n:04d}" for n in range(first, first + count)]
 
 
@@ -64,14 +65,6 @@ def queued_numbers(broker: redis.Redis) -> list[str]:
     return phones
 
 
-def eventually(check: object, what: str, timeout: float = 30) -> None:
-    assert callable(check)
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def test_past_what_workers_drain_in_time_requests_are_refused(tmp_path: Path) -> None:
     stack = Stack(tmp_path, timeout=2.0).start()
     try:
@@ -91,7 +84,7 @@ def _refusal(stack: Stack) -> None:
         f"{stack.base}{URL}", json={"phoneNumberList": numbers(0)}, headers=caller.headers
     )
     assert warm.json()["failure"] == []
-    eventually(lambda: broker.hlen(DRAIN) == 1, "the worker publishes its drain rate")
+    wait_until(lambda: broker.hlen(DRAIN) == 1, 30, "the worker publishes its drain rate")
 
     assert stack.worker is not None
     stack.worker.send_signal(signal.SIGSTOP)
@@ -131,7 +124,7 @@ def _refusal(stack: Stack) -> None:
 
     # Resumed, the worker drains the queue; its tasks expired with their requests.
     stack.worker.send_signal(signal.SIGCONT)
-    eventually(lambda: broker.llen(QUEUE) == 0, "the queue drained")
+    wait_until(lambda: broker.llen(QUEUE) == 0, 30, "the queue drained")
     for phones in refused:
         assert all(store.ended_at(caller.key.scope, phone) is None for phone in phones)
 
@@ -142,7 +135,7 @@ def _refusal(stack: Stack) -> None:
         )
         return response.status_code == 201 and response.json()["failure"] == []
 
-    eventually(served, "requests succeed once the worker is back")
+    wait_until(served, 30, "requests succeed once the worker is back")
     store.close()
     broker.close()
 
