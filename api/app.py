@@ -24,6 +24,7 @@ from api.auth import authenticate
 from api.body import (
     CHECK_MAX_BODY_BYTES,
     CHECK_MAX_NUMBERS,
+    change_request,
     check_content_type,
     phone_numbers,
     read_body,
@@ -35,12 +36,13 @@ from api.openapi import DOCUMENT
 from api.problems import Problem, invalid, or_unavailable
 from api.publisher import TaskPublisher
 from api.ratelimit import check_rate
-from api.reads import CsvExport, export_query, page_query, wants_csv
+from api.reads import CsvExport, export_query, feed_query, page_query, wants_csv
 from api.results import ResultListener
 from shared import logs, metrics
 from shared.apikeys import ApiKey
 from shared.broker import WORKER_SILENCE, AsyncBroker
 from shared.connection import async_client
+from shared.events import ENDED, RESUMED, Context, FeedTrimmed
 from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import Settings, exit_on_bad_settings
 from shared.store import AsyncStore
@@ -74,19 +76,22 @@ async def admit(request: Request, svc: Services) -> ApiKey:
     return key
 
 
-async def end_contact(request: Request) -> Response:
+async def change(request: Request, kind: str) -> Response:
+    """End or resume contact (`kind`) with the body's numbers, through the workers."""
     svc = services(request)
     started = time.perf_counter()
     # While overloaded, refused before the key, the body and the messages (api.admission).
     async with svc.admission.room(request.headers.get("content-length")) as room:
         key = await admit(request, svc)
         check_content_type(request.headers.get("content-type"))
-        phones = phone_numbers(await read_body(request), svc.settings.default_region)
+        phones, reason = change_request(await read_body(request), svc.settings.default_region)
         room.fit(len(phones))
-    outcome = await svc.fanout.end_contact(key.scope, phones)
+    # The middleware has set the request's id (X-Request-ID) before any handler runs.
+    context = Context(key.id, logs.request_id.get() or "", reason)
+    outcome = await svc.fanout.change(kind, key.scope, phones, context)
     count_numbers(svc.metrics, outcome)
     log.info(
-        "end-contact",
+        "end-contact" if kind == ENDED else "resume-contact",
         extra={
             "key_id": key.id,
             "company": key.scope.company,
@@ -100,17 +105,25 @@ async def end_contact(request: Request) -> Response:
     return JSONResponse({"success": outcome.success, "failure": outcome.failure}, 201)
 
 
-async def lookup(request: Request) -> Response:
-    svc = services(request)
-    key = await admit(request, svc)
+async def resume_contact(request: Request) -> Response:
+    return await change(request, RESUMED)
+
+
+def path_phone(request: Request, svc: Services) -> str:
     text = request.path_params["phoneNumber"]
     try:
-        phone = to_e164(text, svc.settings.default_region)
+        return to_e164(text, svc.settings.default_region)
     except InvalidPhoneNumber as exc:
         raise invalid(
             "phoneNumber is not a valid phone number.",
             [{"parameter": "phoneNumber", "value": text, "reason": str(exc)}],
         ) from None
+
+
+async def lookup(request: Request) -> Response:
+    svc = services(request)
+    key = await admit(request, svc)
+    phone = path_phone(request, svc)
     ended_at = await or_unavailable(
         svc.store.ended_at(key.scope, phone), "The lookup cannot be made right now; retry shortly."
     )
@@ -121,6 +134,46 @@ async def lookup(request: Request) -> Response:
             type="/problems/not-ended",
         )
     return JSONResponse({"phoneNumber": phone, "endedAt": ended_at})
+
+
+async def history(request: Request) -> Response:
+    """Every change of one number's mark, oldest first (shared.events)."""
+    svc = services(request)
+    key = await admit(request, svc)
+    phone = path_phone(request, svc)
+    found = await or_unavailable(
+        svc.store.history(key.scope, phone), "The history cannot be read right now; retry shortly."
+    )
+    return JSONResponse({"phoneNumber": phone, "events": [event.to_json() for event in found]})
+
+
+async def feed(request: Request) -> Response:
+    """The campaign's change feed from a cursor: poll with `after=next`."""
+    svc = services(request)
+    key = await admit(request, svc)
+    after, limit = feed_query(request.query_params)
+    try:
+        page = await or_unavailable(
+            svc.store.feed(key.scope, after, limit),
+            "The feed cannot be read right now; retry shortly.",
+        )
+    except FeedTrimmed as exc:
+        raise Problem(
+            410,
+            "Events after this cursor are no longer kept (after "
+            f"{svc.settings.events_retention_days:g} days they leave the feed). Read the "
+            "marks again (the list or the CSV export), then follow the feed without `after`.",
+            type="/problems/cursor-expired",
+            errors=[
+                {
+                    "parameter": "after",
+                    "value": str(after),
+                    "reason": f"events up to {exc} have left the feed",
+                }
+            ],
+        ) from None
+    events = [event.to_json() for event in page.events]
+    return JSONResponse({"events": events, "next": str(page.next)})
 
 
 async def check(request: Request) -> Response:
@@ -168,7 +221,7 @@ async def list_marks(request: Request) -> Response:
 async def leads(request: Request) -> Response:
     # One route for both methods, so that a 405 on this path allows both.
     if request.method == "POST":
-        return await end_contact(request)
+        return await change(request, ENDED)
     return await list_marks(request)
 
 
@@ -286,7 +339,11 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/api/v1/leads/end-contact", leads, methods=["GET", "POST"]),
             Route("/api/v1/leads/end-contact/check", check, methods=["POST"]),
+            # Before the lookup, whose path would take "events" as a number.
+            Route("/api/v1/leads/end-contact/events", feed, methods=["GET"]),
             Route("/api/v1/leads/end-contact/{phoneNumber}", lookup, methods=["GET"]),
+            Route("/api/v1/leads/end-contact/{phoneNumber}/history", history, methods=["GET"]),
+            Route("/api/v1/leads/resume-contact", resume_contact, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_text, methods=["GET"]),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import ClientDisconnect
 
 from api.problems import Problem, invalid
+from shared.events import REASON_MAX
 from shared.phones import InvalidPhoneNumber, to_e164
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ MAX_NUMBERS = 50
 CHECK_MAX_NUMBERS = 1000
 CHECK_MAX_BODY_BYTES = 128 * 1024
 FIELD = "phoneNumberList"
+REASON = "reason"
 # A client that trickles its body must not hold a connection and a task forever.
 BODY_READ_TIMEOUT = 10.0
 
@@ -106,25 +108,59 @@ def _decode(raw: bytes) -> Any:
 
 def phone_numbers(raw: bytes, region: str, maximum: int = MAX_NUMBERS) -> list[str]:
     """The E.164 numbers of a request body, in request order, or a 400 Problem."""
+    return _numbers(_object(raw), region, maximum, [])
+
+
+def change_request(raw: bytes, region: str) -> tuple[list[str], str | None]:
+    """A change's numbers and its optional reason, or a 400 naming every fault."""
+    document = _object(raw)
+    reason, reason_errors = _reason(document)
+    return _numbers(document, region, MAX_NUMBERS, reason_errors), reason
+
+
+def _object(raw: bytes) -> dict[str, Any]:
     document = _decode(raw)
-    pointer = f"/{FIELD}"
     if not isinstance(document, dict):
         raise invalid(
             "The body must be a JSON object.",
             [{"pointer": "", "reason": "must be a JSON object with a phoneNumberList"}],
         )
+    return document
+
+
+def _reason(document: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]]]:
+    if REASON not in document:
+        return None, []
+    reason = document[REASON]
+    if isinstance(reason, str) and len(reason) <= REASON_MAX:
+        return reason, []
+    why = f"must be a string of at most {REASON_MAX} characters"
+    return None, [{"pointer": f"/{REASON}", "value": reason, "reason": why}]
+
+
+def _numbers(
+    document: dict[str, Any], region: str, maximum: int, others: list[dict[str, Any]]
+) -> list[str]:
+    """The numbers of the body, or a 400 with their faults and `others` (the rest of
+    the body's)."""
+    pointer = f"/{FIELD}"
     if FIELD not in document:
-        raise invalid(f"{FIELD} is required.", [{"pointer": pointer, "reason": "required"}])
+        raise invalid(
+            f"{FIELD} is required.", [{"pointer": pointer, "reason": "required"}, *others]
+        )
     entries = document[FIELD]
     if not isinstance(entries, list):
         raise invalid(
             f"{FIELD} must be an array of strings.",
-            [{"pointer": pointer, "value": entries, "reason": "must be an array of strings"}],
+            [
+                {"pointer": pointer, "value": entries, "reason": "must be an array of strings"},
+                *others,
+            ],
         )
     if not 1 <= len(entries) <= maximum:
         raise invalid(
             f"{FIELD} must hold 1 to {maximum} numbers; it holds {len(entries)}.",
-            [{"pointer": pointer, "reason": f"must hold 1 to {maximum} entries"}],
+            [{"pointer": pointer, "reason": f"must hold 1 to {maximum} entries"}, *others],
         )
 
     numbers: list[str] = []
@@ -153,5 +189,10 @@ def phone_numbers(raw: bytes, region: str, maximum: int = MAX_NUMBERS) -> list[s
         numbers.append(number)
     if errors:
         count = "1 entry" if len(errors) == 1 else f"{len(errors)} entries"
-        raise invalid(f"{count} of {FIELD} must be fixed; nothing was processed.", errors)
+        raise invalid(f"{count} of {FIELD} must be fixed; nothing was processed.", errors + others)
+    if others:
+        detail = (
+            f"{REASON} must be a string of at most {REASON_MAX} characters; nothing was processed."
+        )
+        raise invalid(detail, others)
     return numbers

@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING
 import redis
 
 from shared.phones import mask
-from shared.tasks import task_args
+from shared.tasks import TASK_NAMES, task_args
 
 if TYPE_CHECKING:
     from api.publisher import TaskPublisher
     from api.results import ResultListener, Watch
     from shared.apikeys import Scope
+    from shared.events import Context
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,9 @@ class FanOut:
         self._listener = listener
         self._timeout = timeout
 
-    async def end_contact(self, scope: Scope, phones: list[str]) -> Outcome:
-        """Run one task per number; a task not known to have succeeded is a failure."""
+    async def change(self, kind: str, scope: Scope, phones: list[str], context: Context) -> Outcome:
+        """Run one task per number to end or resume contact (`kind`, shared.events); a
+        task not known to have succeeded is a failure."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         # Past its request's deadline a task is pointless: the worker discards it.
@@ -49,9 +51,10 @@ class FanOut:
         task_ids = [self._listener.new_task_id() for _ in phones]
         messages = self._publisher.messages(
             task_ids,
-            [task_args(scope, phone) for phone in phones],
+            [task_args(scope, phone, context) for phone in phones],
             [repr([mask(phone)]) for phone in phones],
             expires,
+            TASK_NAMES[kind],
         )
         with self._listener.watch(task_ids) as watch:
             published = redis_failed = False

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from api.problems import REDIS_TIMEOUT, invalid
+from shared.events import BadEventId, EventId
 from shared.marks import CSV_HEADER, BadCursor, Cursor, start_cursor
 
 log = logging.getLogger("endcontact.api")
@@ -49,15 +50,8 @@ def wants_csv(accept: str | None) -> bool:
 
 def page_query(query: QueryParams) -> tuple[int, Cursor]:
     """The listing's `limit` and `cursor`, or a 400 naming each bad one."""
-    errors = []
-    limit = DEFAULT_LIMIT
-    text = query.get("limit")
-    if text is not None:
-        if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT:
-            limit = int(text)
-        else:
-            reason = f"must be a whole number from 1 to {MAX_LIMIT}"
-            errors.append({"parameter": "limit", "value": text, "reason": reason})
+    errors: list[dict[str, str]] = []
+    limit = _limit(query, errors)
     cursor = start_cursor()
     given = query.get("cursor")
     if given is not None:
@@ -68,6 +62,33 @@ def page_query(query: QueryParams) -> tuple[int, Cursor]:
     if errors:
         raise invalid("The query must be fixed.", errors)
     return limit, cursor
+
+
+def feed_query(query: QueryParams) -> tuple[EventId | None, int]:
+    """The feed's `after` and `limit`, or a 400 naming each bad one."""
+    errors: list[dict[str, str]] = []
+    limit = _limit(query, errors)
+    after = None
+    given = query.get("after")
+    if given is not None:
+        try:
+            after = EventId.parse(given)
+        except BadEventId as exc:
+            errors.append({"parameter": "after", "value": given, "reason": str(exc)})
+    if errors:
+        raise invalid("The query must be fixed.", errors)
+    return after, limit
+
+
+def _limit(query: QueryParams, errors: list[dict[str, str]]) -> int:
+    text = query.get("limit")
+    if text is None:
+        return DEFAULT_LIMIT
+    if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT:
+        return int(text)
+    reason = f"must be a whole number from 1 to {MAX_LIMIT}"
+    errors.append({"parameter": "limit", "value": text, "reason": reason})
+    return DEFAULT_LIMIT
 
 
 def export_query(query: QueryParams) -> None:

@@ -14,16 +14,19 @@ import redis
 from celery import Celery
 
 from shared.apikeys import Scope
-from shared.store import Store
+from shared.store import ended_key, utc_now
 from shared.tasks import QUEUE, TASK_NAME
 
 URL = os.environ["REDIS_URL"]
 app = Celery("typical", broker=URL, backend=URL, set_as_current=False)
 app.conf.task_default_queue = QUEUE
 app.conf.broker_connection_retry_on_startup = True
-_store = Store(redis.Redis.from_url(URL, decode_responses=True))
+_redis = redis.Redis.from_url(URL, decode_responses=True)
 
 
 @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
-def end_contact(company: str, campaign: str, phone: str) -> bool:
-    return _store.end_contact(Scope(company, campaign), phone)
+def end_contact(company: str, campaign: str, phone: str, *context: str) -> bool:
+    # The textbook task: one mark, then wait for it to be on disk.
+    first = bool(_redis.hsetnx(ended_key(Scope(company, campaign)), phone, utc_now()))
+    _redis.execute_command("WAITAOF", 1, 0, 2000)  # type: ignore[no-untyped-call]
+    return first

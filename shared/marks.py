@@ -1,9 +1,9 @@
 """Reading a campaign's marks: many numbers at once, in pages, or all of them as CSV.
 
 Every read here goes to the campaign's hash (`shared.store.ended_key`) and nothing
-else, so whatever is later written beside a mark (an event, a history) leaves them as
-they are. A stored value is read through `ended_at_of`, the one place that knows what
-a mark's value holds.
+else. The hash also holds numbers that are not ended (resumed, kept for their history,
+shared.events): a stored value is read through `ended_at_of`, the one place that knows
+what it holds, and numbers that are not ended are left out of every page and export.
 
 Pages. HSCAN is the only way through a hash that holds no other index: its guarantee
 (valkey and Redis SCAN docs) is that a full iteration, following the cursor from 0 back
@@ -49,6 +49,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.events import ended_at_of
+
 # Of what a cursor may hold, far more than this module hands out (the overflow of one
 # HSCAN call's last bucket: 10 at most in 5,000 calls of the tests and benchmark):
 # checked, so that a forged cursor cannot make one page read much. 150 carried numbers
@@ -65,11 +67,6 @@ CSV_HEADER = "phoneNumber,endedAt\r\n"
 # Pairs per HSCAN call of an export: fewer calls against larger replies; a chunk of
 # 1000 rows is about 40 KB of CSV.
 EXPORT_COUNT = 1000
-
-
-def ended_at_of(value: object) -> str:
-    """A mark's endedAt from its stored value (today the value is the endedAt)."""
-    return str(value)
 
 
 class BadCursor(ValueError):
@@ -166,8 +163,9 @@ class Listing:
         self.calls += 1
         read = self.cursor.carried[: len(values)]
         for phone, value in zip(read, values, strict=True):
-            if value is not None:
-                self.page.items.append((phone, ended_at_of(value)))
+            ended_at = None if value is None else ended_at_of(value)
+            if ended_at is not None:
+                self.page.items.append((phone, ended_at))
         self.cursor = Cursor(scan=self.cursor.scan, carried=self.cursor.carried[len(read) :])
         self._settle()
 
@@ -175,11 +173,12 @@ class Listing:
         if self.cursor.carried:
             raise RuntimeError("carried numbers left unread")  # next_read() says when
         self.calls += 1
+        ended = _ended(batch.pairs)
         if batch.whole:
             floor = self.cursor.floor if self.cursor.whole else ""
-            after = sorted(phone for phone in batch.pairs if phone > floor)
+            after = sorted(phone for phone in ended if phone > floor)
             taken = after[: self.room]
-            self.page.items.extend((phone, ended_at_of(batch.pairs[phone])) for phone in taken)
+            self.page.items.extend((phone, ended[phone]) for phone in taken)
             more = len(after) > len(taken)
             self.cursor = Cursor(whole=True, floor=taken[-1] if taken else floor)
             self.page.next = self.cursor if more else None
@@ -187,9 +186,9 @@ class Listing:
             return
         # A partial batch: from the cursor's scan position if scanning, else (a whole
         # snapshot no longer) from 0, which is where next_read() pointed it.
-        phones = list(batch.pairs)
+        phones = list(ended)
         taken, rest = phones[: self.room], phones[self.room :]
-        self.page.items.extend((phone, ended_at_of(batch.pairs[phone])) for phone in taken)
+        self.page.items.extend((phone, ended[phone]) for phone in taken)
         self.cursor = Cursor(scan=batch.scan, carried=tuple(rest))
         self._settle()
 
@@ -204,14 +203,23 @@ class Listing:
             self.done = True
 
 
+def _ended(pairs: dict[str, str]) -> dict[str, str]:
+    """Of a batch's numbers, those ended, with their endedAt, in the batch's order."""
+    out = {}
+    for phone, value in pairs.items():
+        ended_at = ended_at_of(value)
+        if ended_at is not None:
+            out[phone] = ended_at
+    return out
+
+
 def start_cursor() -> Cursor:
     return Cursor()
 
 
 def csv_chunk(pairs: Iterable[tuple[Any, Any]]) -> str:
-    """CSV rows (RFC 4180, CRLF) of (phone, stored value) pairs."""
+    """CSV rows (RFC 4180, CRLF) of the ended numbers among (phone, stored value) pairs."""
     out = io.StringIO()
-    csv.writer(out, lineterminator="\r\n").writerows(
-        (phone, ended_at_of(value)) for phone, value in pairs
-    )
+    rows = ((phone, ended_at_of(value)) for phone, value in pairs)
+    csv.writer(out, lineterminator="\r\n").writerows(row for row in rows if row[1] is not None)
     return out.getvalue()

@@ -43,6 +43,9 @@ class Settings:
     # fsync (README, "Durability"); broker() gives the settings as they see it.
     broker_url: str | None = None
     broker_sentinel_master: str | None = None
+    # How long the change feed keeps an event (shared.events); a number's history is
+    # kept as long as it is ended, and at least this long after it is resumed.
+    events_retention_days: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -65,6 +68,7 @@ class Settings:
                 env.get("ENDCONTACT_BROKER_URL") or None, "ENDCONTACT_BROKER_URL"
             ),
             broker_sentinel_master=_broker_sentinel_master(env),
+            events_retention_days=_days(env, "ENDCONTACT_EVENTS_RETENTION_DAYS", default=30.0),
         )
 
     def broker(self) -> Settings:
@@ -112,6 +116,20 @@ def _seconds(env: Mapping[str, str], name: str, *, default: float, most: float) 
         raise SettingsError(
             f"{name} must be a number of seconds above 0 and at most {most:g} "
             f"(like 5 or 2.5), got {_shown(raw)}"
+        )
+    return value
+
+
+def _days(env: Mapping[str, str], name: str, *, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    value = float(raw) if _DECIMAL.fullmatch(raw) else 0.0
+    # Fractions of a day, down to a second, let a test see events leave the feed.
+    if not 1 / 86_400 <= value <= 36_500:
+        raise SettingsError(
+            f"{name} must be a number of days from 0.0000116 (a second) to 36500 "
+            f"(like 30 or 0.5), got {_shown(raw)}"
         )
     return value
 

@@ -20,15 +20,18 @@ record decoding and the metrics write are shared by both, which only send and aw
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import redis
 
+from shared import events
 from shared.apikeys import ApiKey, Scope, check_name, digest, generate_id, generate_secret
 from shared.connection import sync_client
-from shared.marks import EXPORT_COUNT, Batch, Cursor, Listing, Page, csv_chunk, ended_at_of
+from shared.events import CODES, ORIGIN, Change, Event, EventId, FeedPage, FeedTrimmed
+from shared.marks import EXPORT_COUNT, Batch, Cursor, Listing, Page, csv_chunk
 from shared.metrics import METRICS_KEY
 
 if TYPE_CHECKING:
@@ -39,14 +42,141 @@ if TYPE_CHECKING:
     from shared.settings import Settings
 
 KEY_IDS = "ec:key-ids"
+# Feed name (`feed_name`) -> the id of the last event trimmed from it (`<entry>-<index>`).
+TRIMMED = "ec:events-trimmed"
+# Feed names of every campaign with a feed, for the sweep that trims idle ones.
+FEEDS = "ec:feeds"
+# Entries past the retention one write trims (a write adds one per request at most, so
+# the feed shrinks to its retention however fast it is written), and one sweep.
+TRIM_PER_WRITE = 16
+TRIM_PER_SWEEP = 1000
+# A feed entry holds 1 to 100 events (a request's changes in a worker batch): a page
+# reads entries a hundred at a time, and stops short (with a cursor) after this many reads.
+FEED_ENTRIES_PER_READ = 100
+FEED_READS_PER_PAGE = 32
 
 
 def key_record(secret_digest: str) -> str:
     return f"ec:key:{secret_digest}"
 
 
+def feed_name(scope: Scope) -> str:
+    return f"{quote(scope.company, safe='')}:{quote(scope.campaign, safe='')}"
+
+
+def scope_of_feed(name: str) -> Scope:
+    company, _, campaign = name.partition(":")
+    return Scope(unquote(company), unquote(campaign))
+
+
 def ended_key(scope: Scope) -> str:
-    return f"ec:ended:{quote(scope.company, safe='')}:{quote(scope.campaign, safe='')}"
+    """The campaign's hash: number -> its history, state first (shared.events)."""
+    return f"ec:ended:{feed_name(scope)}"
+
+
+def events_key(scope: Scope) -> str:
+    """The campaign's feed: a stream, an entry per request's changes in a batch."""
+    return f"ec:events:{feed_name(scope)}"
+
+
+# Applies one campaign's changes (shared.events): KEYS hash, stream, TRIMMED, FEEDS;
+# ARGV retention ms, trim budget, feed name, then per request: code, key id, request
+# id, stored reason, count, numbers. Returns 1 per number it changed, 0 per other.
+WRITE_SCRIPT = """
+local marks, stream = KEYS[1], KEYS[2]
+local flags = {}
+local i = 4
+while i <= #ARGV do
+  local code, kid, rid, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local n = tonumber(ARGV[i + 4])
+  local first = i + 5
+  local olds = redis.call('HMGET', marks, unpack(ARGV, first, first + n - 1))
+  local changed = {}
+  for j = 1, n do
+    local old = olds[j]
+    local ended = old ~= false and string.sub(old, 1, 1) ~= 'r'
+    if ended ~= (code == 'e') then
+      changed[#changed + 1] = j
+      flags[#flags + 1] = 1
+    else
+      flags[#flags + 1] = 0
+    end
+  end
+  if #changed > 0 then
+    local phones = {}
+    for x, j in ipairs(changed) do phones[x] = ARGV[first + j - 1] end
+    local id = redis.call('XADD', stream, '*', 't', code, 'k', kid, 'q', rid, 'r', reason,
+      'n', table.concat(phones, ','))
+    local tail = ' ' .. kid .. ' ' .. rid .. ' ' .. reason
+    local writes = {}
+    for x, j in ipairs(changed) do
+      local line = code .. id .. '-' .. (x - 1) .. tail
+      local old = olds[j]
+      writes[#writes + 1] = phones[x]
+      writes[#writes + 1] = old and (line .. '\\n' .. old) or line
+    end
+    redis.call('HSET', marks, unpack(writes))
+    redis.call('SADD', KEYS[4], ARGV[3])
+  end
+  i = first + n
+end
+-- Past the retention, entries leave the feed, oldest first. A number whose resume
+-- leaves the feed, unchanged since, leaves the hash with its history.
+local now = redis.call('TIME')
+local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[1])
+if cutoff > 0 then
+  local old = redis.call('XRANGE', stream, '-', '(' .. cutoff .. '-0', 'COUNT', ARGV[2])
+  local last = nil
+  for _, entry in ipairs(old) do
+    local id, f = entry[1], entry[2]
+    local t, numbers = nil, ''
+    for x = 1, #f, 2 do
+      if f[x] == 't' then t = f[x + 1] elseif f[x] == 'n' then numbers = f[x + 1] end
+    end
+    local index = 0
+    for phone in string.gmatch(numbers, '[^,]+') do
+      if t == 'r' then
+        local prefix = 'r' .. id .. '-' .. index .. ' '
+        local v = redis.call('HGET', marks, phone)
+        if v and string.sub(v, 1, #prefix) == prefix then redis.call('HDEL', marks, phone) end
+      end
+      index = index + 1
+    end
+    redis.call('XDEL', stream, id)
+    last = id .. '-' .. math.max(index - 1, 0)
+  end
+  if last then redis.call('HSET', KEYS[3], ARGV[3], last) end
+end
+return flags
+"""
+
+
+@dataclass
+class _Plan:
+    """One campaign's part of a batch: the script's arguments per request, and where
+    each of its numbers stands in the batch."""
+
+    args: list[str | int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+
+
+def _plans(changes: Sequence[Change]) -> dict[Scope, _Plan]:
+    """The batch's changes by campaign, then by request (same kind, key, request id
+    and reason), each in the order first seen. Within a campaign the requests apply
+    in that order; changes of one request never change order."""
+    grouped: dict[Scope, dict[tuple[str, str, str, str], list[int]]] = {}
+    for position, change in enumerate(changes):
+        context = change.context
+        request = (CODES[change.kind], context.key_id, context.request_id, context.stored_reason())
+        grouped.setdefault(change.scope, {}).setdefault(request, []).append(position)
+    plans: dict[Scope, _Plan] = {}
+    for scope, requests in grouped.items():
+        plan = plans[scope] = _Plan()
+        for request, positions in requests.items():
+            plan.args.extend((*request, len(positions)))
+            plan.args.extend(changes[position].phone for position in positions)
+            plan.positions.extend(positions)
+    return plans
 
 
 def utc_now() -> str:
@@ -69,7 +199,7 @@ def _api_key(raw: Mapping[Any, Any]) -> ApiKey | None:
 
 def _text(value: object) -> str | None:
     # Only marks are read through this: their value is decoded in one place.
-    return None if value is None else ended_at_of(value)
+    return None if value is None else events.ended_at_of(value)
 
 
 def _queue_metrics(
@@ -91,12 +221,16 @@ DURABLE_TIMEOUT_MS = 2000
 
 
 class Store:
-    def __init__(self, client: redis.Redis, replicas: int = 0) -> None:
+    def __init__(
+        self, client: redis.Redis, replicas: int = 0, retention_days: float = 30.0
+    ) -> None:
         # The client must decode responses: everything stored here is text.
         self._redis = client
         # How many replicas must have a mark on disk, besides the primary.
         self._replicas = replicas
         self._waitaof = True
+        self._retention_ms = max(1, round(retention_days * 86_400_000))
+        self._write_script = client.register_script(WRITE_SCRIPT)
 
     @classmethod
     def connect(cls, settings: Settings) -> Store:
@@ -105,41 +239,29 @@ class Store:
         client = sync_client(
             settings, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
         )
-        return cls(client, settings.durable_replicas)
+        return cls(client, settings.durable_replicas, settings.events_retention_days)
 
     def close(self) -> None:
         self._redis.close()
 
-    def end_contact(self, scope: Scope, phone: str) -> bool:
-        """Mark `phone` ended for `scope`, on disk; True if this was the first time.
+    def apply_changes(self, changes: Sequence[Change]) -> list[bool | None]:
+        """Apply every change, each mark with its event, on disk, in one round trip: a
+        script per campaign (shared.events) and one WAITAOF. Per change: True if it
+        changed the number's state, False if the number was already so, None if Redis
+        refused its campaign's script (e.g. the campaign's key is not a hash).
 
-        HSETNX makes this idempotent: a repeat keeps the first time. A single command,
-        not a pipeline: redis-py quotes a failed pipeline's commands, number included,
-        in its error message, and that message ends up in the worker's log.
-        """
-        first = bool(self._redis.hsetnx(ended_key(scope), phone, utc_now()))
-        self._confirm_on_disk()
-        return first
-
-    def end_contact_many(self, marks: Sequence[tuple[Scope, str]]) -> list[bool | None]:
-        """Mark every (scope, phone), on disk, in one round trip: all the HSETNX and
-        one WAITAOF. Per mark: True if ended for the first time, False if it already
-        was, None if Redis refused that one (e.g. its campaign's key is not a hash).
-
-        Raises (redis.RedisError, OSError, NotDurable) when no mark can be vouched
+        Raises (redis.RedisError, OSError, NotDurable) when no change can be vouched
         for. Errors are returned, not raised: redis-py's message for a failed
-        pipeline command quotes the command, number included.
+        pipeline command quotes the command, numbers included.
         """
-        if not marks:
+        if not changes:
             return []
-        now = utc_now()
-        keys: dict[Scope, str] = {}
+        plans = _plans(changes)
         with self._redis.pipeline(transaction=False) as pipe:
-            for scope, phone in marks:
-                key = keys.get(scope)
-                if key is None:
-                    key = keys[scope] = ended_key(scope)
-                pipe.hsetnx(key, phone, now)
+            for scope, plan in plans.items():
+                keys = [ended_key(scope), events_key(scope), TRIMMED, FEEDS]
+                args = [self._retention_ms, TRIM_PER_WRITE, feed_name(scope), *plan.args]
+                self._write_script(keys=keys, args=args, client=pipe)
             waitaof = self._waitaof
             if waitaof:
                 # On the same connection, after the writes: it waits for them.
@@ -149,25 +271,23 @@ class Store:
             replies = pipe.execute(raise_on_error=False)
         if waitaof:
             self._check_waitaof(replies.pop())
-        return [None if isinstance(reply, Exception) else bool(reply) for reply in replies]
+        outcome: dict[int, bool | None] = {}
+        for plan, reply in zip(plans.values(), replies, strict=True):
+            flags = None if isinstance(reply, Exception) else list(reply)
+            for at, position in enumerate(plan.positions):
+                outcome[position] = None if flags is None else bool(flags[at])
+        return [outcome[position] for position in range(len(changes))]
 
-    def _confirm_on_disk(self) -> None:
-        """WAITAOF: return once this connection's writes are fsynced to the AOF, on the
-        primary and on as many replicas as asked for.
-
-        A success told to a client must survive Redis being killed right after. Redis
-        and Valkey before 7.2 lack WAITAOF; there durability rests on the server's own
-        `appendfsync always`, which is what we configure (README, "Durability").
-        """
-        if not self._waitaof:
-            return
-        try:
-            reply = self._redis.execute_command(  # type: ignore[no-untyped-call]
-                "WAITAOF", 1, self._replicas, DURABLE_TIMEOUT_MS
-            )
-        except redis.ResponseError as exc:
-            reply = exc
-        self._check_waitaof(reply)
+    def trim_feeds(self) -> int:
+        """Trim every campaign's feed of what is past the retention (writes trim as they
+        go; this reaches campaigns nobody writes to). Returns the feeds visited."""
+        visited = 0
+        for name in self._redis.sscan_iter(FEEDS, count=100):
+            scope = scope_of_feed(str(name))
+            keys = [ended_key(scope), events_key(scope), TRIMMED, FEEDS]
+            self._write_script(keys=keys, args=[self._retention_ms, TRIM_PER_SWEEP, str(name)])
+            visited += 1
+        return visited
 
     def _check_waitaof(self, reply: Any) -> None:
         """Raise NotDurable unless WAITAOF's reply (or error) says the writes are on disk."""
@@ -187,6 +307,9 @@ class Store:
 
     def ended_at(self, scope: Scope, phone: str) -> str | None:
         return _text(self._redis.hget(ended_key(scope), phone))
+
+    def history(self, scope: Scope, phone: str) -> list[Event]:
+        return events.history(phone, self._redis.hget(ended_key(scope), phone))
 
     def add_metrics(self, counts: Mapping[str, float]) -> None:
         with self._redis.pipeline(transaction=True) as pipe:
@@ -270,7 +393,41 @@ class AsyncStore:
     async def ended_at_many(self, scope: Scope, phones: Sequence[str]) -> list[str | None]:
         """Each number's endedAt, or None where it is not ended, in one HMGET."""
         values = await self._redis.hmget(ended_key(scope), phones)
-        return [None if value is None else ended_at_of(value) for value in values]
+        return [None if value is None else events.ended_at_of(value) for value in values]
+
+    async def history(self, scope: Scope, phone: str) -> list[Event]:
+        return events.history(phone, await self._redis.hget(ended_key(scope), phone))
+
+    async def feed(self, scope: Scope, after: EventId | None, limit: int) -> FeedPage:
+        """Up to `limit` events after `after` (None: from the oldest kept), oldest
+        first. Raises FeedTrimmed when events after `after` have been trimmed."""
+        stream = events_key(scope)
+        count = min(limit + 1, FEED_ENTRIES_PER_READ)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            # At the same instant: what was trimmed, and what follows the cursor.
+            pipe.hget(TRIMMED, feed_name(scope))
+            pipe.xrange(stream, "-" if after is None else after.entry, "+", count=count)
+            trimmed_text, entries = await pipe.execute()
+        trimmed = None if trimmed_text is None else EventId.parse(str(trimmed_text))
+        if after is not None and trimmed is not None and after < trimmed:
+            raise FeedTrimmed(str(trimmed))
+        position = after or trimmed or ORIGIN
+        page = FeedPage([], position)
+        for _ in range(FEED_READS_PER_PAGE):
+            for entry, fields in entries:
+                for event in events.entry_events(entry, fields):
+                    if event.id <= position:
+                        continue
+                    page.events.append(event)
+                    if len(page.events) == limit:
+                        page.next = event.id
+                        return page
+            if len(entries) < count:
+                break
+            entries = await self._redis.xrange(stream, f"({entries[-1][0]}", "+", count=count)
+        if page.events:
+            page.next = page.events[-1].id
+        return page
 
     async def page(self, scope: Scope, cursor: Cursor, limit: int) -> Page:
         """At most `limit` marks from where `cursor` left off (shared.marks)."""

@@ -1,10 +1,12 @@
 """The contract between the web (which publishes) and the worker (which runs).
 
-One task per phone number, named TASK_NAME, on queue QUEUE, with positional
-arguments task_args(...): plain strings, so the message is JSON and readable by
-any Celery worker that knows the name. It returns True if the number was ended
-for the first time, False if it already was. Changing any of this needs both
-sides deployed together.
+One task per phone number, named TASK_NAME (end contact) or RESUME_TASK_NAME (resume
+it), on queue QUEUE, with positional arguments task_args(...): plain strings, so the
+message is JSON and readable by any Celery worker that knows the name. It returns
+True if it changed the number's state (an event, shared.events), False if the number
+already was so. Changing any of this needs both sides deployed together; a worker still
+takes the three arguments (company, campaign, number) of an end-contact task published
+before events existed, and records its event with an empty key and request id.
 
 Task ids and results: a web process names its tasks `<listener>-<n>` (task_id), its
 listener id being 32 hex digits. A worker stores every result where Celery's Redis
@@ -19,17 +21,56 @@ from __future__ import annotations
 import re
 
 from shared.apikeys import Scope
+from shared.events import ENDED, RESUMED, Change, Context, parse_reason
 
 TASK_NAME = "endcontact.end_contact"
+RESUME_TASK_NAME = "endcontact.resume_contact"
+TASK_NAMES = {ENDED: TASK_NAME, RESUMED: RESUME_TASK_NAME}
+KINDS = {name: kind for kind, name in TASK_NAMES.items()}
 # Our own queue, not Celery's default "celery": another app sharing the Redis
 # cannot steal our tasks or feed us theirs.
 QUEUE = "endcontact"
 
 
-def task_args(scope: Scope, phone: str) -> list[str]:
-    return [scope.company, scope.campaign, phone]
+NO_CONTEXT = Context("", "")
 
 
+def task_args(scope: Scope, phone: str, context: Context = NO_CONTEXT) -> list[str]:
+    """company, campaign, number, key id, request id, stored reason (JSON or '')."""
+    return [
+        scope.company,
+        scope.campaign,
+        phone,
+        context.key_id,
+        context.request_id,
+        context.stored_reason(),
+    ]
+
+
+def change_of(name: str, args: object) -> Change | None:
+    """The change a task's name and arguments ask for, if they are ours."""
+    kind = KINDS.get(name)
+    if kind is None or not isinstance(args, list | tuple):
+        return None
+    if not all(isinstance(arg, str) for arg in args) or not _E164.fullmatch(args[2]):
+        return None
+    if len(args) == 3 and kind == ENDED:
+        company, campaign, phone = args
+        return Change(Scope(company, campaign), phone, kind, NO_CONTEXT)
+    if len(args) != 6:
+        return None
+    company, campaign, phone, key_id, request_id, reason = args
+    # Stored on history lines between spaces (shared.events): the web sends no other.
+    if not (_plain(key_id) and _plain(request_id)):
+        return None
+    try:
+        context = Context(key_id, request_id, parse_reason(reason))
+    except ValueError:
+        return None
+    return Change(Scope(company, campaign), phone, kind, context)
+
+
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 RESULT_KEY_PREFIX = "celery-task-meta-"
 _OUR_TASK_ID = re.compile(r"([0-9a-f]{32})-[0-9]+")
 
@@ -48,3 +89,7 @@ def batch_channel(listener: str) -> str:
     # Inside the pattern the listener subscribes to for Celery's own announcements
     # (`celery-task-meta-<listener>-*`), and no task id of ours ends in "batch".
     return f"{RESULT_KEY_PREFIX}{listener}-batch"
+
+
+def _plain(text: str) -> bool:
+    return all(33 <= ord(char) <= 126 for char in text)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from api.publisher import TaskPublisher
 from shared.apikeys import Scope
 from shared.embedded import free_port, local_url, start_server, stop_server
+from shared.events import ENDED, Change, Context
 from shared.store import NotDurable, Store, ended_key
 from shared.tasks import QUEUE, RESULT_KEY_PREFIX, listener_of, task_id
 from tests.conftest import Caller, new_caller
@@ -146,24 +147,32 @@ def test_worker_killed_with_a_batch_in_hand_reports_no_success(tmp_path: Path) -
         stack.stop()
 
 
-def test_end_contact_many_answers_per_mark(store: Store, redis_url: str) -> None:
+def _ending(scope: Scope, phone: str) -> Change:
+    return Change(scope, phone, ENDED, Context("key_test", "request-test"))
+
+
+def test_apply_changes_answers_per_mark(store: Store, redis_url: str) -> None:
     fresh, refused = Scope("batch", uuid.uuid4().hex), Scope("batch", uuid.uuid4().hex)
-    store.end_contact_many([(fresh, "+15095550001")])
-    # Every HSETNX on this campaign's key gets WRONGTYPE.
+    store.apply_changes([_ending(fresh, "+15095550001")])
+    # The script's HMGET on this campaign's key gets WRONGTYPE.
     redis.Redis.from_url(redis_url).set(ended_key(refused), "not a hash")
-    answers = store.end_contact_many(
-        [(fresh, "+15095550001"), (fresh, "+15095550002"), (refused, "+15095550003")]
+    answers = store.apply_changes(
+        [
+            _ending(fresh, "+15095550001"),
+            _ending(fresh, "+15095550002"),
+            _ending(refused, "+15095550003"),
+        ]
     )
     assert answers == [False, True, None]
 
 
-def test_end_contact_many_is_not_durable_without_an_append_only_file(tmp_path: Path) -> None:
+def test_apply_changes_is_not_durable_without_an_append_only_file(tmp_path: Path) -> None:
     port = free_port()
     server = start_server(tmp_path, port, extra_args=("--appendonly", "no"))
     try:
         store = Store(redis.Redis.from_url(local_url(port), decode_responses=True))
         with pytest.raises(NotDurable):
-            store.end_contact_many([(Scope("batch", "volatile"), "+15095550001")])
+            store.apply_changes([_ending(Scope("batch", "volatile"), "+15095550001")])
     finally:
         stop_server(server)
 

@@ -22,13 +22,12 @@ from celery.signals import (
 from kombu.utils.objects import cached_property
 
 from shared import logs
-from shared.apikeys import Scope
 from shared.broker import Broker
 from shared.connection import group
 from shared.metrics import TASKS, Registry
 from shared.settings import Settings
 from shared.store import Store
-from shared.tasks import QUEUE, TASK_NAME
+from shared.tasks import QUEUE, RESUME_TASK_NAME, TASK_NAME, change_of
 from worker.batch import Batches
 from worker.heartbeat import DrainMeter, Heartbeat
 
@@ -191,13 +190,27 @@ def create_celery(settings: Settings) -> Celery:
     task_postrun.connect(meter.task_finished, weak=False)
     worker_shutdown.connect(stop_heartbeat, weak=False)
 
-    # The worker runs this task in batches (worker/batch.py); the function below is what
-    # one task does, for anyone who calls it directly.
+    # The worker runs these tasks in batches (worker/batch.py); the functions below are
+    # what one task does, for anyone who calls them directly.
     batches = Batches(store, metrics)
+    strategy = staticmethod(batches.strategy)
 
-    @app.task(name=TASK_NAME, Strategy=staticmethod(batches.strategy))  # type: ignore[untyped-decorator]
-    def end_contact(company: str, campaign: str, phone: str) -> bool:
+    def change(name: str, args: tuple[str, ...]) -> bool:
+        wanted = change_of(name, args)
+        if wanted is None:
+            raise ValueError("arguments are not those of a change (shared.tasks)")
         with metrics.timed_task():
-            return store.end_contact(Scope(company, campaign), phone)
+            (changed,) = store.apply_changes([wanted])
+        if changed is None:
+            raise RuntimeError("refused by the store")
+        return changed
+
+    @app.task(name=TASK_NAME, Strategy=strategy)  # type: ignore[untyped-decorator]
+    def end_contact(*args: str) -> bool:
+        return change(TASK_NAME, args)
+
+    @app.task(name=RESUME_TASK_NAME, Strategy=strategy)  # type: ignore[untyped-decorator]
+    def resume_contact(*args: str) -> bool:
+        return change(RESUME_TASK_NAME, args)
 
     return app

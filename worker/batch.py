@@ -8,7 +8,8 @@ LLEN then `RPOP queue count`) and feeds it through the consumer like any deliver
 message (kombu's Message, Celery's Request: task ids, expiry and `task_revoked`,
 argsrepr, acks all as usual). Then, for the whole batch:
 
-1. one round trip to the store: every `HSETNX` and one `WAITAOF` (Store.end_contact_many);
+1. one round trip to the store: each campaign's changes, marks with their events, in one
+   script, and one `WAITAOF` (Store.apply_changes);
 2. only once the marks are confirmed on disk, one round trip to the result backend
    with every task's result (worker.backend.WriteOnly.store_results).
 
@@ -19,8 +20,9 @@ waiting, never what a timer collects, so a lone request is not slowed down.
 The store and the result backend are separate clients (they may be separate servers);
 messages come from the broker through the consumer's own channel.
 
-This replaces Celery's per-task strategy for this one task (the task class's
-`Strategy`, see celery.worker.strategy.default). The batch runs inline in the consumer,
+This replaces Celery's per-task strategy for the end-contact and resume-contact tasks
+(the task class's `Strategy`, see celery.worker.strategy.default); a batch may hold
+both. The batch runs inline in the consumer,
 as the solo pool runs every task. The task_received and task_revoked signals and the
 task events (received, started, succeeded, failed: Flower's view) are per task as
 Celery sends them; task_prerun and task_postrun once per batch (Batches.run);
@@ -44,10 +46,10 @@ from celery.worker.strategy import default, hybrid_to_proto2, proto1_to_proto2
 from kombu.utils.json import loads
 from kombu.utils.uuid import uuid
 
-from shared.apikeys import Scope
+from shared.events import Change
 from shared.metrics import Registry
 from shared.store import Store
-from shared.tasks import QUEUE
+from shared.tasks import QUEUE, change_of
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ Handler = Callable[..., Any]
 
 
 class Batches:
-    """The strategy of the end-contact task: `Strategy = staticmethod(batches.strategy)`."""
+    """The strategy of the change tasks: `Strategy = staticmethod(batches.strategy)`."""
 
     def __init__(self, store: Store, metrics: Registry) -> None:
         self._store = store
@@ -87,6 +89,10 @@ class Batches:
         # Redis before 6.2 has no RPOP with a count: there a batch is one message.
         self._take = True
         self._share: Any = None
+        # Shared by the tasks' handlers: a message taken for a batch is part of it,
+        # whichever task it is for.
+        self._pending: list[Any] = []
+        self._taking = False
 
     def strategy(self, task: Any, app: Any, consumer: Any) -> Handler:
         """Called by the consumer once per task at start-up: returns the handler it
@@ -108,14 +114,12 @@ class Batches:
         revoked = worker_state.revoked
         # Messages with an ETA (we send none) go the usual way, through the timer.
         per_task = default(task, app, consumer)
-        pending: list[Any] = []
-        taking = False
+        pending = self._pending
 
         # Configuration, the same for every message: asked once.
         utc_default = app.uses_utc_timezone()
 
         def handler(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any) -> None:
-            nonlocal taking
             received = body
             if body is None:  # protocol 2: the body is still encoded
                 payload = _payload(message)
@@ -160,13 +164,13 @@ class Batches:
                     expires=request.expires and request.expires.isoformat(),
                 )
             pending.append(request)
-            if taking:
+            if self._taking:
                 return  # delivered by _take_waiting below: part of the batch in hand
-            taking = True
+            self._taking = True
             try:
                 self._take_waiting(message.channel)
             finally:
-                taking = False
+                self._taking = False
             batch = pending[:]
             pending.clear()
             try:
@@ -208,7 +212,7 @@ class Batches:
                 log.error("could not deliver a message: %s", exc.__class__.__name__)
 
     def run(self, task: Any, requests: Sequence[Any]) -> None:
-        """Mark the batch's numbers, on disk, then store each task's result.
+        """Apply the batch's changes, on disk, then store each task's result.
 
         Celery's task_prerun and task_postrun are sent once for the batch, as
         celery-batches does (a batch id, the requests as its one argument): what
@@ -242,16 +246,16 @@ class Batches:
             worker_state.task_accepted(request)
             if events:
                 request.send_event("task-started")
-        marks = [_mark(request) for request in requests]
+        changes = [_change(request) for request in requests]
         outcomes: list[bool | BatchFailed]
         try:
-            stored = iter(self._store.end_contact_many([m for m in marks if m is not None]))
+            stored = iter(self._store.apply_changes([c for c in changes if c is not None]))
         except Exception as exc:
-            # Redis down, a timeout, not on disk in time: no mark of the batch is vouched for.
-            log.error("end-contact batch of %d failed: %s", len(requests), exc.__class__.__name__)
+            # Redis down, a timeout, not on disk in time: no change of the batch is vouched for.
+            log.error("change batch of %d failed: %s", len(requests), exc.__class__.__name__)
             outcomes = [BatchFailed(exc.__class__.__name__)] * len(requests)
         else:
-            outcomes = [_outcome(r, mark, stored) for r, mark in zip(requests, marks, strict=True)]
+            outcomes = [_outcome(r, c, stored) for r, c in zip(requests, changes, strict=True)]
         elapsed = time.perf_counter() - started
         errors = sum(isinstance(outcome, BatchFailed) for outcome in outcomes)
         results = [
@@ -305,24 +309,22 @@ def _payload(message: Any) -> Any:
 
 
 def _outcome(
-    request: Any, mark: tuple[Scope, str] | None, stored: Iterator[bool | None]
+    request: Any, change: Change | None, stored: Iterator[bool | None]
 ) -> bool | BatchFailed:
-    if mark is None:
-        failed = BatchFailed("arguments are not (company, campaign, phone)")
-    elif (first := next(stored)) is None:
-        # The store refused this one mark (e.g. WRONGTYPE); the others stand.
+    if change is None:
+        failed = BatchFailed("arguments are not those of a change (shared.tasks)")
+    elif (changed := next(stored)) is None:
+        # The store refused this campaign's changes (e.g. WRONGTYPE); the others stand.
         failed = BatchFailed("refused by the store")
     else:
-        return first
+        return changed
     # As Celery logs a task that raised: its id and its arguments' repr (masked).
-    log.error("end-contact task %s %s failed: %s", request.id, request.argsrepr, failed)
+    log.error("%s task %s %s failed: %s", request.name, request.id, request.argsrepr, failed)
     return failed
 
 
-def _mark(request: Any) -> tuple[Scope, str] | None:
-    """The (scope, number) a request asks to mark, if its arguments are ours."""
-    args, kwargs = request.args, request.kwargs
-    if kwargs or len(args) != 3 or not all(isinstance(arg, str) for arg in args):
+def _change(request: Any) -> Change | None:
+    """The change a request asks for, if its arguments are ours."""
+    if request.kwargs:
         return None
-    company, campaign, phone = args
-    return Scope(company, campaign), phone
+    return change_of(request.name, request.args)
