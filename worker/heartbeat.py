@@ -2,7 +2,8 @@
 tell whether anyone will run its tasks without a broadcast round to every worker, and
 says how many tasks a second it runs, so the web can refuse what cannot be done in
 time (api.admission); on the same beat it adds its metrics to everyone's in the store
-(shared.metrics)."""
+(shared.metrics), and now and then it trims the change feeds nobody writes to
+(Store.trim_feeds: writes trim their own campaign's as they go)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from shared.metrics import TASKS, Registry
 from shared.store import Store
 
 INTERVAL = 2.0
+# Seconds between two sweeps of every feed by one worker: an idle campaign's events
+# leave its feed at most this long after their retention.
+TRIM_EVERY = 60.0
 log = logging.getLogger(__name__)
 # A pause between two tasks shorter than this is the fetch of the next message, which
 # is part of the work; a longer one is waiting for work, which is not.
@@ -126,6 +130,7 @@ class Heartbeat:
             self._broker.forget_worker(self._name)
 
     def _run(self) -> None:
+        trimmed = -math.inf  # a first sweep at start-up
         while not self._stop.is_set():
             try:
                 waiting = self._broker.queued() > 0
@@ -133,6 +138,12 @@ class Heartbeat:
             except (redis.RedisError, OSError) as exc:
                 log.warning("heartbeat failed: %s", exc.__class__.__name__)
             self._flush()
+            if time.monotonic() - trimmed >= TRIM_EVERY:
+                trimmed = time.monotonic()
+                try:
+                    self._store.trim_feeds()
+                except (redis.RedisError, OSError) as exc:
+                    log.warning("trimming the feeds failed: %s", exc.__class__.__name__)
             self._stop.wait(INTERVAL)
 
     def _flush(self) -> None:
