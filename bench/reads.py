@@ -1,14 +1,18 @@
 """The reads: `python -m bench.reads [MARKS] [ROUNDS]` (default 1,000,000 and 3).
 
 Starts its own server and `endcontact web` (no worker: nothing here goes through
-Celery), fills one campaign with MARKS marks straight into the store (HSET of 1000
-fields, 100 to a pipeline), then, ROUNDS times in turn so that other load on the
-machine falls on all of them:
+Celery), fills one campaign with MARKS marks straight into the store as the workers
+write them (Store.apply_changes: requests of 50 numbers, each number with its event in
+the feed and in its history, 20 requests a round trip), and measures the store's memory
+per mark, against the same numbers stored as before events existed (a hash of
+endedAt, in a campaign of its own, deleted after). Then, ROUNDS times in turn so that
+other load on the machine falls on all of them:
 
 - check: 200 bulk checks of 1000 numbers each from one client, one after the other,
   after 20 to warm up; half the numbers ended, half not, each request new numbers,
   in E.164 (what a sender keeps) and, in a second set, written nationally;
 - page: 200 listing pages of 1000, following `next`;
+- feed: 200 change-feed pages of 1000 events, following `next` from the start;
 - export: the whole campaign as CSV (Accept: text/csv), read as it streams, while the
   web's resident memory is sampled every 20 ms.
 
@@ -25,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -32,6 +37,7 @@ import redis
 
 from bench.cluster import Cluster, cpu_seconds, rss_mib
 from shared.apikeys import Scope
+from shared.events import ENDED, Change, Context
 from shared.phones import to_e164
 from shared.store import Store, ended_key
 
@@ -48,9 +54,26 @@ def e164(n: int) -> str:
     return f"+1509{200 + (n // 10_000) % 800:03d}{n % 10_000:04d}"
 
 
-def fill(client: redis.Redis, scope: Scope, marks: int) -> float:
-    """MARKS marks, numbers 0..MARKS-1, straight into the campaign's hash; seconds."""
+def fill(store: Store, key_id: str, scope: Scope, marks: int) -> float:
+    """MARKS marks, numbers 0..MARKS-1, with their events, as the workers write them
+    (requests of 50, 20 of them a round trip); seconds."""
     started = time.perf_counter()
+    for start in range(0, marks, 1000):
+        changes = [
+            Change(scope, e164(n), ENDED, Context(key_id, f"{uuid.uuid4().hex}"))
+            for n in range(start, min(start + 1000, marks))
+        ]
+        # A request's 50 numbers share their context, as the web sends them.
+        for at in range(0, len(changes), 50):
+            context = changes[at].context
+            for i in range(at, min(at + 50, len(changes))):
+                changes[i] = Change(scope, changes[i].phone, ENDED, context)
+        assert all(store.apply_changes(changes))
+    return time.perf_counter() - started
+
+
+def fill_plain(client: redis.Redis, scope: Scope, marks: int) -> None:
+    """The same numbers as marks were stored before events: number -> endedAt."""
     key = ended_key(scope)
     pipe = client.pipeline(transaction=False)
     for start in range(0, marks, 1000):
@@ -59,7 +82,10 @@ def fill(client: redis.Redis, scope: Scope, marks: int) -> float:
         if len(pipe) == 100:
             pipe.execute()
     pipe.execute()
-    return time.perf_counter() - started
+
+
+def used_memory(client: redis.Redis) -> int:
+    return int(client.info("memory")["used_memory"])
 
 
 def quantiles(latencies: list[float]) -> tuple[float, float, float]:
@@ -112,6 +138,21 @@ def bench_pages(http: httpx.Client, requests: int) -> list[float]:
     return latencies
 
 
+def bench_feed(http: httpx.Client, requests: int) -> list[float]:
+    latencies = []
+    after = None
+    for _ in range(requests):
+        params = {"limit": "1000", **({"after": after} if after else {})}
+        started = time.perf_counter()
+        response = http.get(f"{URL}/events", params=params)
+        latencies.append(time.perf_counter() - started)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        # At the end of a feed shorter than the run (the tests' small one): again.
+        after = page["next"] if len(page["events"]) == 1000 else None
+    return latencies
+
+
 def bench_export(http: httpx.Client, cluster: Cluster) -> tuple[float, int, float, float]:
     """Rows per second, rows, and the web's RSS (MiB) before and at most during."""
     before = rss_mib(cluster.web)
@@ -160,12 +201,24 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as work, Cluster(Path(work), "endcontact", None, 0) as c:
         client = redis.Redis.from_url(c.redis_url, decode_responses=True)
-        key, secret = Store(client).create_key("bench", "reads")
-        seconds = fill(client, key.scope, marks)
-        print(f"filled {marks:,} marks in {seconds:.1f} s", flush=True)
-        # Each write wants a server of its own: keep the store's memory out of the web's.
-        memory = client.info("memory")["used_memory"]
-        print(f"redis used_memory {memory / 2**20:.0f} MiB, {memory / marks:.0f} B per mark")
+        store = Store(client)
+        key, secret = store.create_key("bench", "reads")
+        empty = used_memory(client)
+        fill_plain(client, Scope("bench", "plain"), marks)
+        plain = (used_memory(client) - empty) / marks
+        client.delete(ended_key(Scope("bench", "plain")))
+        empty = used_memory(client)
+        seconds = fill(store, key.id, key.scope, marks)
+        print(f"filled {marks:,} marks with their events in {seconds:.1f} s", flush=True)
+        per_mark = (used_memory(client) - empty) / marks
+        keep("store bytes per mark (before events)", plain)
+        keep("store bytes per mark with its event (feed and history)", per_mark)
+        print(
+            f"store memory per mark: {per_mark:.0f} B with its event in the feed and in "
+            f"its history; {plain:.0f} B as marks were stored before events "
+            f"({per_mark / plain:.2f}x)",
+            flush=True,
+        )
         base = f"http://127.0.0.1:{c.port}"
         with httpx.Client(base_url=base, headers={"x-api-key": secret}, timeout=60) as http:
             e164_bodies = CheckBodies(marks, e164)
@@ -192,6 +245,13 @@ def main() -> None:
                 keep("page of 1000 p50 ms", p50)
                 print(
                     f"round {round_}: page of 1000: p50 {p50:.1f} ms, p95 {p95:.1f}, p99 {p99:.1f}",
+                    flush=True,
+                )
+                p50, p95, p99 = quantiles(bench_feed(http, 200))
+                keep("feed page of 1000 p50 ms", p50)
+                print(
+                    f"round {round_}: feed page of 1000: "
+                    f"p50 {p50:.1f} ms, p95 {p95:.1f}, p99 {p99:.1f}",
                     flush=True,
                 )
                 rate, rows, before, peak = bench_export(http, c)

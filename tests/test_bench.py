@@ -39,6 +39,13 @@ def test_short_benchmark_prints_table_and_writes_plot(tmp_path: Path) -> None:
 @pytest.mark.timeout(300)
 def test_reads_benchmark_runs_and_prints_its_figures() -> None:
     result = run_module("bench.reads", "3000", "1")
-    for figure in ("check e164 p50 ms:", "page of 1000 p50 ms:", "export rows/s:"):
+    figures = (
+        "check e164 p50 ms:",
+        "page of 1000 p50 ms:",
+        "feed page of 1000 p50 ms:",
+        "store bytes per mark with its event (feed and history):",
+        "export rows/s:",
+    )
+    for figure in figures:
         assert figure in result.stdout
     assert "export 3,000 rows" in result.stdout
