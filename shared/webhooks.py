@@ -1,0 +1,174 @@
+"""Webhooks: the endpoints a campaign's changes are pushed to, and how they are stored.
+
+Keys (on the store, with the marks: a webhook and its pending deliveries must last):
+  ec:webhook:<id>              hash: id, company, campaign, url, events, secret,
+                               created_at[, previous_secret, previous_until][, disabled_at]
+  ec:webhooks:<feed name>      set: the campaign's webhook ids (the write script reads
+                               it to know whether a change has somewhere to go)
+
+A secret is stored as is (it signs every delivery; a hash could not) and never leaves
+the service except once, in the answer that creates or rotates it. After a rotation the
+previous secret signs too, for ROTATION_OVERLAP_MS, so receivers can switch over.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from shared.apikeys import Scope
+from shared.events import ENDED, RESUMED, iso
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+# Standard Webhooks asks for 24 to 64 random bytes.
+_SECRET_BYTES = 32
+ROTATION_OVERLAP_MS = 24 * 3600 * 1000
+EVENT_TYPES = (ENDED, RESUMED)
+
+
+def webhook_key(webhook_id: str) -> str:
+    return f"ec:webhook:{webhook_id}"
+
+
+def campaign_webhooks_key(feed: str) -> str:
+    """`feed` is the campaign's feed name (shared.store.feed_name)."""
+    return f"ec:webhooks:{feed}"
+
+
+def new_id() -> str:
+    return "wh_" + secrets.token_hex(8)
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(_SECRET_BYTES)).decode()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Webhook:
+    id: str
+    scope: Scope
+    url: str
+    events: tuple[str, ...]
+    secret: str
+    created_at: str
+    previous_secret: str | None = None
+    previous_until: int | None = None  # ms since the epoch
+    disabled_at: str | None = None
+
+    def secrets_at(self, ms: int) -> list[str]:
+        """The secrets that sign a delivery made at `ms`: the current one, and the
+        previous one within a day of a rotation."""
+        signing = [self.secret]
+        if self.previous_secret and self.previous_until and ms < self.previous_until:
+            signing.append(self.previous_secret)
+        return signing
+
+    def to_json(self) -> dict[str, Any]:
+        """What a client may see of it: never a secret."""
+        body: dict[str, Any] = {
+            "id": self.id,
+            "url": self.url,
+            "events": list(self.events),
+            "createdAt": self.created_at,
+        }
+        if self.disabled_at is not None:
+            body["disabledAt"] = self.disabled_at
+        return body
+
+    def record(self) -> dict[str, str]:
+        fields = {
+            "id": self.id,
+            "company": self.scope.company,
+            "campaign": self.scope.campaign,
+            "url": self.url,
+            "events": ",".join(self.events),
+            "secret": self.secret,
+            "created_at": self.created_at,
+        }
+        if self.previous_secret is not None and self.previous_until is not None:
+            fields["previous_secret"] = self.previous_secret
+            fields["previous_until"] = str(self.previous_until)
+        if self.disabled_at is not None:
+            fields["disabled_at"] = self.disabled_at
+        return fields
+
+
+def from_record(raw: Mapping[Any, Any]) -> Webhook | None:
+    if not raw:
+        return None
+    fields = {str(name): str(value) for name, value in raw.items()}
+    until = fields.get("previous_until")
+    return Webhook(
+        id=fields["id"],
+        scope=Scope(fields["company"], fields["campaign"]),
+        url=fields["url"],
+        events=tuple(kind for kind in fields["events"].split(",") if kind),
+        secret=fields["secret"],
+        created_at=fields["created_at"],
+        previous_secret=fields.get("previous_secret") or None,
+        previous_until=int(until) if until else None,
+        disabled_at=fields.get("disabled_at") or None,
+    )
+
+
+def new_webhook(scope: Scope, url: str, events: tuple[str, ...]) -> Webhook:
+    return Webhook(new_id(), scope, url, events, new_secret(), iso(now_ms()))
+
+
+class AsyncWebhooks:
+    """The web's operations on a campaign's webhooks. `feed` names the campaign's
+    keys (shared.store.feed_name), so this module need not know the store's layout."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self._redis = client
+
+    async def create(self, webhook: Webhook, feed: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(webhook_key(webhook.id), mapping=webhook.record())
+            pipe.sadd(campaign_webhooks_key(feed), webhook.id)
+            await pipe.execute()
+
+    async def get(self, webhook_id: str, scope: Scope) -> Webhook | None:
+        """The webhook, if it exists and is this campaign's."""
+        found = from_record(await self._redis.hgetall(webhook_key(webhook_id)))
+        return found if found is not None and found.scope == scope else None
+
+    async def list(self, feed: str) -> list[Webhook]:
+        ids = sorted(await self._redis.smembers(campaign_webhooks_key(feed)))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for webhook_id in ids:
+                pipe.hgetall(webhook_key(str(webhook_id)))
+            records = await pipe.execute()
+        found = [hook for hook in map(from_record, records) if hook is not None]
+        return sorted(found, key=lambda hook: (hook.created_at, hook.id))
+
+    async def delete(self, webhook: Webhook, feed: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(webhook_key(webhook.id))
+            pipe.srem(campaign_webhooks_key(feed), webhook.id)
+            await pipe.execute()
+
+    async def rotate(self, webhook: Webhook) -> str:
+        """A new secret; the current one keeps signing for ROTATION_OVERLAP_MS."""
+        secret = new_secret()
+        until = now_ms() + ROTATION_OVERLAP_MS
+        await self._redis.hset(
+            webhook_key(webhook.id),
+            mapping={
+                "secret": secret,
+                "previous_secret": webhook.secret,
+                "previous_until": str(until),
+            },
+        )
+        return secret
