@@ -135,7 +135,7 @@ class AsyncWebhooks:
 
     async def create(self, webhook: Webhook, feed: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(webhook_key(webhook.id), mapping=webhook.record())
+            pipe.hset(webhook_key(webhook.id), mapping={**webhook.record()})
             pipe.sadd(campaign_webhooks_key(feed), webhook.id)
             await pipe.execute()
 
