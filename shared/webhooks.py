@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from shared.apikeys import Scope
 from shared.events import ENDED, RESUMED, iso
@@ -135,7 +135,8 @@ class AsyncWebhooks:
 
     async def create(self, webhook: Webhook, feed: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(webhook_key(webhook.id), mapping={**webhook.record()})
+            # redis-py's mapping type is invariant in its keys: a dict of str is refused.
+            pipe.hset(webhook_key(webhook.id), mapping=cast("dict[Any, Any]", webhook.record()))
             pipe.sadd(campaign_webhooks_key(feed), webhook.id)
             await pipe.execute()
 
