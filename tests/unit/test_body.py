@@ -127,8 +127,9 @@ def test_a_huge_non_string_entry_is_echoed_cut() -> None:
 
 def test_a_reason_with_a_lone_surrogate_is_refused_at_its_pointer() -> None:
     raw = b'{"phoneNumberList": ["(509) 555-0100"], "reason": "a\\ud800"}'
-    (error,) = _problem(change_request, raw, "US")["errors"]
-    assert isinstance(error, dict)
+    errors = _problem(change_request, raw, "US")["errors"]
+    assert isinstance(errors, list)
+    (error,) = errors
     assert error["pointer"] == "/reason"
     assert error["value"] == "a\ud800"
     # A whole pair is one character, and fine.
