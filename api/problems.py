@@ -72,7 +72,7 @@ class Problem(Exception):
                 body["errors"] = self.errors[:shown]
             if shown < len(self.errors):
                 body["errorsOmitted"] = len(self.errors) - shown
-            encoded = json.dumps(body, ensure_ascii=False).encode()
+            encoded = _encode(body)
             if len(encoded) <= MAX_BODY_BYTES or shown == 0:
                 return encoded
             # Each entry is small (its value is cut), so this stops within a few rounds.
@@ -113,3 +113,12 @@ async def or_unavailable(call: Awaitable[T], detail: str) -> T:
             return await call
     except (TimeoutError, redis.RedisError, OSError):
         raise unavailable(detail) from None
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    """UTF-8 JSON; with \\u escapes where a client's value has no UTF-8 (a lone
+    surrogate, which a JSON body may send as "\\ud800"): still JSON, never a 500."""
+    try:
+        return json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(body).encode()

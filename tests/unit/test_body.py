@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from api.body import _decode, check_content_type, phone_numbers
+from api.body import _decode, change_request, check_content_type, phone_numbers
 from api.problems import MAX_BODY_BYTES, Problem
 
 
@@ -123,3 +123,15 @@ def test_a_huge_non_string_entry_is_echoed_cut() -> None:
     assert isinstance(errors, list)
     assert errors[0]["value"] == '{"k": ["' + "v" * 56 + "…"
     assert body["errorsOmitted"] == 50 - len(errors)
+
+
+def test_a_reason_with_a_lone_surrogate_is_refused_at_its_pointer() -> None:
+    raw = b'{"phoneNumberList": ["(509) 555-0100"], "reason": "a\\ud800"}'
+    errors = _problem(change_request, raw, "US")["errors"]
+    assert isinstance(errors, list)
+    (error,) = errors
+    assert error["pointer"] == "/reason"
+    assert error["value"] == "a\ud800"
+    # A whole pair is one character, and fine.
+    raw = b'{"phoneNumberList": ["(509) 555-0100"], "reason": "\\ud83d\\ude00"}'
+    assert change_request(raw, "US") == (["+15095550100"], "\U0001f600")

@@ -95,3 +95,52 @@ def test_a_batch_is_refused_while_carried_numbers_are_unread() -> None:
     listing = Listing(Cursor(scan=5, carried=("+15095551234",)), limit=7)
     with pytest.raises(RuntimeError):
         listing.read_batch(Batch(9, {"+15096661234": "t"}, 5000))
+
+
+# Stored values (shared.events): ended with its history, resumed (kept for its
+# history), and a mark from before events (its endedAt alone).
+ENDED_VALUE = 'e1764450000123-0-0 key_a req-2 \nr1764450000100-0-0 key_a req-1 "why"'
+RESUMED_VALUE = 'r1764450000200-0-1 key_a req-3 "the lead wrote"\n' + ENDED_VALUE
+LEGACY_VALUE = "2026-11-01T08:00:00.000Z"
+VALUES = {
+    "+15095550001": ENDED_VALUE,
+    "+15095550002": RESUMED_VALUE,
+    "+15095550003": LEGACY_VALUE,
+    "+15095550004": "r1764450000300-0-0 key_b req-4 ",
+}
+SHOWN = [
+    ("+15095550001", "2025-11-29T21:00:00.123Z"),
+    ("+15095550003", LEGACY_VALUE),
+]
+
+
+def test_csv_rows_leave_resumed_numbers_out() -> None:
+    assert csv_chunk(VALUES.items()) == "".join(f"{p},{t}\r\n" for p, t in SHOWN)
+    assert csv_chunk([("+15095550002", RESUMED_VALUE)]) == ""
+
+
+def test_a_whole_snapshot_leaves_resumed_numbers_out() -> None:
+    listing = Listing(Cursor(), limit=10)
+    assert listing.next_read() == 0
+    listing.read_batch(Batch(0, VALUES, len(VALUES)))
+    assert listing.done
+    assert listing.page.items == SHOWN
+    assert listing.page.next is None
+
+
+def test_a_partial_batch_leaves_resumed_numbers_out_and_carries_none() -> None:
+    # A page of 2 from a batch of four, two of them resumed: both ended ones fit, so
+    # nothing is carried for the resumed ones either.
+    listing = Listing(Cursor(scan=5), limit=2)
+    listing.read_batch(Batch(9, VALUES, 5000))
+    assert listing.page.items == SHOWN
+    assert listing.page.next == Cursor(scan=9)
+
+
+def test_carried_numbers_resumed_since_are_left_out() -> None:
+    carried = tuple(VALUES)
+    listing = Listing(Cursor(scan=5, carried=carried), limit=10)
+    read = listing.next_read()
+    assert read == carried
+    listing.read_carried([VALUES[phone] for phone in carried])
+    assert listing.page.items == SHOWN

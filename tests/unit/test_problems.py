@@ -68,3 +68,13 @@ def test_a_small_body_is_whole_and_plain() -> None:
     response = problem.response()
     assert response.status_code == 404
     assert response.media_type == "application/problem+json"
+
+
+def test_a_lone_surrogate_echoed_is_escaped_not_a_500() -> None:
+    # A JSON body may send "\ud800": half a character, which UTF-8 cannot carry.
+    problem = invalid("Fix it.", [{"pointer": "/phoneNumberList/0", "value": "5\ud800"}])
+    body = problem.body()
+    assert body.isascii()
+    assert json.loads(body)["errors"][0]["value"] == "5\ud800"
+    # Anything UTF-8 can carry stays as it came.
+    assert "é" in invalid("Fix it.", [{"value": "é"}]).body().decode()

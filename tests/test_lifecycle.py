@@ -1,0 +1,689 @@
+"""A mark's life (issue 11): resume, reasons, events, the change feed, retention, and a
+mark and its event written together even when the worker or the store is killed."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from shared.apikeys import Scope
+from shared.events import CODES, ENDED, RESUMED, Event, EventId, entry_events, history
+from shared.store import TRIMMED, Store, ended_key, events_key, feed_name
+from tests.conftest import Caller, new_caller
+from tests.helpers import URL, lookup_path, numbers, wait_until
+from tests.processes import Stack
+
+pytestmark = pytest.mark.timeout(120)
+
+RESUME = "/api/v1/leads/resume-contact"
+FEED = f"{URL}/events"
+EVENT_FIELDS = {"id", "type", "phoneNumber", "at", "keyId", "requestId"}
+
+
+def e164(phones: list[str]) -> list[str]:
+    """What `numbers()` gives, as the service writes it: (509) 555-0001 -> +15095550001."""
+    return ["+1" + "".join(char for char in phone if char.isdigit()) for phone in phones]
+
+
+def change(
+    http: httpx.Client | str,
+    caller: Caller,
+    path: str,
+    phones: list[Any],
+    *,
+    request_id: str | None = None,
+    **extra: object,
+) -> httpx.Response:
+    """POST a change (end-contact at URL, resume-contact at RESUME), with `extra` fields."""
+    headers = {**caller.headers, "content-type": "application/json"}
+    if request_id is not None:
+        headers["x-request-id"] = request_id
+    # Escaped to ASCII, as any JSON may be: so a test can send a lone surrogate.
+    body = json.dumps({"phoneNumberList": phones, **extra}).encode()
+    if isinstance(http, str):
+        return httpx.post(f"{http}{path}", content=body, headers=headers, timeout=30)
+    return http.post(path, content=body, headers=headers)
+
+
+def created(response: httpx.Response) -> dict[str, list[str]]:
+    assert response.status_code == 201, response.text
+    body: dict[str, list[str]] = response.json()
+    return body
+
+
+def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def pointers(response: httpx.Response) -> list[str]:
+    return [error.get("pointer") for error in problem(response, 400)["errors"]]
+
+
+def hist(http: httpx.Client, caller: Caller, phone: str) -> list[dict[str, Any]]:
+    response = http.get(f"{lookup_path(phone)}/history", headers=caller.headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["phoneNumber"] == (e164([phone])[0] if phone.startswith("(") else phone)
+    events: list[dict[str, Any]] = body["events"]
+    return events
+
+
+def page(http: httpx.Client, caller: Caller, **query: str | int) -> dict[str, Any]:
+    response = http.get(FEED, params=query, headers=caller.headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"events", "next"}
+    return body
+
+
+def whole_feed(
+    http: httpx.Client, caller: Caller, after: str | None = None
+) -> list[dict[str, Any]]:
+    """Every event after `after` (None: from the oldest kept), following `next`."""
+    events: list[dict[str, Any]] = []
+    query: dict[str, str | int] = {"limit": 1000}
+    if after is not None:
+        query["after"] = after
+    while True:
+        body = page(http, caller, **query)
+        events.extend(body["events"])
+        if not body["events"]:
+            return events
+        query["after"] = body["next"]
+
+
+def lookup(http: httpx.Client, caller: Caller, phone: str) -> httpx.Response:
+    return http.get(lookup_path(phone), headers=caller.headers)
+
+
+# --- 1. resume-contact ------------------------------------------------------------
+
+
+def test_resume_answers_in_e164_and_request_order_and_the_lookup_says_404(
+    client: httpx.Client, caller: Caller
+) -> None:
+    ended = numbers(100, 6)
+    created(change(client, caller, URL, ended))
+    first_end = {p: lookup(client, caller, p).json()["endedAt"] for p in ended}
+    # Mixed formats and order, with two numbers never ended.
+    asked = [ended[3], "+1 509 555 0200", ended[0], "509.555.0201", ended[5]]
+    body = created(change(client, caller, RESUME, asked))
+    assert body == {
+        "success": ["+15095550103", "+15095550200", "+15095550100", "+15095550201", "+15095550105"],
+        "failure": [],
+    }
+    for phone in (ended[3], ended[0], ended[5], "+15095550200", "+15095550201"):
+        found = problem(lookup(client, caller, phone), 404)
+        assert found["type"] == "/problems/not-ended"
+    for phone in (ended[1], ended[2], ended[4]):
+        assert lookup(client, caller, phone).json()["endedAt"] == first_end[phone]
+    # Never ended: a success with no event.
+    assert hist(client, caller, "+15095550200") == []
+    assert hist(client, caller, "+15095550201") == []
+    assert [e["type"] for e in hist(client, caller, ended[0])] == [ENDED, RESUMED]
+    assert len(whole_feed(client, caller)) == 6 + 3
+
+    # Ended again: a new endedAt, later than the first, and the lookup finds it.
+    created(change(client, caller, URL, [ended[0]]))
+    again = lookup(client, caller, ended[0])
+    assert again.status_code == 200
+    assert again.json()["endedAt"] > first_end[ended[0]]
+    events = hist(client, caller, ended[0])
+    assert [e["type"] for e in events] == [ENDED, RESUMED, ENDED]
+    assert events[-1]["at"] == again.json()["endedAt"]
+    assert events[0]["at"] == first_end[ended[0]]
+
+
+def test_only_changes_are_events(client: httpx.Client, caller: Caller) -> None:
+    phones = numbers(300, 5)
+    created(change(client, caller, URL, phones))
+    feed = whole_feed(client, caller)
+    histories = [hist(client, caller, p) for p in phones]
+    when = lookup(client, caller, phones[0]).json()["endedAt"]
+    # Ending ended numbers, resuming never-ended ones: successes, and nothing recorded.
+    assert created(change(client, caller, URL, phones))["success"] == e164(phones)
+    never = numbers(400, 3)
+    assert created(change(client, caller, RESUME, never))["success"] == e164(never)
+    assert whole_feed(client, caller) == feed
+    assert [hist(client, caller, p) for p in phones] == histories
+    assert all(hist(client, caller, p) == [] for p in never)
+    assert lookup(client, caller, phones[0]).json()["endedAt"] == when
+    # Resuming twice: one event.
+    created(change(client, caller, RESUME, phones[:2]))
+    created(change(client, caller, RESUME, phones[:2]))
+    assert len(whole_feed(client, caller)) == len(feed) + 2
+
+
+@pytest.mark.parametrize("path", [URL, RESUME])
+def test_a_key_is_asked_for_before_the_body(client: httpx.Client, path: str) -> None:
+    for headers in ({}, {"x-api-key": "not-a-key"}):
+        body = {"phoneNumberList": ["nope"], "reason": 5}
+        response = client.post(path, json=body, headers=headers)
+        problem(response, 401)
+
+
+def snapshot(client: httpx.Client, caller: Caller, phones: list[str]) -> object:
+    """All a client can see of these numbers: the feed, each history and lookup."""
+    return (
+        whole_feed(client, caller),
+        [hist(client, caller, p) for p in phones],
+        [(r.status_code, r.json()) for r in (lookup(client, caller, p) for p in phones)],
+    )
+
+
+@pytest.mark.parametrize("path", [URL, RESUME])
+def test_a_bad_entry_refuses_the_whole_request(
+    client: httpx.Client, caller: Caller, path: str
+) -> None:
+    phones = numbers(500, 4)
+    created(change(client, caller, URL, phones[:2]))
+    before = snapshot(client, caller, phones)
+    cases: list[tuple[list[Any], list[str]]] = [
+        ([*phones, "not a number"], ["/phoneNumberList/4"]),
+        ([phones[0], 5095550501, phones[2]], ["/phoneNumberList/1"]),
+        # The same number twice, written two ways.
+        ([phones[0], phones[3], "+1 509-555-0500"], ["/phoneNumberList/2"]),
+        ([], ["/phoneNumberList"]),
+        (numbers(600, 51), ["/phoneNumberList"]),
+    ]
+    for body, expected in cases:
+        response = change(client, caller, path, body, reason="ignored")
+        assert pointers(response) == expected
+    assert snapshot(client, caller, phones) == before
+    # 50 is as many as one request takes.
+    assert len(created(change(client, caller, path, numbers(600, 50)))["success"]) == 50
+
+
+# --- 2. reason -----------------------------------------------------------------------
+
+REASONS = [
+    "lead replied STOP",
+    "spaces  and \"quotes\", 'apostrophes'\nnew lines\r\n\ttabs \\ backslash",
+    "Grüße aus 東京 🙂 \u2028",
+    "",
+    "🙂" * 200,  # 200 characters, 800 bytes of UTF-8
+]
+
+
+@pytest.mark.parametrize("reason", REASONS)
+def test_a_reason_is_recorded_with_end_and_resume(
+    client: httpx.Client, caller: Caller, reason: str
+) -> None:
+    phones = numbers(700, 2)
+    created(change(client, caller, URL, phones, reason=reason, unknown={"a": 1}))
+    created(change(client, caller, RESUME, phones[:1], reason=reason[::-1]))
+    events = hist(client, caller, phones[0])
+    assert [(e["type"], e["reason"]) for e in events] == [(ENDED, reason), (RESUMED, reason[::-1])]
+    # A request's numbers may be run by two workers, in either order.
+    feed = [(e["phoneNumber"], e["reason"]) for e in whole_feed(client, caller)]
+    assert sorted(feed[:2]) == [("+15095550700", reason), ("+15095550701", reason)]
+    assert feed[2:] == [("+15095550700", reason[::-1])]
+
+
+def test_no_reason_is_no_reason_key(client: httpx.Client, caller: Caller) -> None:
+    phone = numbers(800, 1)
+    created(change(client, caller, URL, phone))
+    created(change(client, caller, RESUME, phone, other="ignored"))
+    events = hist(client, caller, phone[0]) + whole_feed(client, caller)
+    assert len(events) == 4
+    assert all(set(e) == EVENT_FIELDS for e in events)
+
+
+BAD_REASONS: list[object] = [
+    "x" * 201,
+    "🙂" * 201,
+    "a\ud800",  # half a character: JSON can say it, UTF-8 cannot carry it
+    5,
+    1.5,
+    None,
+    True,
+    False,
+    ["why"],
+    {"text": "why"},
+]
+
+
+@pytest.mark.parametrize("path", [URL, RESUME])
+def test_a_bad_reason_is_a_400_at_its_pointer(
+    client: httpx.Client, caller: Caller, path: str
+) -> None:
+    phones = numbers(900, 2)
+    for reason in BAD_REASONS:
+        response = change(client, caller, path, phones, reason=reason)
+        assert pointers(response) == ["/reason"], reason
+    # With a bad number too: both in one answer.
+    response = change(client, caller, path, [phones[0], "nope"], reason=7)
+    assert sorted(pointers(response)) == ["/phoneNumberList/1", "/reason"]
+    response = change(client, caller, path, [], reason=7)
+    assert sorted(pointers(response)) == ["/phoneNumberList", "/reason"]
+    assert whole_feed(client, caller) == []
+    # Nothing of it is kept, so the feed and history still answer.
+    assert hist(client, caller, phones[0]) == []
+
+
+# --- 3. events --------------------------------------------------------------------
+
+
+def test_events_name_the_key_and_the_request_and_are_read_at_once(
+    client: httpx.Client, caller: Caller, store: Store
+) -> None:
+    phones = numbers(1000, 10)
+    rid = f"life-{uuid.uuid4().hex}"
+    response = change(client, caller, URL, phones, request_id=rid, reason="r1")
+    assert response.headers["x-request-id"] == rid
+    success = created(response)["success"]
+    # Read your writes: as soon as the 201 is here, so is every event.
+    feed = whole_feed(client, caller)
+    assert success == e164(phones)
+    # In the feed in the order they were written, which two workers may change.
+    assert sorted(e["phoneNumber"] for e in feed) == success
+    for event in feed:
+        assert set(event) == EVENT_FIELDS | {"reason"}
+        assert event["type"] == ENDED
+        assert event["keyId"] == caller.key.id
+        assert event["keyId"].startswith("key_")
+        assert event["requestId"] == rid
+        assert event["reason"] == "r1"
+        found = lookup(client, caller, event["phoneNumber"]).json()
+        assert event["at"] == found["endedAt"]
+        assert hist(client, caller, event["phoneNumber"]) == [event]
+    ids = [EventId.parse(e["id"]) for e in feed]
+    assert ids == sorted(set(ids))
+
+    # Without an X-Request-ID, the one the service gave it, as echoed.
+    response = change(client, caller, RESUME, phones[:3])
+    given = response.headers["x-request-id"]
+    created(response)
+    resumed = whole_feed(client, caller, after=feed[-1]["id"])
+    assert sorted((e["phoneNumber"], e["type"], e["requestId"]) for e in resumed) == [
+        (phone, RESUMED, given) for phone in e164(phones[:3])
+    ]
+    # Another key of the same campaign is named as such.
+    other = new_caller(store, caller.key.scope.company, caller.key.scope.campaign)
+    created(change(client, other, URL, phones[:1]))
+    (last,) = whole_feed(client, caller, after=resumed[-1]["id"])
+    assert last["keyId"] == other.key.id != caller.key.id
+
+
+# --- 4. the feed ------------------------------------------------------------------
+
+
+@dataclass
+class Writer:
+    """One client ending, resuming and ending again numbers of its own, each step only
+    for the numbers the step before reported as successes: so that every success is a
+    change. What failed may have been applied or not."""
+
+    caller: Caller
+    phones: list[str]
+    done: list[tuple[str, str]] = field(default_factory=list)  # (E.164, type)
+    maybe: list[tuple[str, str]] = field(default_factory=list)
+
+    def run(self, base: str) -> None:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            todo = self.phones
+            for path, kind in ((URL, ENDED), (RESUME, RESUMED), (URL, ENDED)):
+                for start in range(0, len(todo), 7):
+                    body = created(change(http, self.caller, path, todo[start : start + 7]))
+                    self.done += [(p, kind) for p in body["success"]]
+                    self.maybe += [(p, kind) for p in body["failure"]]
+                todo = [p for p, k in self.done if k == kind][::2]
+
+
+def tail(base: str, caller: Caller, limit: int, stop: threading.Event) -> list[dict[str, Any]]:
+    """Follow the feed with `after=next`, `limit` at a time, until `stop` and dry."""
+    seen: list[dict[str, Any]] = []
+    after: str | None = None
+    with httpx.Client(base_url=base, timeout=30) as http:
+        while True:
+            stopping = stop.is_set()
+            query: dict[str, str | int] = {"limit": limit}
+            if after is not None:
+                query["after"] = after
+            body = page(http, caller, **query)
+            assert len(body["events"]) <= limit
+            seen.extend(body["events"])
+            if body["events"]:
+                assert body["next"] == body["events"][-1]["id"]
+            elif after is not None:
+                # Nothing new: next is where the client stands.
+                assert body["next"] == after
+            after = body["next"]
+            if not body["events"]:
+                if stopping:
+                    return seen
+                stop.wait(0.05)  # not synchronisation: a poll's pause
+
+
+def test_tailing_the_feed_while_clients_write_sees_each_change_once_in_order(
+    web: str, client: httpx.Client, caller: Caller, store: Store
+) -> None:
+    scope = caller.key.scope
+
+    def key() -> Caller:
+        # A key each: the rate limit is per key, and a tail of one event a page asks often.
+        return new_caller(store, scope.company, scope.campaign)
+
+    writers = [Writer(key(), e164(numbers(2000 + 100 * i, 24))) for i in range(4)]
+    stop = threading.Event()
+    with ThreadPoolExecutor(7) as pool:
+        tails = [pool.submit(tail, web, key(), limit, stop) for limit in (1, 2, 7)]
+        writing = [pool.submit(w.run, web) for w in writers]
+        for future in writing:
+            future.result()
+        stop.set()
+        followed = [future.result() for future in tails]
+
+    done = [(p, k) for w in writers for p, k in w.done]
+    maybe = [(p, k) for w in writers for p, k in w.maybe]
+    assert len(done) > 24 * 4
+    for seen in followed:
+        ids = [EventId.parse(e["id"]) for e in seen]
+        assert ids == sorted(ids)
+        assert len(set(ids)) == len(ids)
+        changes = Counter((e["phoneNumber"], e["type"]) for e in seen)
+        # Every success was a change, so it is an event, once; a failure may be one too.
+        assert Counter(done) <= changes <= Counter(done) + Counter(maybe)
+        assert seen == followed[0]
+        assert {e["keyId"] for e in seen} == {w.caller.key.id for w in writers}
+    # The feed read whole from the start is what the tails saw, and so is each history.
+    assert whole_feed(client, caller) == followed[0]
+    by_phone: dict[str, list[dict[str, Any]]] = {}
+    for event in followed[0]:
+        by_phone.setdefault(event["phoneNumber"], []).append(event)
+    for phone, events in by_phone.items():
+        assert store.history(scope, phone) == [as_event(e) for e in events]
+
+
+def as_event(body: dict[str, Any]) -> Event:
+    kind = body["type"]
+    return Event(
+        EventId.parse(body["id"]),
+        kind,
+        body["phoneNumber"],
+        body["keyId"],
+        body["requestId"],
+        body.get("reason"),
+    )
+
+
+def test_the_feed_from_the_start_when_dry_and_when_asked_wrong(
+    client: httpx.Client, caller: Caller, store: Store
+) -> None:
+    empty = page(client, caller)
+    assert empty == {"events": [], "next": "0-0-0"}
+    phones = numbers(3000, 5)
+    created(change(client, caller, URL, phones))
+    whole = page(client, caller)["events"]
+    assert sorted(e["phoneNumber"] for e in whole) == e164(phones)
+    first = page(client, caller, limit=2)
+    assert first["events"] == whole[:2]
+    rest = page(client, caller, after=first["next"])
+    assert rest["events"] == whole[2:]
+    # Nothing new: empty, and next where the client stands; any id in the future too.
+    assert page(client, caller, after=rest["next"]) == {"events": [], "next": rest["next"]}
+    future = f"{2**63}-0-0"
+    assert page(client, caller, after=future) == {"events": [], "next": future}
+    assert len(page(client, caller)["events"]) == 5  # 100 by default
+    assert page(client, caller, limit=1000)["events"] == page(client, caller)["events"]
+
+    for limit in ("0", "1001", "x", "1.5", "-1", "", " 5", "²"):
+        response = client.get(FEED, params={"limit": limit}, headers=caller.headers)
+        (error,) = problem(response, 400)["errors"]
+        assert error["parameter"] == "limit", limit
+    for after in ("x", "1-0", "1-0-0-0", "", "1764450000000-0-a", f"{2**64}-0-0"):
+        response = client.get(FEED, params={"after": after}, headers=caller.headers)
+        (error,) = problem(response, 400)["errors"]
+        assert error["parameter"] == "after", after
+    response = client.get(FEED, params={"after": "x", "limit": "0"}, headers=caller.headers)
+    assert {e["parameter"] for e in problem(response, 400)["errors"]} == {"after", "limit"}
+    problem(client.get(FEED), 401)
+
+    # Another campaign, even of the same company, sees none of it.
+    for other in (new_caller(store), new_caller(store, caller.key.scope.company)):
+        assert page(client, other) == {"events": [], "next": "0-0-0"}
+        assert hist(client, other, phones[0]) == []
+        problem(lookup(client, other, phones[0]), 404)
+
+
+# --- private stacks ---------------------------------------------------------------
+
+
+class LifeStack(Stack):
+    """A private Stack with settings of its own: retention, no rate limit."""
+
+    def __init__(self, directory: Path, settings: dict[str, str], timeout: float = 2.0) -> None:
+        super().__init__(directory, timeout)
+        self.settings = settings
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**super().env, "ENDCONTACT_RATE_LIMIT": "0", **self.settings}
+
+
+@pytest.fixture
+def short_lived(tmp_path: Path) -> Iterator[LifeStack]:
+    # 0.00005 days: events leave the feed after 4.32 s.
+    stack = LifeStack(tmp_path, {"ENDCONTACT_EVENTS_RETENTION_DAYS": "0.00005"})
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def test_past_the_retention_events_leave_the_feed_and_a_resumed_number_its_history(
+    short_lived: LifeStack,
+) -> None:
+    stack = short_lived
+    caller = new_caller(Store(stack.client))
+    kept, resumed, twice = numbers(100, 3), numbers(200, 3), numbers(300, 3)
+    with httpx.Client(base_url=stack.base, timeout=30) as http:
+        assert created(change(http, caller, URL, kept + resumed + twice))["failure"] == []
+        assert created(change(http, caller, RESUME, resumed + twice))["failure"] == []
+        assert created(change(http, caller, URL, twice))["failure"] == []
+        # A cursor at the very first event, and the last event of all this.
+        cursor = hist(http, caller, kept[0])[0]["id"]
+        last = hist(http, caller, twice[-1])[-1]["id"]
+        old = {p: hist(http, caller, p) for p in kept + twice}
+        driven = iter(range(1000, 2000))
+
+        def trimmed() -> dict[str, Any] | None:
+            # Writes trim as they go: one now and then, until all of the above is gone.
+            created(change(http, caller, URL, numbers(next(driven), 1)))
+            body = page(http, caller, limit=1)
+            if not body["events"]:
+                return None
+            first = body["events"][0]["id"]
+            return body if EventId.parse(first) > EventId.parse(last) else None
+
+        wait_until(trimmed, 60, "the first events past their retention", interval=0.3)
+
+        gone = problem(http.get(FEED, params={"after": cursor}, headers=caller.headers), 410)
+        assert gone["type"] == "/problems/cursor-expired"
+        (error,) = gone["errors"]
+        assert error["parameter"] == "after"
+        assert error["value"] == cursor
+        # Without `after`, the feed starts after what was trimmed.
+        events = whole_feed(http, caller)
+        mark = stack.client.hget(TRIMMED, feed_name(caller.key.scope))
+        assert mark is not None
+        assert all(EventId.parse(e["id"]) > EventId.parse(str(mark)) for e in events)
+        assert EventId.parse(str(mark)) >= EventId.parse(last)
+        assert {e["phoneNumber"] for e in events}.isdisjoint(e164(kept + resumed + twice))
+        # Ended numbers keep their whole history; a resumed one is forgotten.
+        for phone in kept + twice:
+            assert hist(http, caller, phone) == old[phone]
+            assert lookup(http, caller, phone).status_code == 200
+        for phone in resumed:
+            assert hist(http, caller, phone) == []
+            problem(lookup(http, caller, phone), 404)
+        assert not stack.client.hexists(ended_key(caller.key.scope), e164(resumed)[0])
+        # From the new start on, the feed goes on as ever.
+        created(change(http, caller, RESUME, kept[:1]))
+        news = whole_feed(http, caller)[-1]
+        assert (news["phoneNumber"], news["type"]) == (e164(kept)[0], RESUMED)
+
+
+# --- 6. a mark and its event, together, whatever is killed ---------------------------
+
+
+@dataclass
+class Sent:
+    kind: str
+    request_id: str
+    sent_ms: int  # the wall clock when it was sent: a change after it has a later id
+    success: list[str]
+    failure: list[str]
+
+
+class Churn:
+    """Threads ending and resuming random sets of one campaign's numbers until stopped,
+    each request with an X-Request-ID of its own; every answer is kept."""
+
+    def __init__(self, stack: Stack, caller: Caller, pool: list[str], threads: int) -> None:
+        self.stack = stack
+        self.caller = caller
+        self.pool = pool
+        self.sent: list[Sent] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._run, args=(seed,), daemon=True) for seed in range(threads)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self, seed: int) -> None:
+        chance = random.Random(seed)  # noqa: S311 (a test's choices, not a secret)
+        with httpx.Client(base_url=self.stack.base, timeout=30) as http:
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                kind = chance.choice((ENDED, RESUMED))
+                phones = chance.sample(self.pool, chance.randint(1, 20))
+                rid = f"churn-{seed}-{n}"
+                sent_ms = time.time_ns() // 1_000_000
+                try:
+                    response = change(
+                        http, self.caller, URL if kind == ENDED else RESUME, phones, request_id=rid
+                    )
+                except httpx.HTTPError:
+                    continue  # the web could not answer: nothing is claimed
+                body = response.json() if response.status_code == 201 else {}
+                with self.lock:
+                    sent = Sent(
+                        kind, rid, sent_ms, body.get("success", []), body.get("failure", [])
+                    )
+                    self.sent.append(sent)
+
+    def successes_since(self, count: int) -> int:
+        with self.lock:
+            return sum(len(sent.success) for sent in self.sent[count:])
+
+    def mark(self) -> int:
+        with self.lock:
+            return len(self.sent)
+
+    def finish(self) -> list[Sent]:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(60)
+            assert not thread.is_alive()
+        return self.sent
+
+
+def check_store(client: redis.Redis, scope: Scope) -> dict[str, list[Event]]:
+    """The invariant, on one snapshot of the store: every history line is a feed event
+    and every feed event a history line; the state is the last event; a number's
+    events alternate from `ended`. Returns each number's history."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hgetall(ended_key(scope))
+        pipe.xrange(events_key(scope))
+        marks, entries = pipe.execute()
+    feed = {event.id: event for entry, fields in entries for event in entry_events(entry, fields)}
+    histories = {phone: history(phone, value) for phone, value in marks.items()}
+    lines = set()
+    for phone, events in histories.items():
+        assert events, (phone, marks[phone])
+        for event in events:
+            assert feed.get(event.id) == event, (phone, event)
+            lines.add(event.id)
+        assert [e.kind for e in events] == [(ENDED, RESUMED)[i % 2] for i in range(len(events))]
+        assert [e.id for e in events] == sorted({e.id for e in events})
+        assert marks[phone][0] == CODES[events[-1].kind]
+    assert set(feed) == lines, "feed events without their mark"
+    return histories
+
+
+def test_a_mark_and_its_event_survive_the_worker_and_the_store_killed(tmp_path: Path) -> None:
+    stack = LifeStack(tmp_path, {})
+    stack.start()
+    try:
+        _killed_mid_writes(stack)
+    finally:
+        stack.stop()
+
+
+def _killed_mid_writes(stack: LifeStack) -> None:
+    caller = new_caller(Store(stack.client))
+    scope = caller.key.scope
+    churn = Churn(stack, caller, e164(numbers(100, 40)), threads=4)
+    try:
+        # The worker SIGKILLed in the middle of writing: some events are in already.
+        wait_until(lambda: stack.client.xlen(events_key(scope)) >= 20, 30, "first events")
+        assert stack.worker is not None
+        stack.worker.send_signal(signal.SIGKILL)
+        assert stack.worker.wait() == -signal.SIGKILL
+        check_store(stack.client, scope)
+        stack.start_worker()
+        since = churn.mark()
+        wait_until(lambda: churn.successes_since(since) >= 50, 30, "the new worker writing")
+        check_store(stack.client, scope)
+
+        # The store SIGKILLed mid-writes, and started again from its append-only file.
+        assert stack.redis is not None
+        stack.redis.send_signal(signal.SIGKILL)
+        stack.redis.wait()
+        stack.start_redis()
+        since = churn.mark()
+        wait_until(lambda: churn.successes_since(since) >= 50, 60, "writing again", interval=0.2)
+    finally:
+        sent = churn.finish()
+
+    histories = check_store(stack.client, scope)
+    assert sum(len(s.success) for s in sent) > 200
+    # The kills came with requests in flight: some of their numbers failed.
+    assert any(s.failure for s in sent)
+    for request in sent:
+        for phone in request.success:
+            events = histories.get(phone, [])
+            mine = [e for e in events if e.request_id == request.request_id]
+            assert len(mine) <= 1
+            assert all(e.kind == request.kind for e in mine)
+            now = events[-1].kind if events else RESUMED
+            # In the state it asked for, unless a later request changed it since.
+            if now != request.kind:
+                assert events[-1].id.ms >= request.sent_ms, (phone, request)
+    # What a client reads is the same: the feed through the API is the stream.
+    with httpx.Client(base_url=stack.base, timeout=30) as http:
+        feed = [as_event(e) for e in whole_feed(http, caller)]
+    assert sorted(feed, key=lambda e: e.id) == feed
+    assert sorted(feed, key=lambda e: e.id) == sorted(
+        (e for events in histories.values() for e in events), key=lambda e: e.id
+    )
