@@ -132,10 +132,22 @@ def _reason(document: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]]]
     if REASON not in document:
         return None, []
     reason = document[REASON]
-    if isinstance(reason, str) and len(reason) <= REASON_MAX:
-        return reason, []
     why = f"must be a string of at most {REASON_MAX} characters"
+    if isinstance(reason, str) and len(reason) <= REASON_MAX:
+        if _is_text(reason):
+            return reason, []
+        # JSON lets "\ud800" through; stored, it would make every feed page and the
+        # history that hold it unanswerable (no UTF-8 for it).
+        why = "must be text: a lone surrogate (\\ud800 to \\udfff) is half a character"
     return None, [{"pointer": f"/{REASON}", "value": reason, "reason": why}]
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _numbers(

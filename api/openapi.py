@@ -201,8 +201,8 @@ REASON = {
     "type": "string",
     "maxLength": REASON_MAX,
     "description": "Why, in the caller's words: recorded with each event of the request "
-    "(the feed and the history show it). Any other type, or a longer string, is a 400 "
-    "with pointer `/reason`.",
+    "(the feed and the history show it). Any other type, a longer string, or one with "
+    "a lone surrogate (`\\ud800`), is a 400 with pointer `/reason`.",
     "example": "the lead asked by SMS",
 }
 EVENT_ID = {

@@ -72,7 +72,9 @@ class Problem(Exception):
                 body["errors"] = self.errors[:shown]
             if shown < len(self.errors):
                 body["errorsOmitted"] = len(self.errors) - shown
-            encoded = json.dumps(body, ensure_ascii=False).encode()
+            # A lone surrogate (JSON's "\ud800") echoed back has no UTF-8: written as
+            # that same JSON escape, so the body stays valid JSON of what came in.
+            encoded = json.dumps(body, ensure_ascii=False).encode("utf-8", "backslashreplace")
             if len(encoded) <= MAX_BODY_BYTES or shown == 0:
                 return encoded
             # Each entry is small (its value is cut), so this stops within a few rounds.

@@ -68,3 +68,10 @@ def test_a_small_body_is_whole_and_plain() -> None:
     response = problem.response()
     assert response.status_code == 404
     assert response.media_type == "application/problem+json"
+
+
+def test_a_lone_surrogate_is_echoed_as_its_json_escape() -> None:
+    problem = invalid("bad", [{"pointer": "/a", "value": "x\ud800", "reason": "r"}])
+    raw = problem.body()
+    assert b"x\\ud800" in raw
+    assert json.loads(raw.decode("utf-8"))["errors"][0]["value"] == "x\ud800"
