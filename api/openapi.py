@@ -7,6 +7,7 @@ from typing import Any
 from api.body import CHECK_MAX_BODY_BYTES, CHECK_MAX_NUMBERS, MAX_BODY_BYTES, MAX_NUMBERS
 from api.problems import MAX_ECHO
 from api.reads import DEFAULT_LIMIT, MAX_LIMIT
+from shared.events import REASON_MAX
 from shared.marks import MAX_CURSOR_LENGTH
 from shared.phones import MAX_INPUT_LENGTH
 
@@ -50,7 +51,12 @@ COMMON_ERRORS = {
     "503": _problem("Redis cannot be reached to check the key; retry.", RETRY_AFTER),
 }
 
-ENDED_AT = {"type": "string", "format": "date-time", "description": "When it was first ended."}
+ENDED_AT = {
+    "type": "string",
+    "format": "date-time",
+    "description": "When it was ended: ending it again keeps this time; after a resume, "
+    "a new end records a new one.",
+}
 MARK = {
     "type": "object",
     "required": ["phoneNumber", "endedAt"],
@@ -191,6 +197,304 @@ READINESS: dict[str, Any] = {
     },
 }
 
+REASON = {
+    "type": "string",
+    "maxLength": REASON_MAX,
+    "description": "Why, in the caller's words: recorded with each event of the request "
+    "(the feed and the history show it). Any other type, a longer string, or one with "
+    "a lone surrogate (`\\ud800`), is a 400 with pointer `/reason`.",
+    "example": "the lead asked by SMS",
+}
+EVENT_ID = {
+    "type": "string",
+    "pattern": r"^[0-9]{1,20}-[0-9]{1,20}-[0-9]{1,6}$",
+    "description": "Orders the campaign's feed and is its cursor: `after=<id>` continues "
+    "after that event. Opaque to clients beyond that.",
+    "example": "1764450000000-0-7",
+}
+EVENT_REF = {"$ref": "#/components/schemas/Event"}
+EVENT: dict[str, Any] = {
+    "type": "object",
+    "description": "One change of a number's mark. Only changes are events: ending an "
+    "ended number, or resuming one that is not ended, adds none.",
+    "required": ["id", "type", "phoneNumber", "at", "keyId", "requestId"],
+    "properties": {
+        "id": EVENT_ID,
+        "type": {"type": "string", "enum": ["ended", "resumed"]},
+        "phoneNumber": E164,
+        "at": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When the change was made; for `ended`, the number's `endedAt`.",
+        },
+        "keyId": {
+            "type": "string",
+            "pattern": "^key_[0-9a-f]{16}$",
+            "description": "The public id of the key that asked for it (`endcontact keys list`).",
+        },
+        "requestId": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 128,
+            "description": "The request's `X-Request-ID`, as its answer echoed it: the "
+            "client's own when it sent one of 1 to 128 printable ASCII characters "
+            "without spaces, else one made for the request.",
+        },
+        "reason": {**REASON, "description": "The request's `reason`; absent when it gave none."},
+    },
+}
+
+
+def _change(
+    operation_id: str, summary: str, description: str, links: dict[str, Any]
+) -> dict[str, Any]:
+    """End-contact and resume-contact: one body, one answer, the same errors."""
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "description": description,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["phoneNumberList"],
+                        "properties": {
+                            "phoneNumberList": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": MAX_NUMBERS,
+                                "uniqueItems": True,
+                                "items": {**PHONE_INPUT, "example": "(509) 555-1234"},
+                                "description": "Valid phone numbers, unique by "
+                                "number; national ones are read in the default region.",
+                            },
+                            "reason": REASON,
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {
+            "201": {
+                "description": "Every number is in exactly one list, in request order. "
+                "When this answers, each success's event is in the feed and in the "
+                "number's history (read-your-writes).",
+                "headers": RATE_HEADERS,
+                "links": links,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["success", "failure"],
+                            "properties": {
+                                "success": {"type": "array", "items": E164},
+                                "failure": {"type": "array", "items": E164},
+                            },
+                        }
+                    }
+                },
+            },
+            "400": _problem("Invalid body; nothing was processed.", RATE_HEADERS),
+            "408": _problem("The body did not arrive in time.", RATE_HEADERS),
+            "413": _problem(f"The body is larger than {MAX_BODY_BYTES} bytes.", RATE_HEADERS),
+            **COMMON_ERRORS,
+            "503": _problem(
+                "Redis cannot be reached to check the key; or, type "
+                "/problems/overloaded, more tasks are queued than the workers can "
+                "do within the deadline: nothing of the request was queued. Retry "
+                "after Retry-After.",
+                RETRY_AFTER,
+            ),
+        },
+    }
+
+
+# Links from a change's 201 to what its first success now reads as.
+FIRST_SUCCESS = "$response.body#/success/0"
+HISTORY_OF_FIRST_SUCCESS = {
+    "operationId": "endContactHistory",
+    "parameters": {"phoneNumber": FIRST_SUCCESS},
+    "description": "The history of a number in success ends with this change, unless "
+    "it was no change (already in that state).",
+}
+END_CONTACT = _change(
+    "endContact",
+    "End contact with up to 50 leads for the key's company and campaign",
+    "A success means the number is ended now: it was ended by this request (an "
+    "`ended` event), or was already (no event, the first `endedAt` kept).",
+    {
+        "LookUpFirstSuccess": {
+            "operationId": "lookUpEndContact",
+            "parameters": {"phoneNumber": FIRST_SUCCESS},
+            "description": "A number in success has its contact ended.",
+        },
+        "HistoryOfFirstSuccess": HISTORY_OF_FIRST_SUCCESS,
+        "ResumeFirstSuccess": {
+            "operationId": "resumeContact",
+            "requestBody": {"phoneNumberList": [FIRST_SUCCESS]},
+            "description": "Resume contact with a number just ended.",
+        },
+    },
+)
+RESUME_CONTACT = _change(
+    "resumeContact",
+    "Resume contact with up to 50 leads who reached out first",
+    "The body and its rules are end-contact's. A success means the number is not "
+    "ended now: it was resumed by this request (a `resumed` event), or was not ended "
+    "(no event). Afterwards the lookup answers 404, the check, the list and the export "
+    "leave the number out, and a later end-contact records a new `endedAt`.",
+    {
+        "HistoryOfFirstSuccess": HISTORY_OF_FIRST_SUCCESS,
+        "EndFirstSuccessAgain": {
+            "operationId": "endContact",
+            "requestBody": {"phoneNumberList": [FIRST_SUCCESS]},
+            "description": "End contact again: a new `endedAt`.",
+        },
+    },
+)
+
+FEED: dict[str, Any] = {
+    "get": {
+        "operationId": "endContactEvents",
+        "summary": "The key's campaign's change feed: every event, oldest first",
+        "description": "Follow it with `after` set to each page's `next`: that yields "
+        "every event of the campaign exactly once, in order. With nothing new, "
+        "`events` is empty and `next` equals `after`, so a client polls with it. "
+        "Without `after`, from the oldest event kept. Events are kept "
+        "ENDCONTACT_EVENTS_RETENTION_DAYS (30 by default); an `after` older than that "
+        "is a 410: read the marks again (the list or the CSV export), then follow the "
+        "feed without `after`.",
+        "parameters": [
+            {
+                "name": "after",
+                "in": "query",
+                "required": False,
+                "description": "An event id: the `next` of the previous page, or any "
+                "event's `id`. The events after it.",
+                "schema": EVENT_ID,
+            },
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "schema": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_LIMIT,
+                    "default": DEFAULT_LIMIT,
+                },
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "At most `limit` events after `after`, oldest first.",
+                "headers": RATE_HEADERS,
+                "links": {
+                    "NextEvents": {
+                        "operationId": "endContactEvents",
+                        "parameters": {"after": "$response.body#/next"},
+                        "description": "The events that follow, or none yet: poll.",
+                    },
+                    "HistoryOfFirstEvent": {
+                        "operationId": "endContactHistory",
+                        "parameters": {"phoneNumber": "$response.body#/events/0/phoneNumber"},
+                        "description": "Every change of the first event's number.",
+                    },
+                },
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["events", "next"],
+                            "properties": {
+                                "events": {
+                                    "type": "array",
+                                    "maxItems": MAX_LIMIT,
+                                    "items": EVENT_REF,
+                                },
+                                "next": {
+                                    **EVENT_ID,
+                                    "description": "The `after` of the next request: the "
+                                    "last event's id, or with none the `after` given (where "
+                                    "the kept feed starts, without one).",
+                                },
+                            },
+                        }
+                    }
+                },
+            },
+            "400": _problem("A bad limit, or an after that is no event id.", RATE_HEADERS),
+            "410": _problem(
+                "Type /problems/cursor-expired: events after `after` are no longer kept. "
+                "Read the marks again (list or export), then follow the feed without "
+                "`after`.",
+                RATE_HEADERS,
+            ),
+            **COMMON_ERRORS,
+        },
+    }
+}
+
+PHONE_PARAMETER = {
+    "name": "phoneNumber",
+    "in": "path",
+    "required": True,
+    "description": PHONE_FORMATS + " URL-encoded.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_INPUT_LENGTH},
+    "examples": {
+        "international": {"value": "+15095551234"},
+        "national": {"value": "(509) 555-1234"},
+    },
+}
+
+HISTORY: dict[str, Any] = {
+    "get": {
+        "operationId": "endContactHistory",
+        "summary": "Every change of one number's mark for the key's campaign, oldest first",
+        "description": "Empty for a number never changed. Kept as long as the number is "
+        "ended, and at least as long as the feed keeps its events "
+        "(ENDCONTACT_EVENTS_RETENTION_DAYS); a number ended before events existed has "
+        "no history.",
+        "parameters": [PHONE_PARAMETER],
+        "responses": {
+            "200": {
+                "description": "The number in E.164 and its events.",
+                "headers": RATE_HEADERS,
+                "links": {
+                    "EndThisNumber": {
+                        "operationId": "endContact",
+                        "requestBody": {"phoneNumberList": ["$response.body#/phoneNumber"]},
+                        "description": "End contact with this number (no event if it is "
+                        "ended already).",
+                    },
+                    "ResumeThisNumber": {
+                        "operationId": "resumeContact",
+                        "requestBody": {"phoneNumberList": ["$response.body#/phoneNumber"]},
+                        "description": "Resume contact with this number (no event if it is "
+                        "not ended).",
+                    },
+                },
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["phoneNumber", "events"],
+                            "properties": {
+                                "phoneNumber": E164,
+                                "events": {"type": "array", "items": EVENT_REF},
+                            },
+                        }
+                    }
+                },
+            },
+            "400": _problem("Not a valid phone number.", RATE_HEADERS),
+            **COMMON_ERRORS,
+        },
+    }
+}
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {
@@ -235,122 +539,39 @@ DOCUMENT: dict[str, Any] = {
                     },
                 },
             },
+            "Event": EVENT,
         },
     },
     "security": [{"apiKey": []}],
     "paths": {
         "/api/v1/leads/end-contact": {
-            "post": {
-                "operationId": "endContact",
-                "summary": "End contact with up to 50 leads for the key's company and campaign",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["phoneNumberList"],
-                                "properties": {
-                                    "phoneNumberList": {
-                                        "type": "array",
-                                        "minItems": 1,
-                                        "maxItems": MAX_NUMBERS,
-                                        "uniqueItems": True,
-                                        "items": {**PHONE_INPUT, "example": "(509) 555-1234"},
-                                        "description": "Valid phone numbers, unique by "
-                                        "number; national ones are read in the default region.",
-                                    }
-                                },
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "201": {
-                        "description": "Every number is in exactly one list, in request order.",
-                        "headers": RATE_HEADERS,
-                        "links": {
-                            "LookUpFirstSuccess": {
-                                "operationId": "lookUpEndContact",
-                                "parameters": {"phoneNumber": "$response.body#/success/0"},
-                                "description": "A number in success has its contact ended.",
-                            }
-                        },
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["success", "failure"],
-                                    "properties": {
-                                        "success": {"type": "array", "items": E164},
-                                        "failure": {"type": "array", "items": E164},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "400": _problem("Invalid body; nothing was processed.", RATE_HEADERS),
-                    "408": _problem("The body did not arrive in time.", RATE_HEADERS),
-                    "413": _problem(
-                        f"The body is larger than {MAX_BODY_BYTES} bytes.", RATE_HEADERS
-                    ),
-                    **COMMON_ERRORS,
-                    "503": _problem(
-                        "Redis cannot be reached to check the key; or, type "
-                        "/problems/overloaded, more tasks are queued than the workers can "
-                        "do within the deadline: nothing of the request was queued. Retry "
-                        "after Retry-After.",
-                        RETRY_AFTER,
-                    ),
-                },
-            },
+            "post": END_CONTACT,
             "get": LIST,
         },
         "/api/v1/leads/end-contact/check": CHECK,
+        "/api/v1/leads/end-contact/events": FEED,
         "/api/v1/leads/end-contact/{phoneNumber}": {
             "get": {
                 "operationId": "lookUpEndContact",
                 "summary": "When contact with a number was ended for the key's campaign",
-                "parameters": [
-                    {
-                        "name": "phoneNumber",
-                        "in": "path",
-                        "required": True,
-                        "description": PHONE_FORMATS + " URL-encoded.",
-                        "schema": {
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": MAX_INPUT_LENGTH,
-                        },
-                        "examples": {
-                            "international": {"value": "+15095551234"},
-                            "national": {"value": "(509) 555-1234"},
-                        },
-                    }
-                ],
+                "parameters": [PHONE_PARAMETER],
                 "responses": {
                     "200": {
                         "description": "Ended for this company and campaign.",
                         "headers": RATE_HEADERS,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["phoneNumber", "endedAt"],
-                                    "properties": {
-                                        "phoneNumber": E164,
-                                        "endedAt": {"type": "string", "format": "date-time"},
-                                    },
-                                }
-                            }
-                        },
+                        "content": {"application/json": {"schema": MARK}},
                     },
                     "400": _problem("Not a valid phone number.", RATE_HEADERS),
-                    "404": _problem("Not ended for this company and campaign.", RATE_HEADERS),
+                    "404": _problem(
+                        "Not ended for this company and campaign: never ended, or resumed.",
+                        RATE_HEADERS,
+                    ),
                     **COMMON_ERRORS,
                 },
             }
         },
+        "/api/v1/leads/end-contact/{phoneNumber}/history": HISTORY,
+        "/api/v1/leads/resume-contact": {"post": RESUME_CONTACT},
         "/openapi.json": {
             "get": {
                 "summary": "This document",

@@ -188,3 +188,34 @@ def test_a_lifespan_that_fails_closes_everything_it_opened(tmp_path: Path) -> No
             assert raw.info("clients")["connected_clients"] == 1  # this one
     finally:
         stop_server(server)
+
+
+def test_a_lone_surrogate_is_a_400_and_never_reaches_the_feed(
+    client: httpx.Client, caller: Caller
+) -> None:
+    # JSON can write half of a UTF-16 pair ("\ud800"), which has no UTF-8: echoed in
+    # an error, or stored as a reason and read back by the feed, it once made 500s.
+    headers = {**caller.headers, "content-type": "application/json"}
+    for raw in (
+        rb'{"phoneNumberList": ["+1 509 555 0101"], "reason": "stop \ud800"}',
+        rb'{"phoneNumberList": ["+1 509 555 0101"], "reason": "stop \udfff\ud800"}',
+    ):
+        for path in (URL, "/api/v1/leads/resume-contact"):
+            body = _assert_problem(client.post(path, content=raw, headers=headers), 400)
+            assert body["errors"] == [
+                {
+                    "pointer": "/reason",
+                    "value": json.loads(raw)["reason"],
+                    "reason": "must be text: a lone surrogate (\\ud800 to \\udfff) is half "
+                    "a character",
+                }
+            ]
+    for path in (URL, f"{URL}/check"):
+        raw = rb'{"phoneNumberList": ["\ud800"]}'
+        body = _assert_problem(client.post(path, content=raw, headers=headers), 400)
+        assert body["errors"] == [
+            {"pointer": "/phoneNumberList/0", "value": "\ud800", "reason": "not a phone number"}
+        ]
+    feed = client.get(f"{URL}/events", headers=caller.headers)
+    assert feed.status_code == 200, feed.text
+    assert feed.json()["events"] == []

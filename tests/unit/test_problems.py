@@ -78,3 +78,10 @@ def test_a_lone_surrogate_echoed_is_escaped_not_a_500() -> None:
     assert json.loads(body)["errors"][0]["value"] == "5\ud800"
     # Anything UTF-8 can carry stays as it came.
     assert "é" in invalid("Fix it.", [{"value": "é"}]).body().decode()
+
+
+def test_a_lone_surrogate_is_echoed_as_its_json_escape() -> None:
+    problem = invalid("bad", [{"pointer": "/a", "value": "x\ud800", "reason": "r"}])
+    raw = problem.body()
+    assert b"x\\ud800" in raw
+    assert json.loads(raw.decode("utf-8"))["errors"][0]["value"] == "x\ud800"
