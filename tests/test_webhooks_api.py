@@ -271,7 +271,8 @@ def attempt(event: int, number: int, **outcome: Any) -> str:
         "eventId": f"1764000000000-{event}-0",
         "attempt": number,
         "at": "2026-11-29T21:00:00.000Z",
-        "durationMs": 12.5,
+        "durationMs": 12,
+        "outcome": "retry",
         **outcome,
     }
     return json.dumps(entry)
