@@ -166,9 +166,15 @@ def test_schemathesis_finds_nothing_with_every_check_and_phase(
         for path, method in _operations(schema.raw_schema)
         if path.startswith("/api/")
     }
-    assert len(api) == 7
-    reached = {label for label, status in _answers(seen) if status < 300 or status == 404}
-    assert api - reached == set()
+    assert len(api) == 12
+    answers = list(_answers(seen))
+    reached = {label for label, status in answers if status < 300 or status == 404}
+    # Creating a webhook needs a URL whose host resolves to a public address: none that
+    # schemathesis makes up does here (no DNS), so each is a 400 at /url; the other
+    # webhook operations are reached with ids that are not the campaign's (404).
+    creating = "POST /api/v1/webhooks"
+    assert api - reached == {creating}
+    assert 400 in {status for label, status in answers if label == creating}
 
 
 def _kept(
