@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from api import docs
 from api.admission import Admission
 from api.auth import authenticate
 from api.body import (
@@ -348,6 +349,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_text, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
+            *docs.ROUTES,
         ],
         # No handler for Exception: RequestContext answers an unhandled error itself.
         exception_handlers={Problem: problem_response, HTTPException: http_error},
