@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from api import docs
 from api import webhooks as hooks
 from api.admission import Admission
 from api.auth import authenticate
@@ -381,6 +382,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_text, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
+            *docs.ROUTES,
         ],
         # No handler for Exception: RequestContext answers an unhandled error itself.
         exception_handlers={Problem: problem_response, HTTPException: http_error},
