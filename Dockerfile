@@ -14,6 +14,7 @@ COPY api ./api
 COPY worker ./worker
 COPY shared ./shared
 COPY cli ./cli
+COPY client ./client
 RUN pip install --constraint constraints.txt . \
     && useradd --system --no-create-home --uid 10001 endcontact
 # Numeric, so a runtime can check it is not root without reading /etc/passwd.
