@@ -15,6 +15,9 @@ import phonenumbers
 
 from shared.connection import SEPARATOR, is_sentinel
 
+# 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (issue 12).
+DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
+
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names it."""
@@ -46,6 +49,11 @@ class Settings:
     # How long the change feed keeps an event (shared.events); a number's history is
     # kept as long as it is ended, and at least this long after it is resumed.
     events_retention_days: float = 30.0
+    # Webhook URLs may be http:// and resolve to loopback or private addresses: only for
+    # development and tests (shared.addresses); never in production, where it opens SSRF.
+    webhook_allow_private: bool = False
+    # Seconds to wait before each retry of a failed delivery; past the last, it is given up.
+    webhook_retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -69,6 +77,8 @@ class Settings:
             ),
             broker_sentinel_master=_broker_sentinel_master(env),
             events_retention_days=_days(env, "ENDCONTACT_EVENTS_RETENTION_DAYS", default=30.0),
+            webhook_allow_private=_flag(env, "ENDCONTACT_WEBHOOK_ALLOW_PRIVATE", default=False),
+            webhook_retry_schedule=_schedule(env, "ENDCONTACT_WEBHOOK_RETRY_SCHEDULE"),
         )
 
     def broker(self) -> Settings:
@@ -147,6 +157,33 @@ def _count(
             f"{name} must be a whole number from {least} to {most}{meaning}, got {_shown(raw)}"
         )
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = env.get(name)
+    if not raw:
+        return default
+    # Only the two words: "yes", "1" or "True " would each be a guess about intent.
+    if raw not in ("true", "false"):
+        raise SettingsError(f"{name} must be true or false, got {_shown(raw)}")
+    return raw == "true"
+
+
+def _schedule(env: Mapping[str, str], name: str) -> tuple[int, ...]:
+    raw = env.get(name)
+    if not raw:
+        return DEFAULT_RETRY_SCHEDULE
+    parts = raw.split(",")
+    # A day at most per step and 100 steps keep a typo from meaning "retry for a year".
+    ok = 1 <= len(parts) <= 100 and all(
+        _WHOLE.fullmatch(part) and 1 <= int(part) <= 86_400 for part in parts
+    )
+    if not ok:
+        raise SettingsError(
+            f"{name} must be whole seconds from 1 to 86400, comma-separated "
+            f"(like 5,300,1800), got {_shown(raw)}"
+        )
+    return tuple(int(part) for part in parts)
 
 
 def _region(raw: str) -> str:

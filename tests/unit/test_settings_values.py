@@ -125,3 +125,40 @@ def test_refused_url_hides_its_password() -> None:
 def test_sentinel_url_needs_its_group() -> None:
     with pytest.raises(SettingsError, match="REDIS_SENTINEL_MASTER"):
         read("REDIS_URL", "sentinel://:pw@h1:26379/0")
+
+
+def test_webhook_settings_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.webhook_allow_private is False
+    assert settings.webhook_retry_schedule == (5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False)])
+def test_webhook_allow_private(value: str, expected: bool) -> None:
+    assert read("ENDCONTACT_WEBHOOK_ALLOW_PRIVATE", value).webhook_allow_private is expected
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "True", " true", "on"])
+def test_webhook_allow_private_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match=r"^ENDCONTACT_WEBHOOK_ALLOW_PRIVATE must be true or"):
+        read("ENDCONTACT_WEBHOOK_ALLOW_PRIVATE", value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("1", (1,)), ("1,2,3", (1, 2, 3)), ("86400,5", (86_400, 5))]
+)
+def test_webhook_retry_schedule(value: str, expected: tuple[int, ...]) -> None:
+    assert read("ENDCONTACT_WEBHOOK_RETRY_SCHEDULE", value).webhook_retry_schedule == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0", "5,0", "-5", "1.5", "5,,6", "5,", ",5", " 5", "5 ,6", "86401", "²", "a", "1," * 101],
+)
+def test_webhook_retry_schedule_refused(value: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        read("ENDCONTACT_WEBHOOK_RETRY_SCHEDULE", value)
+    message = str(refused.value)
+    assert message.startswith("ENDCONTACT_WEBHOOK_RETRY_SCHEDULE must be whole seconds from 1")
+    assert "\n" not in message
+    assert len(message) < 200
