@@ -29,6 +29,7 @@ from shared.settings import Settings
 from shared.store import Store
 from shared.tasks import QUEUE, RESUME_TASK_NAME, TASK_NAME, change_of
 from worker.batch import Batches
+from worker.deliveries import Dispatcher
 from worker.heartbeat import DrainMeter, Heartbeat
 
 # Results are read by the waiting web process within its deadline (seconds), so they
@@ -164,6 +165,20 @@ def create_celery(settings: Settings) -> Celery:
         for beat in beats:
             beat.stop()
 
+    # Webhook deliveries (worker/deliveries.py): threads and clients of their own, so a
+    # slow receiver never holds up the tasks. Their counts go out with the heartbeat's.
+    dispatchers: list[Dispatcher] = []
+
+    def start_deliveries(sender: object, **kwargs: object) -> None:
+        name = f"{getattr(sender, 'hostname', 'worker')}-{os.getpid()}"
+        dispatcher = Dispatcher(settings, name, metrics)
+        dispatcher.start()
+        dispatchers.append(dispatcher)
+
+    def stop_deliveries(sender: object, **kwargs: object) -> None:
+        for dispatcher in dispatchers:
+            dispatcher.stop()
+
     def json_logging(**kwargs: object) -> None:
         # Connected, this replaces Celery's own logging set-up with ours.
         logs.configure()
@@ -188,6 +203,9 @@ def create_celery(settings: Settings) -> Celery:
     worker_ready.connect(start_heartbeat, weak=False)
     task_prerun.connect(meter.task_started, weak=False)
     task_postrun.connect(meter.task_finished, weak=False)
+    worker_ready.connect(start_deliveries, weak=False)
+    # Before the heartbeat's last flush, which then carries the last attempts' counts.
+    worker_shutdown.connect(stop_deliveries, weak=False)
     worker_shutdown.connect(stop_heartbeat, weak=False)
 
     # The worker runs these tasks in batches (worker/batch.py); the functions below are

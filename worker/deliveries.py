@@ -1,0 +1,598 @@
+"""The dispatcher: each worker process sends webhook deliveries (shared.deliveries).
+
+In every worker process, beside Celery's consumer (so no new command is needed), with
+Redis clients of its own:
+
+- the fan-out thread reads the outbox through the consumer group `deliveries` and turns
+  each entry into deliveries, one per event and subscribed, enabled webhook of the
+  campaign: scheduled in the due set with NX, then the entry acknowledged and deleted,
+  all in one MULTI, so a crash in between only makes it do the same again. Entries a
+  dead worker had read are taken over once idle for CLAIM_IDLE_MS (XAUTOCLAIM).
+- the claim loop records finished attempts and claims due deliveries in one round trip
+  (CLAIM_SCRIPT: a claimed delivery's score moves to the end of its lease, so no other
+  worker sends it meanwhile; a dead worker's lease runs out and someone sends it again,
+  with the same webhook-id), and hands them to
+- a pool of sender threads, at most PER_ENDPOINT of them on one webhook, so a receiver
+  that hangs holds its own slots and no one else's, and the end-contact path (Celery's
+  consumer, on its own thread and clients) never waits for a receiver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httpx
+import redis
+
+from shared import deliveries
+from shared.addresses import AddressError, resolve_public, target
+from shared.connection import sync_client
+from shared.deliveries import DUE, GROUP, OUTBOX, Attempt
+from shared.events import entry_events, iso
+from shared.metrics import WEBHOOK_ATTEMPT_SECONDS, WEBHOOK_DELIVERIES, Registry
+from shared.settings import Settings
+from shared.store import events_key, scope_of_feed
+from shared.webhooks import Webhook, campaign_webhooks_key, from_record, now_ms, webhook_key
+
+log = logging.getLogger(__name__)
+
+# The contract's limit on one attempt (httpx applies it to connecting, sending and each
+# read: a receiver that says nothing for this long is given up on).
+ATTEMPT_TIMEOUT = 10.0
+# A claimed delivery is another worker's to send again after this long: longer than an
+# attempt can take, so a live worker's attempt is never sent twice meanwhile.
+LEASE_MS = 30_000
+# Sender threads per worker process, and how many of them one webhook may hold.
+SENDERS = 32
+PER_ENDPOINT = 8
+# An endpoint whose slots are all held, the oldest for this long, is slow: its due
+# deliveries are pushed back by an attempt's timeout instead of being skipped at every
+# claim, so the deliveries behind them in the due set reach the front.
+SLOW_AFTER = 1.0
+SLOW_DEFER_MS = int(ATTEMPT_TIMEOUT * 1000)
+# Due deliveries one claim looks at (past those of busy endpoints).
+SCAN = 1000
+# The claim loop's nap with nothing to do: how late another worker's new deliveries or
+# a retry that came due may start (new deliveries of this worker wake it at once).
+POLL = 0.25
+# Outbox entries read at once, and how long a read waits for new ones (ms).
+READ_COUNT = 100
+READ_BLOCK_MS = 1000
+# An outbox entry read by a worker that died is taken over after this long.
+CLAIM_IDLE_MS = 60_000
+SWEEP_EVERY = 15.0
+# A consumer (one per worker process ever started) with nothing pending is forgotten
+# after this long idle.
+CONSUMER_IDLE_MS = 3_600_000
+# How long a stopping worker waits for attempts in flight, to record their outcome.
+STOP_GRACE = 3.0
+# Redis away: how long to wait before trying again.
+BACKOFF = 1.0
+MAX_CLIENTS = 256
+
+# Claims due deliveries. KEYS: DUE. ARGV: now ms, lease ms, most to claim, most to look
+# at, per-endpoint cap, slow endpoints' deferral ms, webhook key prefix, delivery key
+# prefix, then per endpoint with attempts in flight here: webhook id, in flight, slow
+# (1/0). A delivery of a deleted or disabled webhook is dropped, not sent. Returns the
+# claimed deliveries (member, attempts so far, body) flat, the records of their webhooks
+# (id, HGETALL reply) flat, and how many were dropped.
+CLAIM_SCRIPT = """
+local due = KEYS[1]
+local now, lease, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local scan, cap, defer = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local hook_prefix, delivery_prefix = ARGV[7], ARGV[8]
+local busy, slow = {}, {}
+for i = 9, #ARGV, 3 do
+  busy[ARGV[i]] = tonumber(ARGV[i + 1])
+  slow[ARGV[i]] = ARGV[i + 2] == '1'
+end
+local hooks, order, claimed, dropped = {}, {}, {}, 0
+local found = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, scan)
+for _, m in ipairs(found) do
+  if #claimed >= want * 3 then break end
+  local hook = string.match(m, '^[^:]+')
+  if hooks[hook] == nil then
+    local record = redis.call('HGETALL', hook_prefix .. hook)
+    local live = #record > 0
+    for x = 1, #record, 2 do
+      if record[x] == 'disabled_at' then live = false end
+    end
+    if live then hooks[hook] = record else hooks[hook] = false end
+  end
+  if not hooks[hook] then
+    redis.call('ZREM', due, m)
+    redis.call('DEL', delivery_prefix .. m)
+    dropped = dropped + 1
+  elseif (busy[hook] or 0) < cap then
+    local d = redis.call('HMGET', delivery_prefix .. m, 'attempts', 'body')
+    if d[2] then
+      busy[hook] = (busy[hook] or 0) + 1
+      redis.call('ZADD', due, now + lease, m)
+      claimed[#claimed + 1] = m
+      claimed[#claimed + 1] = d[1] or '0'
+      claimed[#claimed + 1] = d[2]
+      if not order[hook] then order[hook] = true end
+    else
+      redis.call('ZREM', due, m)
+      dropped = dropped + 1
+    end
+  elseif slow[hook] then
+    redis.call('ZADD', due, now + defer, m)
+  end
+end
+local records = {}
+for hook, _ in pairs(order) do
+  records[#records + 1] = hook
+  records[#records + 1] = hooks[hook]
+end
+return {claimed, records, dropped}
+"""
+
+# Records one attempt's outcome. KEYS: DUE, the delivery's hash, the webhook's log, the
+# webhook. ARGV: member, outcome, next attempt (ms), attempts made, log entry, disabled
+# at, log length. A retry is scheduled only while the delivery is still due (not
+# dropped meanwhile) and its webhook still exists; a deleted webhook keeps no log.
+RECORD_SCRIPT = """
+local due, delivery, log, hook = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local m, outcome = ARGV[1], ARGV[2]
+local exists = redis.call('EXISTS', hook) == 1
+if exists then
+  redis.call('LPUSH', log, ARGV[5])
+  redis.call('LTRIM', log, 0, tonumber(ARGV[7]) - 1)
+end
+if outcome == 'retry' and exists and redis.call('ZSCORE', due, m) then
+  redis.call('ZADD', due, ARGV[3], m)
+  redis.call('HSET', delivery, 'attempts', ARGV[4])
+  return 1
+end
+redis.call('ZREM', due, m)
+redis.call('DEL', delivery)
+if outcome == 'disabled' and exists then
+  redis.call('HSETNX', hook, 'disabled_at', ARGV[6])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One claimed delivery: an attempt to make."""
+
+    member: str
+    webhook: Webhook
+    attempts: int  # made before this one
+    body: str
+
+    @property
+    def event_id(self) -> str:
+        return deliveries.parse_member(self.member)[1]
+
+
+@dataclass(frozen=True)
+class Finished:
+    job: Job
+    attempt: Attempt
+    at_ms: int
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, str]:
+    return {_text(flat[x]): _text(flat[x + 1]) for x in range(0, len(flat), 2)}
+
+
+def parse_claim(reply: Sequence[Any]) -> tuple[list[Job], int]:
+    """CLAIM_SCRIPT's reply as jobs, and how many deliveries it dropped."""
+    claimed, records, dropped = reply
+    hooks: dict[str, Webhook] = {}
+    for x in range(0, len(records), 2):
+        found = from_record(_pairs(records[x + 1]))
+        if found is not None:
+            hooks[_text(records[x])] = found
+    jobs = []
+    for x in range(0, len(claimed), 3):
+        member = _text(claimed[x])
+        hook = hooks.get(deliveries.parse_member(member)[0])
+        if hook is not None:
+            jobs.append(Job(member, hook, int(_text(claimed[x + 1])), _text(claimed[x + 2])))
+    return jobs, int(dropped)
+
+
+class Senders:
+    """HTTP clients, one per origin (scheme, host, port): a connection kept alive for
+    one host name is never reused for another that shares its address, which would
+    send a request over a TLS session made for a different name."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: OrderedDict[tuple[str, str, int], httpx.Client] = OrderedDict()
+
+    def client(self, origin: tuple[str, str, int]) -> httpx.Client:
+        with self._lock:
+            found = self._clients.get(origin)
+            if found is not None:
+                self._clients.move_to_end(origin)
+                return found
+            made = httpx.Client(
+                timeout=ATTEMPT_TIMEOUT,
+                follow_redirects=False,
+                # No proxy from the environment: it would connect to the name, not to
+                # the address that was checked.
+                trust_env=False,
+                limits=httpx.Limits(
+                    max_connections=PER_ENDPOINT, max_keepalive_connections=PER_ENDPOINT
+                ),
+                headers={"user-agent": "endcontact-webhooks/1"},
+            )
+            self._clients[origin] = made
+            while len(self._clients) > MAX_CLIENTS:
+                _, oldest = self._clients.popitem(last=False)
+                oldest.close()
+            return made
+
+    def close(self) -> None:
+        with self._lock:
+            for made in self._clients.values():
+                made.close()
+            self._clients.clear()
+
+
+def attempt(job: Job, senders: Senders, allow_private: bool) -> Finished:
+    """Make one attempt: the address checked after resolution, the request sent to
+    that address (Host header and TLS name kept), signed at this moment."""
+    at = now_ms()
+    started = time.perf_counter()
+    status: int | None = None
+    error: str | None = None
+    try:
+        status = _post(job, senders, allow_private, at)
+    except AddressError as exc:
+        error = f"address refused: URL {exc}"
+    except httpx.TimeoutException:
+        error = f"timeout ({ATTEMPT_TIMEOUT:g} s)"
+    except httpx.ConnectError:
+        error = "connection failed"
+    except httpx.HTTPError as exc:
+        error = f"HTTP error ({exc.__class__.__name__})"
+    except Exception as exc:  # a bug must cost one attempt, never the sender thread
+        log.exception("webhook attempt raised %s", exc.__class__.__name__)
+        error = "internal error"
+    duration = round((time.perf_counter() - started) * 1000)
+    return Finished(job, Attempt(status, error, duration), at)
+
+
+def _post(job: Job, senders: Senders, allow_private: bool, at_ms: int) -> int:
+    hook = job.webhook
+    where = target(hook.url, allow_private)
+    address = resolve_public(where.host, where.port, allow_private)[0]
+    url = httpx.URL(hook.url)
+    sent_to = url.copy_with(host=str(address))
+    webhook_id, event_id = deliveries.parse_member(job.member)
+    headers = deliveries.headers(
+        deliveries.message_id(webhook_id, event_id),
+        at_ms // 1000,
+        job.body,
+        hook.secrets_at(at_ms),
+    )
+    headers["host"] = url.netloc.decode("ascii")
+    extensions = {"sni_hostname": where.host} if where.scheme == "https" else {}
+    client = senders.client((where.scheme, where.host, where.port))
+    request = client.build_request(
+        "POST", sent_to, content=job.body.encode(), headers=headers, extensions=extensions
+    )
+    # Only the status counts: the body is not read.
+    response = client.send(request, stream=True)
+    response.close()
+    return response.status_code
+
+
+class InFlight:
+    """This process's attempts in flight, per webhook: what the claim may add."""
+
+    def __init__(self) -> None:
+        self._started: defaultdict[str, list[float]] = defaultdict(list)
+        self.total = 0
+
+    def add(self, webhook_id: str) -> None:
+        self._started[webhook_id].append(time.monotonic())
+        self.total += 1
+
+    def remove(self, webhook_id: str) -> None:
+        started = self._started[webhook_id]
+        started.pop(0)
+        if not started:
+            del self._started[webhook_id]
+        self.total -= 1
+
+    def claim_args(self) -> list[str | int]:
+        """Per busy webhook: id, attempts in flight, and 1 if it is slow."""
+        now = time.monotonic()
+        args: list[str | int] = []
+        for webhook_id, started in self._started.items():
+            slow = len(started) >= PER_ENDPOINT and now - started[0] >= SLOW_AFTER
+            args.extend((webhook_id, len(started), int(slow)))
+        return args
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, name: str, metrics: Registry) -> None:
+        self._name = name
+        self._metrics = metrics
+        self._allow_private = settings.webhook_allow_private
+        self._schedule = settings.webhook_retry_schedule
+        # Own clients, bounded waits: the outbox read blocks for READ_BLOCK_MS at most.
+        self._reader = sync_client(
+            settings, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
+        )
+        self._redis = sync_client(
+            settings, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
+        )
+        self._claim = self._redis.register_script(CLAIM_SCRIPT)
+        self._record = self._redis.register_script(RECORD_SCRIPT)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._done: queue.SimpleQueue[Finished] = queue.SimpleQueue()
+        self._unrecorded: list[Finished] = []
+        self._in_flight = InFlight()
+        self._pool = ThreadPoolExecutor(SENDERS, thread_name_prefix="webhook")
+        self._senders = Senders()
+        self._threads = [
+            threading.Thread(target=self._fan_out_loop, name="webhook-outbox", daemon=True),
+            threading.Thread(target=self._claim_loop, name="webhook-claim", daemon=True),
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(READ_BLOCK_MS / 1000 + STOP_GRACE + 6)
+        self._senders.close()
+        for client in (self._reader, self._redis):
+            with contextlib.suppress(redis.RedisError, OSError):
+                client.close()
+
+    # The outbox: feed entries to deliveries.
+
+    def _fan_out_loop(self) -> None:
+        swept = -SWEEP_EVERY
+        grouped = False
+        while not self._stop.is_set():
+            try:
+                if not grouped:
+                    self._create_group()
+                    grouped = True
+                if time.monotonic() - swept >= SWEEP_EVERY:
+                    swept = time.monotonic()
+                    self._sweep()
+                read: Any = self._reader.xreadgroup(
+                    GROUP, self._name, {OUTBOX: ">"}, count=READ_COUNT, block=READ_BLOCK_MS
+                )
+                for _, entries in read or []:
+                    self.fan_out(entries)
+            except redis.ResponseError as exc:
+                # The group is gone (a store restarted without its data): make it again.
+                grouped = grouped and "NOGROUP" not in str(exc)
+                log.warning("webhook outbox read failed: %s", exc.__class__.__name__)
+                self._stop.wait(BACKOFF)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("webhook outbox read failed: %s", exc.__class__.__name__)
+                self._stop.wait(BACKOFF)
+
+    def _create_group(self) -> None:
+        try:
+            # From the stream's start: entries written before any worker ran count too.
+            self._reader.xgroup_create(OUTBOX, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _sweep(self) -> None:
+        """Take over entries a dead worker read and never finished; forget consumers
+        long gone."""
+        start = "0-0"
+        for _ in range(10):
+            reply: Any = self._reader.xautoclaim(
+                OUTBOX, GROUP, self._name, CLAIM_IDLE_MS, start_id=start, count=READ_COUNT
+            )
+            start, entries = str(reply[0]), list(reply[1])
+            if entries:
+                self.fan_out(entries)
+            if start == "0-0":
+                break
+        for consumer in self._reader.xinfo_consumers(OUTBOX, GROUP):
+            idle = int(consumer.get("inactive", consumer.get("idle", 0)))
+            gone = consumer["name"] != self._name and int(consumer["pending"]) == 0
+            if gone and idle > CONSUMER_IDLE_MS:
+                self._reader.xgroup_delconsumer(OUTBOX, GROUP, consumer["name"])
+
+    def fan_out(self, entries: Sequence[tuple[str, Mapping[str, str] | None]]) -> None:
+        """Schedule the deliveries of these outbox entries, and acknowledge them."""
+        wanted = [(entry_id, fields) for entry_id, fields in entries if fields]
+        with self._reader.pipeline(transaction=False) as pipe:
+            for _, fields in wanted:
+                feed = fields["f"]
+                pipe.xrange(events_key(scope_of_feed(feed)), fields["e"], fields["e"])
+                pipe.smembers(campaign_webhooks_key(feed))
+            replies = pipe.execute()
+        ids = sorted({str(hook) for members in replies[1::2] for hook in members})
+        hooks = self._webhooks(ids)
+        due: dict[str, int] = {}
+        bodies: dict[str, str] = {}
+        now = now_ms()
+        for feed_entry, members in zip(replies[0::2], replies[1::2], strict=True):
+            listening = [hooks[str(hook)] for hook in members if str(hook) in hooks]
+            for entry, data in feed_entry:  # none if the feed was trimmed since
+                for event in entry_events(entry, data):
+                    body = None
+                    for hook in listening:
+                        if hook.disabled_at is None and event.kind in hook.events:
+                            name = deliveries.member(hook.id, str(event.id))
+                            due[name] = now
+                            body = body or deliveries.payload(event)
+                            bodies[name] = body
+        with self._reader.pipeline(transaction=True) as pipe:
+            if due:
+                pipe.zadd(DUE, cast("dict[Any, Any]", due), nx=True)
+                for name, body in bodies.items():
+                    key = deliveries.delivery_key(name)
+                    pipe.hsetnx(key, "attempts", 0)
+                    pipe.hsetnx(key, "body", body)
+            done = [entry_id for entry_id, _ in entries]
+            if done:
+                pipe.xack(OUTBOX, GROUP, *done)
+                pipe.xdel(OUTBOX, *done)
+            pipe.execute()
+        if due:
+            self._wake.set()
+
+    def _webhooks(self, ids: Iterable[str]) -> dict[str, Webhook]:
+        ids = list(ids)
+        with self._reader.pipeline(transaction=False) as pipe:
+            for webhook_id in ids:
+                pipe.hgetall(webhook_key(webhook_id))
+            records = pipe.execute()
+        found = (from_record(record) for record in records)
+        return {hook.id: hook for hook in found if hook is not None}
+
+    # Due deliveries: claimed, sent, recorded.
+
+    def _claim_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                busy = self._step(claim=True)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("webhook deliveries: store failed: %s", exc.__class__.__name__)
+                self._stop.wait(BACKOFF)
+                continue
+            if not busy:
+                self._wake.wait(POLL)
+        self._finish()
+
+    def _finish(self) -> None:
+        """On the way out: no new attempts; record those that end within STOP_GRACE.
+        The others' leases run out and another worker makes them again."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + STOP_GRACE
+        while self._in_flight.total and time.monotonic() < deadline:
+            self._wake.wait(0.05)
+            self._wake.clear()
+            self._collect()
+        with contextlib.suppress(redis.RedisError, OSError):
+            self._step(claim=False)
+
+    def _collect(self) -> None:
+        while True:
+            try:
+                finished = self._done.get_nowait()
+            except queue.Empty:
+                return
+            self._in_flight.remove(finished.job.webhook.id)
+            self._unrecorded.append(finished)
+
+    def _step(self, claim: bool) -> bool:
+        """Record what finished and claim what is due, in one round trip. True if
+        there may be more to do at once."""
+        self._collect()
+        recording = self._unrecorded
+        room = SENDERS - self._in_flight.total if claim else 0
+        if not recording and room <= 0:
+            return False
+        outcomes = [self._outcome(finished) for finished in recording]
+        with self._redis.pipeline(transaction=False) as pipe:
+            for _, keys, args in outcomes:
+                self._record(keys=keys, args=args, client=pipe)
+            if room > 0:
+                args = [now_ms(), LEASE_MS, room, SCAN, PER_ENDPOINT, SLOW_DEFER_MS]
+                args += [webhook_key(""), deliveries.delivery_key("")]
+                args += self._in_flight.claim_args()
+                self._claim(keys=[DUE], args=args, client=pipe)
+            replies = pipe.execute()
+        self._unrecorded = []
+        for finished, (result, _, _) in zip(recording, outcomes, strict=True):
+            self._count(finished, result)
+        if room <= 0:
+            return False
+        jobs, _ = parse_claim(replies[-1])
+        for job in jobs:
+            self._in_flight.add(job.webhook.id)
+            future = self._pool.submit(attempt, job, self._senders, self._allow_private)
+            future.add_done_callback(self._attempted)
+        return bool(jobs) or bool(recording)
+
+    def _attempted(self, future: Future[Finished]) -> None:
+        if not future.cancelled():
+            self._done.put(future.result())
+            self._wake.set()
+
+    def _outcome(self, finished: Finished) -> tuple[str, list[str], list[str | int]]:
+        job = finished.job
+        made = job.attempts + 1
+        result = deliveries.outcome(finished.attempt, made, self._schedule)
+        next_ms = 0
+        if result == deliveries.RETRY:
+            next_ms = now_ms() + deliveries.retry_delay(made, self._schedule) * 1000
+        hook = job.webhook.id
+        entry = deliveries.log_entry(job.event_id, made, finished.at_ms, finished.attempt, result)
+        keys = [
+            DUE,
+            deliveries.delivery_key(job.member),
+            deliveries.log_key(hook),
+            webhook_key(hook),
+        ]
+        args: list[str | int] = [
+            job.member,
+            result,
+            next_ms,
+            made,
+            entry,
+            iso(now_ms()),
+            deliveries.LOG_LENGTH,
+        ]
+        return result, keys, args
+
+    def _count(self, finished: Finished, result: str) -> None:
+        self._metrics.inc(WEBHOOK_DELIVERIES, {"outcome": result})
+        self._metrics.observe(WEBHOOK_ATTEMPT_SECONDS, {}, finished.attempt.duration_ms / 1000)
+        if result == deliveries.DELIVERED:
+            return
+        job, attempt = finished.job, finished.attempt
+        log.info(
+            "webhook %s, event %s, attempt %d: %s -> %s",
+            job.webhook.id,
+            job.event_id,
+            job.attempts + 1,
+            attempt.status if attempt.status is not None else attempt.error,
+            result,
+            extra={"webhook": job.webhook.id, "event": job.event_id, "outcome": result},
+        )
+        if result == deliveries.DISABLED:
+            try:
+                self._drop_all(job.webhook.id)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("dropping a disabled webhook's deliveries failed: %s", exc)
+
+    def _drop_all(self, webhook_id: str) -> None:
+        """A disabled webhook's other deliveries leave the due set now rather than as
+        each comes due (the claim drops them too), so the pending gauge is right."""
+        names = [str(name) for name, _ in self._redis.zscan_iter(DUE, match=f"{webhook_id}:*")]
+        with self._redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.zrem(DUE, name)
+                pipe.delete(deliveries.delivery_key(name))
+            pipe.execute()
