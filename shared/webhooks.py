@@ -5,6 +5,9 @@ Keys (on the store, with the marks: a webhook and its pending deliveries must la
                                created_at[, previous_secret, previous_until][, disabled_at]
   ec:webhooks:<feed name>      set: the campaign's webhook ids (the write script reads
                                it to know whether a change has somewhere to go)
+  ec:webhook-log:<id>          list: the latest LOG_LENGTH delivery attempts, newest
+                               first, each a JSON object {eventId, attempt, at,
+                               status | error, durationMs} (written by the deliveries)
 
 A secret is stored as is (it signs every delivery; a hash could not) and never leaves
 the service except once, in the answer that creates or rotates it. After a rotation the
@@ -14,23 +17,33 @@ previous secret signs too, for ROTATION_OVERLAP_MS, so receivers can switch over
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from shared.apikeys import Scope
 from shared.events import ENDED, RESUMED, iso
 
 if TYPE_CHECKING:
+    import redis
     import redis.asyncio
+
+log = logging.getLogger("endcontact.webhooks")
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 # Standard Webhooks asks for 24 to 64 random bytes.
 _SECRET_BYTES = 32
 ROTATION_OVERLAP_MS = 24 * 3600 * 1000
 EVENT_TYPES = (ENDED, RESUMED)
+# Webhooks a campaign may have, disabled ones included: each change is sent to every
+# one, so a campaign's changes cost at most this many deliveries each.
+MAX_PER_CAMPAIGN = 10
+# Attempts kept per webhook, for a client debugging its receiver.
+LOG_LENGTH = 100
 
 
 def webhook_key(webhook_id: str) -> str:
@@ -40,6 +53,10 @@ def webhook_key(webhook_id: str) -> str:
 def campaign_webhooks_key(feed: str) -> str:
     """`feed` is the campaign's feed name (shared.store.feed_name)."""
     return f"ec:webhooks:{feed}"
+
+
+def log_key(webhook_id: str) -> str:
+    return f"ec:webhook-log:{webhook_id}"
 
 
 def new_id() -> str:
@@ -126,26 +143,81 @@ def new_webhook(scope: Scope, url: str, events: tuple[str, ...]) -> Webhook:
     return Webhook(new_id(), scope, url, events, new_secret(), iso(now_ms()))
 
 
+# A webhook and its place in the campaign's set, unless the campaign has its fill: one
+# script, so that concurrent creations cannot together pass the limit.
+# KEYS: webhook, campaign set; ARGV: limit, id, then the record's fields and values.
+CREATE_SCRIPT = """
+if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('SADD', KEYS[2], ARGV[2])
+return 1
+"""
+
+# A new secret, the current one kept as the previous until ARGV[2]; nothing if the
+# webhook was deleted meanwhile (an HSET would leave a record with only secrets).
+# Read and written in one script, so two rotations at once each keep a real secret.
+ROTATE_SCRIPT = """
+local current = redis.call('HGET', KEYS[1], 'secret')
+if not current then return 0 end
+redis.call('HSET', KEYS[1], 'secret', ARGV[1], 'previous_secret', current,
+           'previous_until', ARGV[2])
+return 1
+"""
+
+# Set disabled_at once (the first 410 is when it stopped), and only on a webhook that
+# still exists. KEYS: webhook; ARGV: the time, ISO 8601.
+DISABLE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HSETNX', KEYS[1], 'disabled_at', ARGV[1])
+"""
+
+
+@dataclass(frozen=True)
+class Rotated:
+    secret: str
+    previous_until: int  # ms since the epoch: when the previous secret stops signing
+
+
+def _parse_attempts(raw: list[Any]) -> list[dict[str, Any]]:
+    attempts = []
+    for entry in raw:
+        try:
+            attempt = json.loads(entry)
+        except ValueError:
+            attempt = None
+        if isinstance(attempt, dict):
+            attempts.append(attempt)
+        else:
+            # Written by us, so never expected; one bad entry must not hide the rest.
+            log.warning("unreadable webhook log entry")
+    return attempts
+
+
 class AsyncWebhooks:
     """The web's operations on a campaign's webhooks. `feed` names the campaign's
     keys (shared.store.feed_name), so this module need not know the store's layout."""
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._redis = client
+        self._create = client.register_script(CREATE_SCRIPT)
+        self._rotate = client.register_script(ROTATE_SCRIPT)
 
-    async def create(self, webhook: Webhook, feed: str) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            # redis-py's mapping type is invariant in its keys: a dict of str is refused.
-            pipe.hset(webhook_key(webhook.id), mapping=cast("dict[Any, Any]", webhook.record()))
-            pipe.sadd(campaign_webhooks_key(feed), webhook.id)
-            await pipe.execute()
+    async def create(self, webhook: Webhook, feed: str) -> bool:
+        """Store `webhook`; False (nothing stored) when the campaign already has
+        MAX_PER_CAMPAIGN."""
+        fields = [item for pair in webhook.record().items() for item in pair]
+        done = await self._create(
+            keys=[webhook_key(webhook.id), campaign_webhooks_key(feed)],
+            args=[MAX_PER_CAMPAIGN, webhook.id, *fields],
+        )
+        return bool(done)
 
     async def get(self, webhook_id: str, scope: Scope) -> Webhook | None:
         """The webhook, if it exists and is this campaign's."""
         found = from_record(await self._redis.hgetall(webhook_key(webhook_id)))
         return found if found is not None and found.scope == scope else None
 
-    async def list(self, feed: str) -> list[Webhook]:
+    async def of_feed(self, feed: str) -> list[Webhook]:
         ids = sorted(await self._redis.smembers(campaign_webhooks_key(feed)))
         async with self._redis.pipeline(transaction=False) as pipe:
             for webhook_id in ids:
@@ -155,21 +227,55 @@ class AsyncWebhooks:
         return sorted(found, key=lambda hook: (hook.created_at, hook.id))
 
     async def delete(self, webhook: Webhook, feed: str) -> None:
+        """The webhook and its log. Deliveries still due find no webhook and are
+        dropped by the dispatcher."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(webhook_key(webhook.id))
+            pipe.delete(webhook_key(webhook.id), log_key(webhook.id))
             pipe.srem(campaign_webhooks_key(feed), webhook.id)
             await pipe.execute()
 
-    async def rotate(self, webhook: Webhook) -> str:
-        """A new secret; the current one keeps signing for ROTATION_OVERLAP_MS."""
+    async def rotate(self, webhook: Webhook) -> Rotated | None:
+        """A new secret; the current one keeps signing for ROTATION_OVERLAP_MS. None
+        if the webhook is gone."""
         secret = new_secret()
         until = now_ms() + ROTATION_OVERLAP_MS
-        await self._redis.hset(
-            webhook_key(webhook.id),
-            mapping={
-                "secret": secret,
-                "previous_secret": webhook.secret,
-                "previous_until": str(until),
-            },
-        )
-        return secret
+        done = await self._rotate(keys=[webhook_key(webhook.id)], args=[secret, until])
+        return Rotated(secret, until) if done else None
+
+    async def attempts(self, webhook_id: str, limit: int) -> list[dict[str, Any]]:
+        """The latest `limit` delivery attempts, newest first, as the deliveries wrote them."""
+        return _parse_attempts(await self._redis.lrange(log_key(webhook_id), 0, limit - 1))
+
+
+class Webhooks:
+    """The deliveries' operations (synchronous: the dispatcher runs in a thread)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._disable = client.register_script(DISABLE_SCRIPT)
+
+    def get(self, webhook_id: str) -> Webhook | None:
+        """The webhook, whichever campaign's; None once deleted."""
+        return from_record(self._redis.hgetall(webhook_key(webhook_id)))
+
+    def of_feed(self, feed: str) -> list[Webhook]:
+        """The campaign's webhooks, disabled ones included (Webhook.disabled_at)."""
+        ids = sorted(self._redis.smembers(campaign_webhooks_key(feed)))
+        with self._redis.pipeline(transaction=False) as pipe:
+            for webhook_id in ids:
+                pipe.hgetall(webhook_key(str(webhook_id)))
+            records = pipe.execute()
+        return [hook for hook in map(from_record, records) if hook is not None]
+
+    def disable(self, webhook_id: str, at_ms: int) -> bool:
+        """Mark it disabled at `at_ms` (a 410 from its receiver); False if it was
+        already disabled or is gone."""
+        return bool(self._disable(keys=[webhook_key(webhook_id)], args=[iso(at_ms)]))
+
+    def record_attempt(self, webhook_id: str, attempt: Mapping[str, Any]) -> None:
+        """Log one delivery attempt, {eventId, attempt, at, status | error,
+        durationMs}, keeping the latest LOG_LENGTH."""
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(log_key(webhook_id), json.dumps(dict(attempt)))
+            pipe.ltrim(log_key(webhook_id), 0, LOG_LENGTH - 1)
+            pipe.execute()
