@@ -12,7 +12,7 @@ SIGKILL and a restart of the store):
   ec:delivery:<webhook id>:<event id>
                                  hash: attempts (made so far), body (the payload, the
                                  same bytes on every attempt)
-  ec:webhook-log:<webhook id>    list: its last LOG_LENGTH attempts, newest first, JSON
+  ec:webhook-log:<webhook id>    list: its last attempts, newest first (shared.webhooks)
 
 A worker's dispatcher (worker/deliveries.py) turns outbox entries into deliveries (one
 per event and subscribed webhook), then claims the due ones, sends them and records
@@ -33,7 +33,6 @@ from shared.events import Event, iso
 OUTBOX = "ec:outbox"
 GROUP = "deliveries"
 DUE = "ec:deliveries:due"
-LOG_LENGTH = 100
 
 DELIVERED = "delivered"
 RETRY = "retry"
@@ -56,10 +55,6 @@ def parse_member(name: str) -> tuple[str, str]:
 
 def delivery_key(name: str) -> str:
     return f"ec:delivery:{name}"
-
-
-def log_key(webhook_id: str) -> str:
-    return f"ec:webhook-log:{webhook_id}"
 
 
 def message_id(webhook_id: str, event_id: str) -> str:

@@ -41,7 +41,15 @@ from shared.events import entry_events, iso
 from shared.metrics import WEBHOOK_ATTEMPT_SECONDS, WEBHOOK_DELIVERIES, Registry
 from shared.settings import Settings
 from shared.store import events_key, scope_of_feed
-from shared.webhooks import Webhook, campaign_webhooks_key, from_record, now_ms, webhook_key
+from shared.webhooks import (
+    LOG_LENGTH,
+    Webhook,
+    campaign_webhooks_key,
+    from_record,
+    log_key,
+    now_ms,
+    webhook_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -552,7 +560,7 @@ class Dispatcher:
         keys = [
             DUE,
             deliveries.delivery_key(job.member),
-            deliveries.log_key(hook),
+            log_key(hook),
             webhook_key(hook),
         ]
         args: list[str | int] = [
@@ -562,7 +570,7 @@ class Dispatcher:
             made,
             entry,
             iso(now_ms()),
-            deliveries.LOG_LENGTH,
+            LOG_LENGTH,
         ]
         return result, keys, args
 
