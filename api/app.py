@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from api import webhooks as hooks
 from api.admission import Admission
 from api.auth import authenticate
 from api.body import (
@@ -46,6 +47,7 @@ from shared.events import ENDED, RESUMED, Context, FeedTrimmed
 from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import Settings, exit_on_bad_settings
 from shared.store import AsyncStore
+from shared.webhooks import AsyncWebhooks
 
 log = logging.getLogger("endcontact.api")
 T = TypeVar("T")
@@ -61,6 +63,7 @@ class Services:
     admission: Admission
     fanout: FanOut
     metrics: metrics.Registry
+    webhooks: AsyncWebhooks
 
 
 def services(request: Request) -> Services:
@@ -225,6 +228,30 @@ async def leads(request: Request) -> Response:
     return await list_marks(request)
 
 
+async def webhooks(request: Request) -> Response:
+    """A campaign's webhooks: create one (POST) or list them (api.webhooks)."""
+    svc = services(request)
+    key = await admit(request, svc)
+    if request.method == "POST":
+        return await hooks.create(request, svc, key)
+    return await hooks.listing(svc, key)
+
+
+async def webhook(request: Request) -> Response:
+    svc = services(request)
+    return await hooks.delete(request, svc, await admit(request, svc))
+
+
+async def rotate_webhook_secret(request: Request) -> Response:
+    svc = services(request)
+    return await hooks.rotate_secret(request, svc, await admit(request, svc))
+
+
+async def webhook_deliveries(request: Request) -> Response:
+    svc = services(request)
+    return await hooks.deliveries(request, svc, await admit(request, svc))
+
+
 async def openapi(request: Request) -> Response:
     return JSONResponse(DOCUMENT)
 
@@ -337,6 +364,7 @@ def create_app(settings: Settings) -> Starlette:
                     TaskPublisher(broker_client, admission), listener, settings.result_timeout
                 ),
                 metrics=registry,
+                webhooks=AsyncWebhooks(client),
             )
             # What start-up made lives as long as the process: out of the garbage
             # collector's sight, full collections stay short (worker/app.py).
@@ -352,6 +380,11 @@ def create_app(settings: Settings) -> Starlette:
             Route("/api/v1/leads/end-contact/{phoneNumber}", lookup, methods=["GET"]),
             Route("/api/v1/leads/end-contact/{phoneNumber}/history", history, methods=["GET"]),
             Route("/api/v1/leads/resume-contact", resume_contact, methods=["POST"]),
+            # One route per path, so that a 405 names every method the path allows.
+            Route("/api/v1/webhooks", webhooks, methods=["GET", "POST"]),
+            Route("/api/v1/webhooks/{id}", webhook, methods=["DELETE"]),
+            Route("/api/v1/webhooks/{id}/rotate-secret", rotate_webhook_secret, methods=["POST"]),
+            Route("/api/v1/webhooks/{id}/deliveries", webhook_deliveries, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_text, methods=["GET"]),

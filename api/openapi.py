@@ -7,8 +7,12 @@ from typing import Any
 from api.body import CHECK_MAX_BODY_BYTES, CHECK_MAX_NUMBERS, MAX_BODY_BYTES, MAX_NUMBERS
 from api.problems import MAX_ECHO
 from api.reads import DEFAULT_LIMIT, MAX_LIMIT
+from api.webhooks import DEFAULT_DELIVERIES, MAX_DELIVERIES
+from api.webhooks import MAX_BODY_BYTES as WEBHOOK_MAX_BODY_BYTES
+from shared.addresses import MAX_URL_LENGTH, RESOLVE_TIMEOUT
 from shared.marks import MAX_CURSOR_LENGTH
 from shared.phones import MAX_INPUT_LENGTH
+from shared.webhooks import EVENT_TYPES, LOG_LENGTH, MAX_PER_CAMPAIGN
 
 # What the service reads as a phone number. No `pattern`: the test is phonenumbers'
 # validity (area code, length, country) on national or international text, which no
@@ -191,6 +195,268 @@ READINESS: dict[str, Any] = {
     },
 }
 
+# The webhooks (api.webhooks). A path's `id` is any string: one not of this key's
+# campaign, well-formed or not, is a 404.
+WEBHOOK_ID = {"type": "string", "pattern": "^wh_[0-9a-f]{16}$", "example": "wh_3f9a1c0de2b47a65"}
+WEBHOOK_EVENTS = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": len(EVENT_TYPES),
+    "uniqueItems": True,
+    "items": {"type": "string", "enum": list(EVENT_TYPES)},
+}
+WEBHOOK_SECRET = {
+    "type": "string",
+    "pattern": "^whsec_[A-Za-z0-9+/]+={0,2}$",
+    "description": "whsec_ and base64 of 32 random bytes, the Standard Webhooks format: "
+    "give it as is to standardwebhooks' Webhook(secret). Shown only in this answer.",
+}
+WEBHOOK: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "url", "events", "createdAt"],
+    "properties": {
+        "id": WEBHOOK_ID,
+        "url": {"type": "string", "maxLength": MAX_URL_LENGTH},
+        "events": WEBHOOK_EVENTS,
+        "createdAt": {"type": "string", "format": "date-time"},
+        "disabledAt": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When its receiver answered 410 Gone: nothing is sent to it "
+            "since. Delete it and create it again to receive again.",
+        },
+    },
+}
+WEBHOOK_PATH_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "A webhook's id, as its creation answered.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 100},
+}
+NOT_THIS_CAMPAIGNS = _problem(
+    "No such webhook for this key's campaign (another campaign's is not found either).",
+    RATE_HEADERS,
+)
+WEBHOOK_LINKS = {
+    name: {
+        "operationId": operation,
+        "parameters": {"id": "$response.body#/id"},
+        "description": description,
+    }
+    for name, operation, description in (
+        ("DeleteWebhook", "deleteWebhook", "The webhook just made can be deleted."),
+        ("RotateWebhookSecret", "rotateWebhookSecret", "Its secret can be rotated."),
+        ("ListWebhookDeliveries", "listWebhookDeliveries", "Its attempts can be read."),
+    )
+}
+DELIVERY: dict[str, Any] = {
+    "type": "object",
+    "description": "One attempt to deliver one event. `status` when the receiver "
+    "answered (any code), else `error` (a timeout, a refused connection, an address "
+    "that is no longer public).",
+    "required": ["eventId", "attempt", "at"],
+    "properties": {
+        "eventId": {"type": "string", "description": "The event's id: the feed's cursor."},
+        "attempt": {"type": "integer", "minimum": 1},
+        "at": {"type": "string", "format": "date-time"},
+        "status": {"type": "integer"},
+        "error": {"type": "string"},
+        "durationMs": {"type": "number", "minimum": 0},
+    },
+}
+
+WEBHOOK_PATHS: dict[str, Any] = {
+    "/api/v1/webhooks": {
+        "post": {
+            "operationId": "createWebhook",
+            "summary": "Send the key's campaign's changes to a URL, signed",
+            "description": "Every change of the campaign (the events of the feed, "
+            "`/api/v1/leads/end-contact/events`) of the types asked for is POSTed to "
+            "`url`, signed per Standard Webhooks, and retried until delivered (README, "
+            "Webhooks). The URL must be an absolute https:// URL with a host and no user "
+            f"info, at most {MAX_URL_LENGTH} characters, whose host resolves (within "
+            f"{RESOLVE_TIMEOUT:g} s) only to public addresses: not loopback, private, "
+            "link-local, shared or otherwise non-public. ENDCONTACT_WEBHOOK_ALLOW_PRIVATE"
+            "=true (development, tests) allows http:// and those addresses. At most "
+            f"{MAX_PER_CAMPAIGN} webhooks per campaign. Other fields of the body are ignored.",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["url"],
+                            "properties": {
+                                "url": {
+                                    "type": "string",
+                                    "maxLength": MAX_URL_LENGTH,
+                                    "example": "https://example.com/hooks/end-contact",
+                                },
+                                "events": {
+                                    **WEBHOOK_EVENTS,
+                                    "default": list(EVENT_TYPES),
+                                    "description": "Which changes to receive; both by default.",
+                                },
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": {
+                    "description": "Created. The only answer that shows the secret.",
+                    "headers": RATE_HEADERS,
+                    "links": WEBHOOK_LINKS,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                **WEBHOOK,
+                                "required": [*WEBHOOK["required"], "secret"],
+                                "properties": {**WEBHOOK["properties"], "secret": WEBHOOK_SECRET},
+                            }
+                        }
+                    },
+                },
+                "400": _problem(
+                    "Invalid body: errors point at /url (its rules, or a host that does not "
+                    "resolve or resolves to a non-public address) and /events.",
+                    RATE_HEADERS,
+                ),
+                "408": _problem("The body did not arrive in time.", RATE_HEADERS),
+                "409": _problem(
+                    f"The campaign already has {MAX_PER_CAMPAIGN} webhooks "
+                    "(/problems/too-many-webhooks); delete one first.",
+                    RATE_HEADERS,
+                ),
+                "413": _problem(
+                    f"The body is larger than {WEBHOOK_MAX_BODY_BYTES} bytes.", RATE_HEADERS
+                ),
+                **COMMON_ERRORS,
+            },
+        },
+        "get": {
+            "operationId": "listWebhooks",
+            "summary": "The key's campaign's webhooks, oldest first; never a secret",
+            "responses": {
+                "200": {
+                    "description": "Every webhook of the campaign.",
+                    "headers": RATE_HEADERS,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["webhooks"],
+                                "properties": {
+                                    "webhooks": {
+                                        "type": "array",
+                                        "maxItems": MAX_PER_CAMPAIGN,
+                                        "items": WEBHOOK,
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                **COMMON_ERRORS,
+            },
+        },
+    },
+    "/api/v1/webhooks/{id}": {
+        "delete": {
+            "operationId": "deleteWebhook",
+            "summary": "Stop sending to a webhook; its pending deliveries are dropped",
+            "parameters": [WEBHOOK_PATH_ID],
+            "responses": {
+                "204": {"description": "Deleted.", "headers": RATE_HEADERS},
+                "404": NOT_THIS_CAMPAIGNS,
+                **COMMON_ERRORS,
+            },
+        }
+    },
+    "/api/v1/webhooks/{id}/rotate-secret": {
+        "post": {
+            "operationId": "rotateWebhookSecret",
+            "summary": "A new secret; the previous one also signs for 24 hours",
+            "description": "Until `previousSecretExpiresAt` every delivery carries two "
+            "signatures, one per secret (space-separated in webhook-signature), so a "
+            "receiver can switch secrets without missing one. Rotating again within the "
+            "day drops the oldest secret at once.",
+            "parameters": [WEBHOOK_PATH_ID],
+            "responses": {
+                "200": {
+                    "description": "The new secret, shown only in this answer.",
+                    "headers": RATE_HEADERS,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["id", "secret", "previousSecretExpiresAt"],
+                                "properties": {
+                                    "id": WEBHOOK_ID,
+                                    "secret": WEBHOOK_SECRET,
+                                    "previousSecretExpiresAt": {
+                                        "type": "string",
+                                        "format": "date-time",
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+                "404": NOT_THIS_CAMPAIGNS,
+                **COMMON_ERRORS,
+            },
+        }
+    },
+    "/api/v1/webhooks/{id}/deliveries": {
+        "get": {
+            "operationId": "listWebhookDeliveries",
+            "summary": "The webhook's latest delivery attempts, newest first",
+            "description": f"The service keeps the latest {LOG_LENGTH} attempts of each "
+            "webhook: what a receiver answered, or why no answer came, and how long it took.",
+            "parameters": [
+                WEBHOOK_PATH_ID,
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": MAX_DELIVERIES,
+                        "default": DEFAULT_DELIVERIES,
+                    },
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "At most `limit` attempts.",
+                    "headers": RATE_HEADERS,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["deliveries"],
+                                "properties": {
+                                    "deliveries": {
+                                        "type": "array",
+                                        "maxItems": MAX_DELIVERIES,
+                                        "items": DELIVERY,
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "400": _problem("A bad limit.", RATE_HEADERS),
+                "404": NOT_THIS_CAMPAIGNS,
+                **COMMON_ERRORS,
+            },
+        }
+    },
+}
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {
@@ -351,6 +617,7 @@ DOCUMENT: dict[str, Any] = {
                 },
             }
         },
+        **WEBHOOK_PATHS,
         "/openapi.json": {
             "get": {
                 "summary": "This document",

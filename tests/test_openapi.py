@@ -37,7 +37,7 @@ def test_document_describes_exactly_the_routes_the_app_serves(web: str, redis_ur
         for method in route.methods or ()
         if method != "HEAD"  # Starlette adds it to every GET
     }
-    assert len(served) == 8
+    assert len(served) == 16
     assert _operations(document) == served
 
     post = document["paths"][URL]["post"]
@@ -49,6 +49,15 @@ def test_document_describes_exactly_the_routes_the_app_serves(web: str, redis_ur
     listing = document["paths"][URL]["get"]
     assert set(listing["responses"]) >= {"200", "400", "401", "429", "503"}
     assert set(listing["responses"]["200"]["content"]) == {"application/json", "text/csv"}
+    hooks = document["paths"]["/api/v1/webhooks"]
+    assert set(hooks["post"]["responses"]) >= {"201", "400", "401", "409", "413", "429", "503"}
+    assert set(hooks["get"]["responses"]) >= {"200", "401", "429", "503"}
+    for path, method in [
+        ("/api/v1/webhooks/{id}", "delete"),
+        ("/api/v1/webhooks/{id}/rotate-secret", "post"),
+        ("/api/v1/webhooks/{id}/deliveries", "get"),
+    ]:
+        assert set(document["paths"][path][method]["responses"]) >= {"401", "404", "429", "503"}
     operation_ids = {
         operation["operationId"]
         for item in document["paths"].values()

@@ -1,0 +1,231 @@
+"""The webhook URL rules and address checks (shared.addresses), in-process.
+
+Names other than literals are resolved by this machine's resolver: only "localhost"
+(which every host maps to loopback) and names under .invalid (RFC 6761: never resolve).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from ipaddress import ip_address
+
+import pytest
+
+from shared.addresses import (
+    MAX_URL_LENGTH,
+    BadUrl,
+    NotPublic,
+    Target,
+    Unresolvable,
+    check_addresses,
+    check_url,
+    is_public,
+    resolve_public,
+    resolve_public_async,
+    target,
+)
+
+NOT_PUBLIC = [
+    "127.0.0.1",  # loopback
+    "127.255.255.254",
+    "10.1.2.3",  # private
+    "172.16.0.1",
+    "192.168.1.1",
+    "169.254.169.254",  # link-local: the clouds' metadata service
+    "100.64.0.1",  # shared (carrier-grade NAT)
+    "100.127.255.254",
+    "0.0.0.0",  # unspecified
+    "0.1.2.3",  # "this network"
+    "224.0.0.1",  # multicast
+    "239.255.255.250",
+    "240.0.0.1",  # reserved
+    "255.255.255.255",  # broadcast
+    "192.0.2.10",  # documentation
+    "198.18.0.1",  # benchmarking
+    "::1",
+    "::",
+    "fe80::1",
+    "fc00::1",
+    "fd12:3456::1",
+    "fec0::1",  # site-local (deprecated, still not public)
+    "ff02::1",
+    "2001:db8::1",
+    "::ffff:127.0.0.1",  # IPv4-mapped forms of the above
+    "::ffff:10.0.0.1",
+    "::ffff:169.254.169.254",
+    "::ffff:100.64.0.1",
+    "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+    "2002:a00:1::1",  # 6to4 of 10.0.0.1
+    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+    "64:ff9b:1::1",
+]
+PUBLIC = ["1.2.3.4", "8.8.8.8", "93.184.215.14", "::ffff:1.2.3.4", "2606:4700:4700::1111"]
+
+
+@pytest.mark.parametrize("address", NOT_PUBLIC)
+def test_not_public(address: str) -> None:
+    assert not is_public(ip_address(address))
+
+
+@pytest.mark.parametrize("address", PUBLIC)
+def test_public(address: str) -> None:
+    assert is_public(ip_address(address))
+
+
+def _infos(*addresses: str) -> list[tuple[object, ...]]:
+    """getaddrinfo's answer for `addresses`, as it would give them."""
+    infos: list[tuple[object, ...]] = []
+    for text in addresses:
+        address = ip_address(text)
+        if address.version == 4:
+            infos.append((socket.AF_INET, socket.SOCK_STREAM, 6, "", (text, 443)))
+        else:
+            infos.append((socket.AF_INET6, socket.SOCK_STREAM, 6, "", (text, 443, 0, 0)))
+    return infos
+
+
+def test_every_address_must_be_public() -> None:
+    # A name with one public and one private address: which a connection would use is
+    # the resolver's choice, so the name is refused.
+    with pytest.raises(NotPublic, match=r"evil\.test resolves to 10\.0\.0\.1, a private"):
+        check_addresses("evil.test", _infos("1.2.3.4", "10.0.0.1"), allow_private=False)
+    found = check_addresses("ok.test", _infos("1.2.3.4", "1.2.3.4", "2606:4700::1"), False)
+    assert found == [ip_address("1.2.3.4"), ip_address("2606:4700::1")]
+
+
+def test_a_zone_is_read_off_a_link_local_address() -> None:
+    with pytest.raises(NotPublic, match="link-local"):
+        check_addresses("h.test", _infos("fe80::1%2"), allow_private=False)
+
+
+def test_no_address_is_unresolvable() -> None:
+    with pytest.raises(Unresolvable):
+        check_addresses("h.test", [], allow_private=True)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "10.0.0.1", "169.254.169.254", "::1", "fc00::1"])
+def test_private_addresses_pass_when_allowed(address: str) -> None:
+    assert check_addresses("h.test", _infos(address), allow_private=True) == [ip_address(address)]
+
+
+@pytest.mark.parametrize(
+    "address", ["0.0.0.0", "224.0.0.1", "255.255.255.255", "::", "ff02::1", "::ffff:224.0.0.1"]
+)
+def test_no_receiver_is_there_even_when_allowed(address: str) -> None:
+    with pytest.raises(NotPublic):
+        check_addresses("h.test", _infos(address), allow_private=True)
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost", "127.0.0.1", "127.1", "2130706433", "0x7f.1", "::1", "10.0.0.1"]
+)
+def test_resolve_refuses_loopback_and_private(host: str) -> None:
+    # 127.1, 2130706433 and 0x7f.1 are 127.0.0.1 to the C resolver (inet_aton).
+    with pytest.raises(NotPublic):
+        resolve_public(host, 443, allow_private=False)
+
+
+def test_resolve_refusal_names_the_address() -> None:
+    with pytest.raises(NotPublic) as refused:
+        resolve_public("localhost", 443, allow_private=False)
+    assert "localhost resolves to" in str(refused.value)
+    assert "loopback" in str(refused.value)
+
+
+def test_resolve_allows_loopback_when_allowed() -> None:
+    found = resolve_public("localhost", 443, allow_private=True)
+    assert found
+    assert all(address.is_loopback for address in found)
+
+
+def test_resolve_public_literal() -> None:
+    assert resolve_public("1.2.3.4", 443, allow_private=False) == [ip_address("1.2.3.4")]
+
+
+def test_resolve_unknown_name() -> None:
+    with pytest.raises(Unresolvable, match=r"no-such-host\.invalid could not be resolved"):
+        resolve_public("no-such-host.invalid", 443, allow_private=False)
+
+
+def test_resolve_async() -> None:
+    assert asyncio.run(resolve_public_async("1.2.3.4", 443, False)) == [ip_address("1.2.3.4")]
+    with pytest.raises(NotPublic):
+        asyncio.run(resolve_public_async("localhost", 443, False))
+    with pytest.raises(Unresolvable):
+        asyncio.run(resolve_public_async("no-such-host.invalid", 443, False))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://example.com/hook", Target("https", "example.com", 443)),
+        ("https://Example.COM:8443/a?b=c#d", Target("https", "example.com", 8443)),
+        ("HTTPS://example.com", Target("https", "example.com", 443)),
+        ("https://example.com./", Target("https", "example.com.", 443)),
+        ("https://1.2.3.4/hook", Target("https", "1.2.3.4", 443)),
+        ("https://[2606:4700::1111]:444/", Target("https", "2606:4700::1111", 444)),
+        ("https://bücher.de/", Target("https", "xn--bcher-kva.de", 443)),
+        ("https://a_b.example.com/", Target("https", "a_b.example.com", 443)),
+    ],
+)
+def test_target(url: str, expected: Target) -> None:
+    assert target(url, allow_private=False) == expected
+    assert check_url(url, allow_private=False) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://example.com/hook", "https://"),
+        ("ftp://example.com/", "https://"),
+        ("/hook", "https://"),
+        ("example.com/hook", "https://"),
+        ("//example.com/hook", "https://"),
+        ("", "https://"),
+        ("https:///hook", "must have a host"),
+        ("https://", "must have a host"),
+        ("https://:443/", "must have a host"),
+        ("https://user:pass@example.com/", "user info"),
+        ("https://user@example.com/", "user info"),
+        ("https://1.2.3.4\\@127.0.0.1/", "user info"),
+        ("https://exa mple.com/", "spaces"),
+        ("https://example.com/\n", "spaces"),
+        ("https://exam\tple.com/", "spaces"),
+        (" https://example.com/", "spaces"),
+        ("https://example.com:0/", "port 0"),
+        ("https://example.com:99999/", "not a valid URL"),
+        ("https://example.com:port/", "not a valid URL"),
+        ("https://[zz]/", "not a valid URL"),
+        ("https://a..b/", "host name"),
+        ("https://%6cocalhost/", "host name"),
+        ("https://-a.com/", "host name"),
+        ("https://" + "a" * 64 + ".com/", "host name"),
+        ("https://\ud800.com/", "lone surrogate"),
+        ("https://example.com/" + "a" * MAX_URL_LENGTH, f"at most {MAX_URL_LENGTH}"),
+    ],
+)
+def test_refused(url: str, reason: str) -> None:
+    with pytest.raises(BadUrl) as refused:
+        check_url(url, allow_private=False)
+    assert reason in str(refused.value)
+    assert isinstance(refused.value, ValueError)
+
+
+def test_http_only_when_private_is_allowed() -> None:
+    assert target("http://127.0.0.1:8080/h", True) == Target("http", "127.0.0.1", 8080)
+    assert target("http://localhost/h", True) == Target("http", "localhost", 80)
+    with pytest.raises(BadUrl, match="https:// \\(or http://\\)"):
+        target("ftp://localhost/h", True)
+
+
+def test_longest_url_is_accepted() -> None:
+    url = "https://example.com/"
+    url += "a" * (MAX_URL_LENGTH - len(url))
+    assert check_url(url, allow_private=False) == url
+
+
+def test_resolve_async_has_a_deadline() -> None:
+    # A deadline already past: whatever the resolver does, the answer is Unresolvable.
+    with pytest.raises(Unresolvable, match="within 0 s"):
+        asyncio.run(resolve_public_async("1.2.3.4", 443, False, timeout=0))
