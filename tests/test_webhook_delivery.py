@@ -4,9 +4,9 @@ process), a real worker's dispatcher, a real store; signatures checked with the
 
 from __future__ import annotations
 
-import json
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -20,13 +20,8 @@ from shared.embedded import stop_server
 from shared.store import Store, feed_name
 from shared.webhooks import (
     EVENT_TYPES,
-    ROTATION_OVERLAP_MS,
-    Webhook,
     campaign_webhooks_key,
-    log_key,
-    new_secret,
     new_webhook,
-    now_ms,
     webhook_key,
 )
 from tests.conftest import Caller, new_caller
@@ -34,7 +29,15 @@ from tests.helpers import URL, post_numbers, wait_until
 from tests.processes import Stack, stop
 
 WAIT = 30.0
+WEBHOOKS = "/api/v1/webhooks"
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Hook:
+    id: str
+    secret: str
+    caller: Caller
 
 
 class HookStack(Stack):
@@ -56,37 +59,47 @@ class HookStack(Stack):
     def caller(self) -> Caller:
         return new_caller(Store(self.client))
 
-    def hook(self, caller: Caller, url: str, events: tuple[str, ...] = EVENT_TYPES) -> Webhook:
-        """A webhook for the caller's campaign, stored as the API stores one."""
-        made = new_webhook(caller.key.scope, url, events)
+    def hook(self, caller: Caller, url: str, events: tuple[str, ...] = EVENT_TYPES) -> Hook:
+        """A webhook for the caller's campaign, made through the API."""
+        answer = httpx.post(
+            f"{self.base}{WEBHOOKS}",
+            json={"url": url, "events": list(events)},
+            headers=caller.headers,
+        )
+        assert answer.status_code == 201, answer.text
+        return Hook(answer.json()["id"], answer.json()["secret"], caller)
+
+    def stored_hook(self, caller: Caller, url: str) -> Hook:
+        """A webhook stored as the API stores one, bypassing its checks of the URL."""
+        made = new_webhook(caller.key.scope, url, EVENT_TYPES)
         with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(webhook_key(made.id), mapping=cast("dict[Any, Any]", made.record()))
             pipe.sadd(campaign_webhooks_key(feed_name(caller.key.scope)), made.id)
             pipe.execute()
-        return made
+        return Hook(made.id, made.secret, caller)
 
-    def rotate(self, hook: Webhook) -> str:
-        """A new secret, the current one signing too for a day (as the web rotates)."""
-        secret = new_secret()
-        self.client.hset(
-            webhook_key(hook.id),
-            mapping={
-                "secret": secret,
-                "previous_secret": hook.secret,
-                "previous_until": str(now_ms() + ROTATION_OVERLAP_MS),
-            },
-        )
-        return secret
+    def listed(self, hook: Hook) -> dict[str, Any]:
+        answer = httpx.get(f"{self.base}{WEBHOOKS}", headers=hook.caller.headers)
+        assert answer.status_code == 200, answer.text
+        (found,) = [one for one in answer.json()["webhooks"] if one["id"] == hook.id]
+        return cast("dict[str, Any]", found)
 
-    def delete(self, caller: Caller, hook: Webhook) -> None:
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(webhook_key(hook.id), log_key(hook.id))
-            pipe.srem(campaign_webhooks_key(feed_name(caller.key.scope)), hook.id)
-            pipe.execute()
+    def rotate(self, hook: Hook) -> str:
+        path = f"{self.base}{WEBHOOKS}/{hook.id}/rotate-secret"
+        answer = httpx.post(path, headers=hook.caller.headers)
+        assert answer.status_code == 200, answer.text
+        return cast("str", answer.json()["secret"])
 
-    def attempts(self, hook: Webhook) -> list[dict[str, Any]]:
-        """The webhook's attempt log, oldest first."""
-        return [json.loads(line) for line in reversed(self.client.lrange(log_key(hook.id), 0, -1))]
+    def delete(self, hook: Hook) -> None:
+        answer = httpx.delete(f"{self.base}{WEBHOOKS}/{hook.id}", headers=hook.caller.headers)
+        assert answer.status_code == 204, answer.text
+
+    def attempts(self, hook: Hook) -> list[dict[str, Any]]:
+        """The webhook's attempt log, oldest first, as its owner reads it."""
+        path = f"{self.base}{WEBHOOKS}/{hook.id}/deliveries?limit=100"
+        answer = httpx.get(path, headers=hook.caller.headers)
+        assert answer.status_code == 200, answer.text
+        return list(reversed(answer.json()["deliveries"]))
 
     def feed(self, caller: Caller) -> list[dict[str, Any]]:
         answer = httpx.get(f"{self.base}{URL}/events?limit=1000", headers=caller.headers)
@@ -136,7 +149,7 @@ def enough(found: list[T], count: int) -> list[T] | None:
     return found if len(found) >= count else None
 
 
-def logged(stack: HookStack, hook: Webhook, count: int) -> list[dict[str, Any]]:
+def logged(stack: HookStack, hook: Hook, count: int) -> list[dict[str, Any]]:
     return wait_until(lambda: enough(stack.attempts(hook), count), WAIT, f"{count} logged")
 
 
@@ -148,7 +161,7 @@ def arrived(receiver: Receiver, count: int) -> list[Received]:
     )
 
 
-def verified(hook: Webhook, received: Received, secret: str | None = None) -> dict[str, Any]:
+def verified(hook: Hook, received: Received, secret: str | None = None) -> dict[str, Any]:
     """The payload, verified as a receiver verifies it (raises if it does not)."""
     body = received.body.decode()
     payload = Verifier(secret or hook.secret).verify(body, received.headers)
@@ -237,7 +250,7 @@ def test_410_disables_the_webhook_and_nothing_more_goes_to_it(
     witness = hooks.hook(caller, other.url)
     hooks.end(caller, phones(1300, 1))
     arrived(gone, 1)
-    wait_until(lambda: hooks.client.hget(webhook_key(hook.id), "disabled_at"), WAIT, "disabled")
+    wait_until(lambda: "disabledAt" in hooks.listed(hook), WAIT, "disabled")
     hooks.end(caller, phones(1301, 2))
     # Deliveries of the later changes reached the other webhook: fanned out, and none
     # for the disabled one.
@@ -273,7 +286,7 @@ def test_a_deleted_webhook_gets_nothing_more(hooks: HookStack, receivers: list[R
     (event,) = hooks.feed(caller)
     pending = member(hook.id, event["id"])
     wait_until(lambda: hooks.attempts(hook), WAIT, "first attempt logged")
-    hooks.delete(caller, hook)
+    hooks.delete(hook)
     hooks.end(caller, phones(1501, 1))
     arrived(other, 2)
     # The retry that was pending came due and was dropped, not sent.
@@ -339,7 +352,7 @@ def test_an_attempt_is_refused_where_the_address_is_not_public(
         at = receiver(receivers)
         # Stored as if it had passed when created: "localhost" now resolves to 127.0.0.1.
         port = httpx.URL(at.url).port
-        hook = stack.hook(caller, f"https://localhost:{port}/hook")
+        hook = stack.stored_hook(caller, f"https://localhost:{port}/hook")
         stack.end(caller, phones(1900, 1))
         (entry, *_) = wait_until(lambda: stack.attempts(hook), WAIT, "an attempt logged")
         assert "127.0.0.1" in entry["error"]
