@@ -97,3 +97,17 @@ class Receiver:
                 pass  # the tests look at what was received, not at a log
 
         return Handler
+
+
+def serve() -> None:
+    """`python -m bench.receiver [hang]`: a receiver in a process of its own (so that
+    what it costs falls on no one else's GIL); prints its URL, runs until stdin closes."""
+    import sys
+
+    with Receiver(hang if sys.argv[1:] == ["hang"] else always(200)) as receiver:
+        print(receiver.url, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    serve()

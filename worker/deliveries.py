@@ -86,6 +86,8 @@ STOP_GRACE = 3.0
 # Redis away: how long to wait before trying again.
 BACKOFF = 1.0
 MAX_CLIENTS = 256
+# Of a receiver's answer, at most this much is read; it is not kept.
+MAX_ANSWER_BYTES = 65_536
 
 # Claims due deliveries. KEYS: DUE. ARGV: now ms, lease ms, most to claim, most to look
 # at, per-endpoint cap, slow endpoints' deferral ms, webhook key prefix, delivery key
@@ -299,9 +301,17 @@ def _post(job: Job, senders: Senders, allow_private: bool, at_ms: int) -> int:
     request = client.build_request(
         "POST", sent_to, content=job.body.encode(), headers=headers, extensions=extensions
     )
-    # Only the status counts: the body is not read.
+    # Only the status counts. The body is read (up to a bound) so that the connection
+    # goes back to the pool for the next attempt: closed unread, it would be dropped.
     response = client.send(request, stream=True)
-    response.close()
+    try:
+        read = 0
+        for chunk in response.iter_raw():
+            read += len(chunk)
+            if read > MAX_ANSWER_BYTES:
+                break
+    finally:
+        response.close()
     return response.status_code
 
 
@@ -348,6 +358,10 @@ class Dispatcher:
         )
         self._claim = self._redis.register_script(CLAIM_SCRIPT)
         self._record = self._redis.register_script(RECORD_SCRIPT)
+        # httpx logs every request with its URL at INFO: the URL may hold a receiver's
+        # token, and a line per delivery would cost more than the rest of it.
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._done: queue.SimpleQueue[Finished] = queue.SimpleQueue()
