@@ -34,7 +34,7 @@ import redis
 from bench.cluster import Cluster
 from bench.load import Numbers, closed_loop
 from bench.receiver import Receiver, always
-from shared.deliveries import DUE, OUTBOX
+from shared.deliveries import OUTBOX, PENDING
 from shared.store import Store
 
 URL = "/api/v1/leads/end-contact"
@@ -57,7 +57,7 @@ def wait_for(receiver: Receiver, count: int, timeout: float) -> None:
 def drained(client: redis.Redis, timeout: float = 300) -> None:
     """Until no delivery is pending (the outbox read and the due set empty)."""
     deadline = time.monotonic() + timeout
-    while client.zcard(DUE) or client.xlen(OUTBOX):
+    while int(client.get(PENDING) or 0) or client.xlen(OUTBOX):
         if time.monotonic() > deadline:
             raise RuntimeError("deliveries did not drain")
         time.sleep(0.05)

@@ -6,9 +6,13 @@ SIGKILL and a restart of the store):
                                  webhooks (f: feed name, e: its entry id), added by the
                                  store's write script in the same script as the feed
                                  entry; read by the consumer group `deliveries`
-  ec:deliveries:due              sorted set: `<webhook id>:<event id>` -> when its next
-                                 attempt is due (ms); while one is in flight, when the
-                                 lease of the worker sending it ends
+  ec:deliveries:due:<webhook id> sorted set: the webhook's deliveries, event id -> when
+                                 its next attempt is due (ms); while one is in flight,
+                                 when the lease of the worker sending it ends
+  ec:deliveries:due              sorted set: webhook id -> the earliest score of its own
+                                 set (so a claim looks at webhooks, not at deliveries:
+                                 a backlog of one receiver costs the others nothing)
+  ec:deliveries:pending          counter: deliveries in all those sets (the gauge)
   ec:delivery:<webhook id>:<event id>
                                  hash: attempts (made so far), body (the payload, the
                                  same bytes on every attempt)
@@ -33,6 +37,7 @@ from shared.events import Event, iso
 OUTBOX = "ec:outbox"
 GROUP = "deliveries"
 DUE = "ec:deliveries:due"
+PENDING = "ec:deliveries:pending"
 
 DELIVERED = "delivered"
 RETRY = "retry"
@@ -43,18 +48,12 @@ OUTCOMES = (DELIVERED, RETRY, GAVE_UP, DISABLED)
 GONE = 410
 
 
-def member(webhook_id: str, event_id: str) -> str:
-    """A delivery's name in the due set (neither id holds a ':')."""
-    return f"{webhook_id}:{event_id}"
+def due_key(webhook_id: str) -> str:
+    return f"{DUE}:{webhook_id}"
 
 
-def parse_member(name: str) -> tuple[str, str]:
-    webhook_id, _, event_id = name.partition(":")
-    return webhook_id, event_id
-
-
-def delivery_key(name: str) -> str:
-    return f"ec:delivery:{name}"
+def delivery_key(webhook_id: str, event_id: str) -> str:
+    return f"ec:delivery:{webhook_id}:{event_id}"
 
 
 def message_id(webhook_id: str, event_id: str) -> str:

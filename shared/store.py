@@ -30,7 +30,7 @@ import redis
 from shared import events
 from shared.apikeys import ApiKey, Scope, check_name, digest, generate_id, generate_secret
 from shared.connection import sync_client
-from shared.deliveries import DUE, OUTBOX
+from shared.deliveries import OUTBOX, PENDING
 from shared.events import CODES, ORIGIN, Change, Event, EventId, FeedPage, FeedTrimmed
 from shared.marks import EXPORT_COUNT, Batch, Cursor, Listing, Page, csv_chunk
 from shared.metrics import METRICS_KEY
@@ -411,7 +411,7 @@ class AsyncStore:
 
     async def pending_deliveries(self) -> int:
         """Webhook deliveries waiting for an attempt or in one (shared.deliveries)."""
-        return int(await self._redis.zcard(DUE))
+        return int(await self._redis.get(PENDING) or 0)
 
     async def ended_at(self, scope: Scope, phone: str) -> str | None:
         return _text(await self._redis.hget(ended_key(scope), phone))

@@ -15,7 +15,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 
 from bench.receiver import Answer, Received, Receiver, always, hang, statuses
-from shared.deliveries import DUE, member
+from shared.deliveries import due_key
 from shared.embedded import stop_server
 from shared.store import Store, feed_name
 from shared.webhooks import (
@@ -238,7 +238,7 @@ def test_a_retry_carries_the_same_webhook_id_and_body(
         (3, 200, "delivered"),
     ]
     assert all(isinstance(e["durationMs"], int) and e["at"].endswith("Z") for e in log)
-    assert hooks.client.zscore(DUE, member(hook.id, log[0]["eventId"])) is None
+    assert hooks.client.zscore(due_key(hook.id), log[0]["eventId"]) is None
 
 
 def test_410_disables_the_webhook_and_nothing_more_goes_to_it(
@@ -284,13 +284,14 @@ def test_a_deleted_webhook_gets_nothing_more(hooks: HookStack, receivers: list[R
     hooks.end(caller, phones(1500, 1))
     arrived(failing, 1)
     (event,) = hooks.feed(caller)
-    pending = member(hook.id, event["id"])
+    pending = event["id"]
     wait_until(lambda: hooks.attempts(hook), WAIT, "first attempt logged")
     hooks.delete(hook)
     hooks.end(caller, phones(1501, 1))
     arrived(other, 2)
     # The retry that was pending came due and was dropped, not sent.
-    wait_until(lambda: hooks.client.zscore(DUE, pending) is None, WAIT, "the retry dropped")
+    due = due_key(hook.id)
+    wait_until(lambda: hooks.client.zscore(due, pending) is None, WAIT, "the retry dropped")
     assert len(failing.received) == 1
 
 
@@ -322,7 +323,7 @@ def test_a_delivery_is_given_up_after_the_schedule(
     assert [(e["attempt"], e["status"]) for e in log] == [(n, 503) for n in range(1, 5)]
     assert [e["outcome"] for e in log] == ["retry"] * 3 + ["gave_up"]
     assert len(at.received) == 4
-    assert hooks.client.zscore(DUE, member(hook.id, log[0]["eventId"])) is None
+    assert hooks.client.zscore(due_key(hook.id), log[0]["eventId"]) is None
 
 
 def test_a_receiver_that_hangs_delays_neither_others_nor_end_contact(
@@ -373,7 +374,7 @@ def test_a_pending_retry_survives_a_worker_sigkill(
     assert own.worker is not None
     stop(own.worker, signal.SIGKILL)
     (event,) = own.feed(caller)
-    assert own.client.zscore(DUE, member(hook.id, event["id"])) is not None
+    assert own.client.zscore(due_key(hook.id), event["id"]) is not None
     own.start_worker()
     first, second = arrived(at, 2)
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
@@ -391,7 +392,7 @@ def test_a_pending_retry_survives_a_restart_of_the_store(
     own.end(caller, phones(2100, 1))
     wait_until(lambda: own.attempts(hook), WAIT, "the first attempt logged")
     (event,) = own.feed(caller)
-    assert own.client.zscore(DUE, member(hook.id, event["id"])) is not None
+    assert own.client.zscore(due_key(hook.id), event["id"]) is not None
     assert own.redis is not None
     own.redis.send_signal(signal.SIGKILL)
     own.redis.wait()

@@ -28,7 +28,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import redis
@@ -36,7 +36,7 @@ import redis
 from shared import deliveries
 from shared.addresses import AddressError, resolve_public, target
 from shared.connection import sync_client
-from shared.deliveries import DUE, GROUP, OUTBOX, Attempt
+from shared.deliveries import DUE, GROUP, OUTBOX, PENDING, Attempt
 from shared.events import entry_events, iso
 from shared.metrics import WEBHOOK_ATTEMPT_SECONDS, WEBHOOK_DELIVERIES, Registry
 from shared.settings import Settings
@@ -62,13 +62,10 @@ LEASE_MS = 30_000
 # Sender threads per worker process, and how many of them one webhook may hold.
 SENDERS = 32
 PER_ENDPOINT = 8
-# An endpoint whose slots are all held, the oldest for this long, is slow: its due
-# deliveries are pushed back by an attempt's timeout instead of being skipped at every
-# claim, so the deliveries behind them in the due set reach the front.
-SLOW_AFTER = 1.0
-SLOW_DEFER_MS = int(ATTEMPT_TIMEOUT * 1000)
-# Due deliveries one claim looks at (past those of busy endpoints).
+# Webhooks with due deliveries one claim looks at.
 SCAN = 1000
+# A deleted or disabled webhook's deliveries dropped per claim (the rest at the next).
+DROP_CHUNK = 1000
 # The claim loop's nap with nothing to do: how late another worker's new deliveries or
 # a retry that came due may start (new deliveries of this worker wake it at once).
 POLL = 0.25
@@ -89,102 +86,156 @@ MAX_CLIENTS = 256
 # Of a receiver's answer, at most this much is read; it is not kept.
 MAX_ANSWER_BYTES = 65_536
 
-# Claims due deliveries. KEYS: DUE. ARGV: now ms, lease ms, most to claim, most to look
-# at, per-endpoint cap, slow endpoints' deferral ms, webhook key prefix, delivery key
-# prefix, then per endpoint with attempts in flight here: webhook id, in flight, slow
-# (1/0). A delivery of a deleted or disabled webhook is dropped, not sent. Returns the
-# claimed deliveries (member, attempts so far, body) flat, the records of their webhooks
-# (id, HGETALL reply) flat, and how many were dropped.
-CLAIM_SCRIPT = """
-local due = KEYS[1]
-local now, lease, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local scan, cap, defer = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local hook_prefix, delivery_prefix = ARGV[7], ARGV[8]
-local busy, slow = {}, {}
-for i = 9, #ARGV, 3 do
-  busy[ARGV[i]] = tonumber(ARGV[i + 1])
-  slow[ARGV[i]] = ARGV[i + 2] == '1'
+# Key names the scripts build (shared.deliveries, shared.webhooks): prefixes in ARGV.
+_PREFIXES = """
+local due_prefix, delivery_prefix, hook_prefix = ARGV[1], ARGV[2], ARGV[3]
+"""
+
+# A webhook's place in DUE: the earliest score of its own set, or none when it is empty.
+_PLACE = """
+local function place(due, set, hook)
+  local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+  if first[1] then redis.call('ZADD', due, first[2], hook) else redis.call('ZREM', due, hook) end
 end
-local hooks, order, claimed, dropped = {}, {}, {}, 0
-local found = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, scan)
-for _, m in ipairs(found) do
-  if #claimed >= want * 3 then break end
-  local hook = string.match(m, '^[^:]+')
-  if hooks[hook] == nil then
-    local record = redis.call('HGETALL', hook_prefix .. hook)
-    local live = #record > 0
-    for x = 1, #record, 2 do
-      if record[x] == 'disabled_at' then live = false end
-    end
-    if live then hooks[hook] = record else hooks[hook] = false end
-  end
-  if not hooks[hook] then
-    redis.call('ZREM', due, m)
-    redis.call('DEL', delivery_prefix .. m)
-    dropped = dropped + 1
-  elseif (busy[hook] or 0) < cap then
-    local d = redis.call('HMGET', delivery_prefix .. m, 'attempts', 'body')
-    if d[2] then
-      busy[hook] = (busy[hook] or 0) + 1
-      redis.call('ZADD', due, now + lease, m)
-      claimed[#claimed + 1] = m
-      claimed[#claimed + 1] = d[1] or '0'
-      claimed[#claimed + 1] = d[2]
-      if not order[hook] then order[hook] = true end
-    else
-      redis.call('ZREM', due, m)
-      dropped = dropped + 1
-    end
-  elseif slow[hook] then
-    redis.call('ZADD', due, now + defer, m)
+"""
+
+# Schedules deliveries and acknowledges the outbox entries they came from.
+# KEYS: DUE, PENDING, OUTBOX. ARGV: the three prefixes, now ms, group, count of outbox
+# ids, the ids, then per delivery: webhook id, event id, body. A delivery that exists
+# already (a redo after a crash) is left as it is.
+FAN_OUT_SCRIPT = (
+    _PREFIXES
+    + """
+local now, group, k = ARGV[4], ARGV[5], tonumber(ARGV[6])
+local added = 0
+for i = 7 + k, #ARGV, 3 do
+  local hook, event = ARGV[i], ARGV[i + 1]
+  if redis.call('ZADD', due_prefix .. hook, 'NX', now, event) == 1 then
+    redis.call('HSET', delivery_prefix .. hook .. ':' .. event, 'attempts', 0, 'body', ARGV[i + 2])
+    redis.call('ZADD', KEYS[1], 'LT', now, hook)
+    added = added + 1
   end
 end
-local records = {}
-for hook, _ in pairs(order) do
-  records[#records + 1] = hook
-  records[#records + 1] = hooks[hook]
+if added > 0 then redis.call('INCRBY', KEYS[2], added) end
+if k > 0 then
+  redis.call('XACK', KEYS[3], group, unpack(ARGV, 7, 6 + k))
+  redis.call('XDEL', KEYS[3], unpack(ARGV, 7, 6 + k))
+end
+return added
+"""
+)
+
+# Claims due deliveries, a webhook at a time. KEYS: DUE, PENDING. ARGV: the three
+# prefixes, now ms, lease ms, most to claim, most webhooks to look at, per-webhook cap,
+# drop chunk, then per webhook with attempts in flight here: its id, how many. A
+# claimed delivery's score becomes the end of its lease. A deleted or disabled
+# webhook's deliveries are dropped, not sent. Returns the claimed deliveries (webhook
+# id, event id, attempts so far, body) flat, the records of their webhooks (id,
+# HGETALL reply) flat, and how many deliveries were dropped.
+CLAIM_SCRIPT = (
+    _PREFIXES
+    + _PLACE
+    + """
+local now, lease, want = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local scan, cap, chunk = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local busy = {}
+for i = 10, #ARGV, 2 do busy[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local claimed, records, dropped, taken = {}, {}, 0, 0
+for _, hook in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, scan)) do
+  if taken >= want then break end
+  local set = due_prefix .. hook
+  local free = cap - (busy[hook] or 0)
+  local record = redis.call('HGETALL', hook_prefix .. hook)
+  local live = #record > 0
+  for x = 1, #record, 2 do
+    if record[x] == 'disabled_at' then live = false end
+  end
+  if not live then
+    local events = redis.call('ZRANGE', set, 0, chunk - 1)
+    for _, event in ipairs(events) do redis.call('DEL', delivery_prefix .. hook .. ':' .. event) end
+    if #events > 0 then
+      redis.call('ZREM', set, unpack(events))
+      redis.call('DECRBY', KEYS[2], #events)
+      dropped = dropped + #events
+    end
+    place(KEYS[1], set, hook)
+  elseif free > 0 then
+    local got = 0
+    local count = math.min(free, want - taken)
+    for _, event in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, count)) do
+      local d = redis.call('HMGET', delivery_prefix .. hook .. ':' .. event, 'attempts', 'body')
+      if d[2] then
+        redis.call('ZADD', set, now + lease, event)
+        claimed[#claimed + 1] = hook
+        claimed[#claimed + 1] = event
+        claimed[#claimed + 1] = d[1] or '0'
+        claimed[#claimed + 1] = d[2]
+        got = got + 1
+      else
+        redis.call('ZREM', set, event)
+        redis.call('DECR', KEYS[2])
+        dropped = dropped + 1
+      end
+    end
+    place(KEYS[1], set, hook)
+    if got > 0 then
+      records[#records + 1] = hook
+      records[#records + 1] = record
+      taken = taken + got
+    end
+  end
 end
 return {claimed, records, dropped}
 """
+)
 
-# Records one attempt's outcome. KEYS: DUE, the delivery's hash, the webhook's log, the
-# webhook. ARGV: member, outcome, next attempt (ms), attempts made, log entry, disabled
-# at, log length. A retry is scheduled only while the delivery is still due (not
-# dropped meanwhile) and its webhook still exists; a deleted webhook keeps no log.
-RECORD_SCRIPT = """
-local due, delivery, log, hook = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local m, outcome = ARGV[1], ARGV[2]
-local exists = redis.call('EXISTS', hook) == 1
+# Records one attempt's outcome. KEYS: DUE, PENDING. ARGV: the three prefixes, webhook
+# id, event id, outcome, next attempt (ms), attempts made, log entry, disabled at, log
+# length, log key. A retry is scheduled only while the delivery is still there (not
+# dropped meanwhile) and its webhook still exists; a deleted webhook keeps no log. A
+# disabled webhook comes first in DUE, so that the next claim drops its deliveries.
+RECORD_SCRIPT = (
+    _PREFIXES
+    + _PLACE
+    + """
+local hook, event, outcome = ARGV[4], ARGV[5], ARGV[6]
+local set, delivery, record = due_prefix .. hook, delivery_prefix .. hook .. ':' .. event,
+  hook_prefix .. hook
+local exists = redis.call('EXISTS', record) == 1
 if exists then
-  redis.call('LPUSH', log, ARGV[5])
-  redis.call('LTRIM', log, 0, tonumber(ARGV[7]) - 1)
+  redis.call('LPUSH', ARGV[12], ARGV[9])
+  redis.call('LTRIM', ARGV[12], 0, tonumber(ARGV[11]) - 1)
 end
-if outcome == 'retry' and exists and redis.call('ZSCORE', due, m) then
-  redis.call('ZADD', due, ARGV[3], m)
-  redis.call('HSET', delivery, 'attempts', ARGV[4])
-  return 1
+if outcome == 'retry' and exists and redis.call('ZSCORE', set, event) then
+  redis.call('ZADD', set, ARGV[7], event)
+  redis.call('HSET', delivery, 'attempts', ARGV[8])
+else
+  if redis.call('ZREM', set, event) == 1 then redis.call('DECR', KEYS[2]) end
+  redis.call('DEL', delivery)
 end
-redis.call('ZREM', due, m)
-redis.call('DEL', delivery)
 if outcome == 'disabled' and exists then
-  redis.call('HSETNX', hook, 'disabled_at', ARGV[6])
+  redis.call('HSETNX', record, 'disabled_at', ARGV[10])
+  if redis.call('EXISTS', set) == 1 then redis.call('ZADD', KEYS[1], 0, hook) end
+else
+  place(KEYS[1], set, hook)
 end
-return 0
+return 1
 """
+)
+
+
+def _prefixes() -> list[str | int]:
+    return [deliveries.due_key(""), "ec:delivery:", webhook_key("")]
 
 
 @dataclass(frozen=True)
 class Job:
     """One claimed delivery: an attempt to make."""
 
-    member: str
     webhook: Webhook
+    event_id: str
     attempts: int  # made before this one
     body: str
-
-    @property
-    def event_id(self) -> str:
-        return deliveries.parse_member(self.member)[1]
 
 
 @dataclass(frozen=True)
@@ -211,11 +262,11 @@ def parse_claim(reply: Sequence[Any]) -> tuple[list[Job], int]:
         if found is not None:
             hooks[_text(records[x])] = found
     jobs = []
-    for x in range(0, len(claimed), 3):
-        member = _text(claimed[x])
-        hook = hooks.get(deliveries.parse_member(member)[0])
+    for x in range(0, len(claimed), 4):
+        hook = hooks.get(_text(claimed[x]))
         if hook is not None:
-            jobs.append(Job(member, hook, int(_text(claimed[x + 1])), _text(claimed[x + 2])))
+            attempts = int(_text(claimed[x + 2]))
+            jobs.append(Job(hook, _text(claimed[x + 1]), attempts, _text(claimed[x + 3])))
     return jobs, int(dropped)
 
 
@@ -288,9 +339,8 @@ def _post(job: Job, senders: Senders, allow_private: bool, at_ms: int) -> int:
     address = resolve_public(where.host, where.port, allow_private)[0]
     url = httpx.URL(hook.url)
     sent_to = url.copy_with(host=str(address))
-    webhook_id, event_id = deliveries.parse_member(job.member)
     headers = deliveries.headers(
-        deliveries.message_id(webhook_id, event_id),
+        deliveries.message_id(hook.id, job.event_id),
         at_ms // 1000,
         job.body,
         hook.secrets_at(at_ms),
@@ -315,31 +365,42 @@ def _post(job: Job, senders: Senders, allow_private: bool, at_ms: int) -> int:
     return response.status_code
 
 
+def _deliveries(feed_entry: Iterable[tuple[str, Any]], hooks: list[Webhook]) -> list[str]:
+    """Webhook id, event id and body of each delivery of one feed entry's events (none
+    if the feed was trimmed since): one per event and enabled webhook subscribed to it."""
+    triples: list[str] = []
+    for entry, data in feed_entry:
+        for event in entry_events(entry, data):
+            body = None
+            for hook in hooks:
+                if hook.disabled_at is None and event.kind in hook.events:
+                    body = body or deliveries.payload(event)
+                    triples.extend((hook.id, str(event.id), body))
+    return triples
+
+
 class InFlight:
     """This process's attempts in flight, per webhook: what the claim may add."""
 
     def __init__(self) -> None:
-        self._started: defaultdict[str, list[float]] = defaultdict(list)
+        self._started: defaultdict[str, int] = defaultdict(int)
         self.total = 0
 
     def add(self, webhook_id: str) -> None:
-        self._started[webhook_id].append(time.monotonic())
+        self._started[webhook_id] += 1
         self.total += 1
 
     def remove(self, webhook_id: str) -> None:
-        started = self._started[webhook_id]
-        started.pop(0)
-        if not started:
+        self._started[webhook_id] -= 1
+        if not self._started[webhook_id]:
             del self._started[webhook_id]
         self.total -= 1
 
     def claim_args(self) -> list[str | int]:
-        """Per busy webhook: id, attempts in flight, and 1 if it is slow."""
-        now = time.monotonic()
+        """Per webhook with attempts in flight: its id, how many."""
         args: list[str | int] = []
         for webhook_id, started in self._started.items():
-            slow = len(started) >= PER_ENDPOINT and now - started[0] >= SLOW_AFTER
-            args.extend((webhook_id, len(started), int(slow)))
+            args.extend((webhook_id, started))
         return args
 
 
@@ -356,6 +417,7 @@ class Dispatcher:
         self._redis = sync_client(
             settings, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
         )
+        self._fan_out_script = self._reader.register_script(FAN_OUT_SCRIPT)
         self._claim = self._redis.register_script(CLAIM_SCRIPT)
         self._record = self._redis.register_script(RECORD_SCRIPT)
         # httpx logs every request with its URL at INFO: the URL may hold a receiver's
@@ -453,33 +515,22 @@ class Dispatcher:
             replies = pipe.execute()
         ids = sorted({str(hook) for members in replies[1::2] for hook in members})
         hooks = self._webhooks(ids)
-        due: dict[str, int] = {}
-        bodies: dict[str, str] = {}
-        now = now_ms()
-        for feed_entry, members in zip(replies[0::2], replies[1::2], strict=True):
-            listening = [hooks[str(hook)] for hook in members if str(hook) in hooks]
-            for entry, data in feed_entry:  # none if the feed was trimmed since
-                for event in entry_events(entry, data):
-                    body = None
-                    for hook in listening:
-                        if hook.disabled_at is None and event.kind in hook.events:
-                            name = deliveries.member(hook.id, str(event.id))
-                            due[name] = now
-                            body = body or deliveries.payload(event)
-                            bodies[name] = body
-        with self._reader.pipeline(transaction=True) as pipe:
-            if due:
-                pipe.zadd(DUE, cast("dict[Any, Any]", due), nx=True)
-                for name, body in bodies.items():
-                    key = deliveries.delivery_key(name)
-                    pipe.hsetnx(key, "attempts", 0)
-                    pipe.hsetnx(key, "body", body)
-            done = [entry_id for entry_id, _ in entries]
-            if done:
-                pipe.xack(OUTBOX, GROUP, *done)
-                pipe.xdel(OUTBOX, *done)
+        scheduled = False
+        # A script per outbox entry: its deliveries and its acknowledgement together.
+        with self._reader.pipeline(transaction=False) as pipe:
+            for (entry_id, _), feed_entry, members in zip(
+                wanted, replies[0::2], replies[1::2], strict=True
+            ):
+                listening = [hooks[str(hook)] for hook in members if str(hook) in hooks]
+                triples = _deliveries(feed_entry, listening)
+                scheduled = scheduled or bool(triples)
+                args = [*_prefixes(), now_ms(), GROUP, 1, entry_id, *triples]
+                self._fan_out_script(keys=[DUE, PENDING, OUTBOX], args=args, client=pipe)
+            empty = [entry_id for entry_id, fields in entries if not fields]
+            if empty:  # deleted from the stream, still pending: only acknowledged
+                pipe.xack(OUTBOX, GROUP, *empty)
             pipe.execute()
-        if due:
+        if scheduled:
             self._wake.set()
 
     def _webhooks(self, ids: Iterable[str]) -> dict[str, Webhook]:
@@ -537,16 +588,15 @@ class Dispatcher:
             return False
         outcomes = [self._outcome(finished) for finished in recording]
         with self._redis.pipeline(transaction=False) as pipe:
-            for _, keys, args in outcomes:
-                self._record(keys=keys, args=args, client=pipe)
+            for _, args in outcomes:
+                self._record(keys=[DUE, PENDING], args=args, client=pipe)
             if room > 0:
-                args = [now_ms(), LEASE_MS, room, SCAN, PER_ENDPOINT, SLOW_DEFER_MS]
-                args += [webhook_key(""), deliveries.delivery_key("")]
+                args = [*_prefixes(), now_ms(), LEASE_MS, room, SCAN, PER_ENDPOINT, DROP_CHUNK]
                 args += self._in_flight.claim_args()
-                self._claim(keys=[DUE], args=args, client=pipe)
+                self._claim(keys=[DUE, PENDING], args=args, client=pipe)
             replies = pipe.execute()
         self._unrecorded = []
-        for finished, (result, _, _) in zip(recording, outcomes, strict=True):
+        for finished, (result, _) in zip(recording, outcomes, strict=True):
             self._count(finished, result)
         if room <= 0:
             return False
@@ -562,7 +612,8 @@ class Dispatcher:
             self._done.put(future.result())
             self._wake.set()
 
-    def _outcome(self, finished: Finished) -> tuple[str, list[str], list[str | int]]:
+    def _outcome(self, finished: Finished) -> tuple[str, list[str | int]]:
+        """The outcome of an attempt, and RECORD_SCRIPT's arguments to record it."""
         job = finished.job
         made = job.attempts + 1
         result = deliveries.outcome(finished.attempt, made, self._schedule)
@@ -571,22 +622,19 @@ class Dispatcher:
             next_ms = now_ms() + deliveries.retry_delay(made, self._schedule) * 1000
         hook = job.webhook.id
         entry = deliveries.log_entry(job.event_id, made, finished.at_ms, finished.attempt, result)
-        keys = [
-            DUE,
-            deliveries.delivery_key(job.member),
-            log_key(hook),
-            webhook_key(hook),
-        ]
         args: list[str | int] = [
-            job.member,
+            *_prefixes(),
+            hook,
+            job.event_id,
             result,
             next_ms,
             made,
             entry,
             iso(now_ms()),
             LOG_LENGTH,
+            log_key(hook),
         ]
-        return result, keys, args
+        return result, args
 
     def _count(self, finished: Finished, result: str) -> None:
         self._metrics.inc(WEBHOOK_DELIVERIES, {"outcome": result})
@@ -603,18 +651,3 @@ class Dispatcher:
             result,
             extra={"webhook": job.webhook.id, "event": job.event_id, "outcome": result},
         )
-        if result == deliveries.DISABLED:
-            try:
-                self._drop_all(job.webhook.id)
-            except (redis.RedisError, OSError) as exc:
-                log.warning("dropping a disabled webhook's deliveries failed: %s", exc)
-
-    def _drop_all(self, webhook_id: str) -> None:
-        """A disabled webhook's other deliveries leave the due set now rather than as
-        each comes due (the claim drops them too), so the pending gauge is right."""
-        names = [str(name) for name, _ in self._redis.zscan_iter(DUE, match=f"{webhook_id}:*")]
-        with self._redis.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.zrem(DUE, name)
-                pipe.delete(deliveries.delivery_key(name))
-            pipe.execute()

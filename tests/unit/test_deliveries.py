@@ -15,7 +15,7 @@ from shared.apikeys import Scope
 from shared.deliveries import Attempt
 from shared.events import Event, EventId
 from shared.webhooks import new_secret, new_webhook
-from worker.deliveries import PER_ENDPOINT, InFlight, parse_claim
+from worker.deliveries import InFlight, parse_claim
 
 SCHEDULE = (5, 300, 1800)
 EVENT = Event(EventId(1764452463512, 0, 2), "ended", "+15095551234", "key_1", "req_1", "é")
@@ -95,36 +95,33 @@ def test_a_log_entry_has_a_status_or_an_error() -> None:
     assert "status" not in failed
 
 
-def test_member_names_split_back() -> None:
-    name = deliveries.member("wh_0123456789abcdef", "1764452463512-0-2")
-    assert deliveries.parse_member(name) == ("wh_0123456789abcdef", "1764452463512-0-2")
+def test_key_names() -> None:
+    assert deliveries.due_key("wh_1") == "ec:deliveries:due:wh_1"
+    assert deliveries.delivery_key("wh_1", "2-0-0") == "ec:delivery:wh_1:2-0-0"
     assert deliveries.message_id("wh_1", "2-0-0") == "msg_wh_1_2-0-0"
 
 
 def test_a_claim_reply_becomes_jobs_of_live_webhooks() -> None:
     hook = new_webhook(Scope("c", "k"), "https://example.com/", ("ended",))
     flat = [item for pair in hook.record().items() for item in pair]
-    claimed = [f"{hook.id}:1-0-0", "0", "{}", f"{hook.id}:1-0-1", "2", "[]"]
-    claimed += ["wh_gone:1-0-0", "0", "{}"]
+    claimed = [hook.id, "1-0-0", "0", "{}", hook.id, "1-0-1", "2", "[]"]
+    claimed += ["wh_gone", "1-0-0", "0", "{}"]
     jobs, dropped = parse_claim([claimed, [hook.id, flat], 3])
     assert dropped == 3
-    assert [(job.member, job.attempts, job.body) for job in jobs] == [
-        (f"{hook.id}:1-0-0", 0, "{}"),
-        (f"{hook.id}:1-0-1", 2, "[]"),
+    assert [(job.webhook, job.event_id, job.attempts, job.body) for job in jobs] == [
+        (hook, "1-0-0", 0, "{}"),
+        (hook, "1-0-1", 2, "[]"),
     ]
-    assert jobs[0].webhook == hook
-    assert jobs[1].event_id == "1-0-1"
 
 
-def test_in_flight_counts_per_webhook_and_says_which_are_full() -> None:
+def test_in_flight_counts_per_webhook() -> None:
     flight = InFlight()
-    for _ in range(PER_ENDPOINT):
+    for _ in range(3):
         flight.add("wh_a")
     flight.add("wh_b")
-    assert flight.total == PER_ENDPOINT + 1
-    # Full but young: not slow yet.
-    assert flight.claim_args() == ["wh_a", PER_ENDPOINT, 0, "wh_b", 1, 0]
+    assert flight.total == 4
+    assert flight.claim_args() == ["wh_a", 3, "wh_b", 1]
     flight.remove("wh_b")
     flight.remove("wh_a")
-    assert flight.claim_args() == ["wh_a", PER_ENDPOINT - 1, 0]
-    assert flight.total == PER_ENDPOINT - 1
+    assert flight.claim_args() == ["wh_a", 2]
+    assert flight.total == 2
