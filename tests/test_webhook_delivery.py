@@ -421,3 +421,20 @@ def test_metrics_count_deliveries_and_show_the_pending_gauge(
     text = wait_until(delivered, WAIT, "a delivery counted")
     assert "endcontact_webhook_attempt_duration_seconds_count " in text
     assert any(row.startswith("endcontact_webhook_pending ") for row in text.splitlines())
+
+
+def test_logs_carry_no_secret_no_number_and_no_url(
+    hooks: HookStack, receivers: list[Receiver]
+) -> None:
+    caller = hooks.caller()
+    at = receiver(receivers, statuses(500))
+    hook = hooks.hook(caller, f"{at.url}?token=not-for-logs")
+    hooks.end(caller, phones(2300, 1))
+    arrived(at, 2)
+    logged(hooks, hook, 2)
+    text = hooks.logs()
+    assert hook.id in text  # the failed attempt is logged, by webhook id
+    assert hook.secret.removeprefix("whsec_") not in text
+    assert phones(2300, 1)[0] not in text
+    assert "5092300" not in text
+    assert "not-for-logs" not in text

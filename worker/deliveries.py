@@ -1,7 +1,9 @@
-"""The dispatcher: each worker process sends webhook deliveries (shared.deliveries).
+"""The dispatcher: webhook deliveries (shared.deliveries), sent by the worker.
 
-In every worker process, beside Celery's consumer (so no new command is needed), with
-Redis clients of its own:
+Each worker process starts one of these as a process of its own (`python -m
+worker.deliveries`, worker/app.py), at a lower CPU priority and with its own GIL and
+Redis clients, so no new command is needed and end-contact keeps the CPU it needs;
+it stops with its worker (and dies with it, SIGKILL included). In it:
 
 - the fan-out thread reads the outbox through the consumer group `deliveries` and turns
   each entry into deliveries, one per event and subscribed, enabled webhook of the
@@ -11,17 +13,22 @@ Redis clients of its own:
 - the claim loop records finished attempts and claims due deliveries in one round trip
   (CLAIM_SCRIPT: a claimed delivery's score moves to the end of its lease, so no other
   worker sends it meanwhile; a dead worker's lease runs out and someone sends it again,
-  with the same webhook-id), and hands them to
+  with the same webhook-id), a webhook at a time (a receiver's backlog costs the
+  others nothing), and hands them to
 - a pool of sender threads, at most PER_ENDPOINT of them on one webhook, so a receiver
   that hangs holds its own slots and no one else's, and the end-contact path (Celery's
-  consumer, on its own thread and clients) never waits for a receiver.
+  consumer, in another process) never waits for a receiver.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import os
 import queue
+import signal
+import socket
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -33,14 +40,14 @@ from typing import Any
 import httpx
 import redis
 
-from shared import deliveries
+from shared import deliveries, logs
 from shared.addresses import AddressError, resolve_public, target
 from shared.connection import sync_client
 from shared.deliveries import DUE, GROUP, OUTBOX, PENDING, Attempt
 from shared.events import entry_events, iso
 from shared.metrics import WEBHOOK_ATTEMPT_SECONDS, WEBHOOK_DELIVERIES, Registry
-from shared.settings import Settings
-from shared.store import events_key, scope_of_feed
+from shared.settings import Settings, exit_on_bad_settings
+from shared.store import Store, events_key, scope_of_feed
 from shared.webhooks import (
     LOG_LENGTH,
     Webhook,
@@ -83,6 +90,10 @@ STOP_GRACE = 3.0
 # Redis away: how long to wait before trying again.
 BACKOFF = 1.0
 MAX_CLIENTS = 256
+# The dispatcher process's niceness (19 is the lowest priority): deliveries take the
+# CPU that end-contact leaves, not what it needs.
+NICE = 19
+FLUSH_INTERVAL = 1.0
 # Of a receiver's answer, at most this much is read; it is not kept.
 MAX_ANSWER_BYTES = 65_536
 
@@ -651,3 +662,52 @@ class Dispatcher:
             result,
             extra={"webhook": job.webhook.id, "event": job.event_id, "outcome": result},
         )
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM when the worker that started this process dies, even SIGKILLed,
+    so that no dispatcher outlives its worker."""
+    with contextlib.suppress(AttributeError, OSError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the worker died before the line above
+        raise SystemExit(0)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def main() -> None:
+    """`python -m worker.deliveries`: the dispatcher in a process of its own, which
+    each worker process starts and stops with itself (worker/app.py). A process, not a
+    thread of the worker: deliveries cost about ten times the CPU of the marks they
+    follow, and at a lower priority, with a GIL of their own, they take only what
+    end-contact leaves (bench/webhooks.py)."""
+    logs.configure()
+    _die_with_parent()
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
+    with exit_on_bad_settings():
+        settings = Settings.from_env()
+    store = Store.connect(settings)
+    metrics = Registry()
+    dispatcher = Dispatcher(settings, f"{socket.gethostname()}-{os.getpid()}", metrics)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    dispatcher.start()
+    while not stopping.wait(FLUSH_INTERVAL):
+        _flush(store, metrics)
+    dispatcher.stop()
+    _flush(store, metrics)
+    store.close()
+
+
+def _flush(store: Store, metrics: Registry) -> None:
+    with metrics.flushing() as counts:
+        if counts:
+            store.add_metrics(counts)
+
+
+if __name__ == "__main__":
+    main()
