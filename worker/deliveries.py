@@ -8,7 +8,8 @@ it stops with its worker (and dies with it, SIGKILL included). In it:
 - the fan-out thread reads the outbox through the consumer group `deliveries` and turns
   each entry into deliveries, one per event and subscribed, enabled webhook of the
   campaign: scheduled in the due set with NX, then the entry acknowledged and deleted,
-  all in one MULTI, so a crash in between only makes it do the same again. Entries a
+  in one script per entry (FAN_OUT_SCRIPT), so a crash in between only makes it do
+  the same again. Entries a
   dead worker had read are taken over once idle for CLAIM_IDLE_MS (XAUTOCLAIM).
 - the claim loop records finished attempts and claims due deliveries in one round trip
   (CLAIM_SCRIPT: a claimed delivery's score moves to the end of its lease, so no other
