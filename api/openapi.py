@@ -263,6 +263,12 @@ DELIVERY: dict[str, Any] = {
         "status": {"type": "integer"},
         "error": {"type": "string"},
         "durationMs": {"type": "number", "minimum": 0},
+        "outcome": {
+            "type": "string",
+            "enum": ["delivered", "retry", "gave_up", "disabled"],
+            "description": "What followed: delivered (a 2xx), retry (another attempt "
+            "is scheduled), gave_up (the schedule is over), disabled (a 410).",
+        },
     },
 }
 

@@ -6,6 +6,7 @@ key's campaign only: another campaign's webhook is a 404, as one that does not e
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -42,20 +43,16 @@ def _not_found() -> Problem:
     )
 
 
-def _url_error(value: Any, reason: str) -> dict[str, Any]:
-    error: dict[str, Any] = {"pointer": "/url", "reason": reason}
-    # A lone surrogate cannot be shown (it has no UTF-8); the reason says so.
-    if not isinstance(value, str) or _is_text(value):
-        error["value"] = value
-    return error
-
-
-def _is_text(value: str) -> bool:
+def _error(pointer: str, value: Any, reason: str) -> dict[str, Any]:
+    """An errors entry that shows the value when it can be shown: one holding a lone
+    surrogate (JSON may escape one, "\\ud800") has no UTF-8, so only the reason is."""
+    error: dict[str, Any] = {"pointer": pointer, "reason": reason}
     try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
+        json.dumps(value, ensure_ascii=False).encode()
+    except (UnicodeEncodeError, ValueError, RecursionError):
+        return error
+    error["value"] = value
+    return error
 
 
 def _events(document: dict[str, Any]) -> tuple[tuple[str, ...], list[dict[str, Any]]]:
@@ -66,15 +63,15 @@ def _events(document: dict[str, Any]) -> tuple[tuple[str, ...], list[dict[str, A
     allowed = " or ".join(f'"{kind}"' for kind in EVENT_TYPES)
     if not isinstance(given, list) or not given:
         why = f"must be a non-empty array of {allowed}"
-        return (), [{"pointer": "/events", "value": given, "reason": why}]
+        return (), [_error("/events", given, why)]
     errors: list[dict[str, Any]] = []
     for index, kind in enumerate(given):
         pointer = f"/events/{index}"
         if not isinstance(kind, str) or kind not in EVENT_TYPES:
-            errors.append({"pointer": pointer, "value": kind, "reason": f"must be {allowed}"})
+            errors.append(_error(pointer, kind, f"must be {allowed}"))
         elif given.index(kind) < index:
             why = f"duplicate of /events/{given.index(kind)}"
-            errors.append({"pointer": pointer, "value": kind, "reason": why})
+            errors.append(_error(pointer, kind, why))
     return tuple(kind for kind in EVENT_TYPES if kind in given), errors
 
 
@@ -84,12 +81,12 @@ async def _url(document: dict[str, Any], allow_private: bool) -> tuple[str, list
         return "", [{"pointer": "/url", "reason": "required"}]
     url = document["url"]
     if not isinstance(url, str):
-        return "", [_url_error(url, "must be a string")]
+        return "", [_error("/url", url, "must be a string")]
     try:
         where = target(url, allow_private)
         await resolve_public_async(where.host, where.port, allow_private)
     except AddressError as exc:
-        return "", [_url_error(url, str(exc))]
+        return "", [_error("/url", url, str(exc))]
     return url, []
 
 

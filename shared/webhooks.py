@@ -29,7 +29,6 @@ from shared.apikeys import Scope
 from shared.events import ENDED, RESUMED, iso
 
 if TYPE_CHECKING:
-    import redis
     import redis.asyncio
 
 log = logging.getLogger("endcontact.webhooks")
@@ -164,13 +163,6 @@ redis.call('HSET', KEYS[1], 'secret', ARGV[1], 'previous_secret', current,
 return 1
 """
 
-# Set disabled_at once (the first 410 is when it stopped), and only on a webhook that
-# still exists. KEYS: webhook; ARGV: the time, ISO 8601.
-DISABLE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-return redis.call('HSETNX', KEYS[1], 'disabled_at', ARGV[1])
-"""
-
 
 @dataclass(frozen=True)
 class Rotated:
@@ -245,37 +237,3 @@ class AsyncWebhooks:
     async def attempts(self, webhook_id: str, limit: int) -> list[dict[str, Any]]:
         """The latest `limit` delivery attempts, newest first, as the deliveries wrote them."""
         return _parse_attempts(await self._redis.lrange(log_key(webhook_id), 0, limit - 1))
-
-
-class Webhooks:
-    """The deliveries' operations (synchronous: the dispatcher runs in a thread)."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._redis = client
-        self._disable = client.register_script(DISABLE_SCRIPT)
-
-    def get(self, webhook_id: str) -> Webhook | None:
-        """The webhook, whichever campaign's; None once deleted."""
-        return from_record(self._redis.hgetall(webhook_key(webhook_id)))
-
-    def of_feed(self, feed: str) -> list[Webhook]:
-        """The campaign's webhooks, disabled ones included (Webhook.disabled_at)."""
-        ids = sorted(self._redis.smembers(campaign_webhooks_key(feed)))
-        with self._redis.pipeline(transaction=False) as pipe:
-            for webhook_id in ids:
-                pipe.hgetall(webhook_key(str(webhook_id)))
-            records = pipe.execute()
-        return [hook for hook in map(from_record, records) if hook is not None]
-
-    def disable(self, webhook_id: str, at_ms: int) -> bool:
-        """Mark it disabled at `at_ms` (a 410 from its receiver); False if it was
-        already disabled or is gone."""
-        return bool(self._disable(keys=[webhook_key(webhook_id)], args=[iso(at_ms)]))
-
-    def record_attempt(self, webhook_id: str, attempt: Mapping[str, Any]) -> None:
-        """Log one delivery attempt, {eventId, attempt, at, status | error,
-        durationMs}, keeping the latest LOG_LENGTH."""
-        with self._redis.pipeline(transaction=True) as pipe:
-            pipe.lpush(log_key(webhook_id), json.dumps(dict(attempt)))
-            pipe.ltrim(log_key(webhook_id), 0, LOG_LENGTH - 1)
-            pipe.execute()

@@ -56,6 +56,13 @@ def create(http: httpx.Client, url: str = PUBLIC_URL, **body: Any) -> dict[str, 
     return created
 
 
+def post_json(http: httpx.Client, body: object) -> httpx.Response:
+    """POST `body` as ASCII JSON: a lone surrogate goes as its escape, "\\ud800", as a
+    client may send it (httpx's json= would fail to encode it)."""
+    content = json.dumps(body).encode()
+    return http.post(HOOKS, content=content, headers={"content-type": "application/json"})
+
+
 def assert_secret(secret: str) -> None:
     assert secret.startswith("whsec_")
     assert 24 <= len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) <= 64
@@ -126,10 +133,12 @@ def test_events(http: httpx.Client, events: list[str], expected: list[str]) -> N
         (["ended", 1], "/events/1"),
         (["ended", "ended"], "/events/1"),
         (["resumed", "ended", "resumed"], "/events/2"),
+        (["\ud800"], "/events/0"),
+        ([["\ud800"]], "/events/0"),
     ],
 )
 def test_events_refused(http: httpx.Client, events: object, pointer: str) -> None:
-    answer = http.post(HOOKS, json={"url": PUBLIC_URL, "events": events})
+    answer = post_json(http, {"url": PUBLIC_URL, "events": events})
     assert answer.status_code == 400, answer.text
     assert answer.json()["type"] == "/problems/invalid-request"
     assert [error["pointer"] for error in answer.json()["errors"]] == [pointer]
@@ -160,6 +169,8 @@ def test_every_fault_at_once_and_unknown_fields_ignored(http: httpx.Client) -> N
         ({"url": "https:///hook"}, "must have a host"),
         ({"url": "https://user:password@1.2.3.4/hook"}, "user info"),
         ({"url": "https://1.2.3.4/" + "a" * 2000}, "at most 2000"),
+        ({"url": "https://1.2.3.4/\ud800"}, "lone surrogate"),
+        ({"url": ["\udfff"]}, "must be a string"),
         ({"url": "https://127.0.0.1/hook"}, "loopback"),
         ({"url": "https://127.0.0.1:6379/"}, "loopback"),
         ({"url": "https://[::1]/hook"}, "loopback"),
@@ -179,7 +190,7 @@ def test_every_fault_at_once_and_unknown_fields_ignored(http: httpx.Client) -> N
     ],
 )
 def test_url_refused(http: httpx.Client, body: dict[str, Any], reason: str) -> None:
-    answer = http.post(HOOKS, json=body)
+    answer = post_json(http, body)
     assert answer.status_code == 400, answer.text
     problem = answer.json()
     assert problem["type"] == "/problems/invalid-request"
@@ -271,7 +282,8 @@ def attempt(event: int, number: int, **outcome: Any) -> str:
         "eventId": f"1764000000000-{event}-0",
         "attempt": number,
         "at": "2026-11-29T21:00:00.000Z",
-        "durationMs": 12.5,
+        "durationMs": 12,
+        "outcome": "retry",
         **outcome,
     }
     return json.dumps(entry)
