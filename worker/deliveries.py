@@ -124,7 +124,8 @@ for i = 7 + k, #ARGV, 3 do
   local hook, event = ARGV[i], ARGV[i + 1]
   if redis.call('ZADD', due_prefix .. hook, 'NX', now, event) == 1 then
     redis.call('HSET', delivery_prefix .. hook .. ':' .. event, 'attempts', 0, 'body', ARGV[i + 2])
-    redis.call('ZADD', KEYS[1], 'LT', now, hook)
+    local at = redis.call('ZSCORE', KEYS[1], hook)
+    if not at or tonumber(at) > tonumber(now) then redis.call('ZADD', KEYS[1], now, hook) end
     added = added + 1
   end
 end
