@@ -296,11 +296,19 @@ METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 async def metrics_text(request: Request) -> Response:
     """Prometheus text for the whole service, from the sums in Redis (shared.metrics)."""
     svc = services(request)
-    stored, (workers, queued) = await or_unavailable(
-        asyncio.gather(svc.store.metrics(), svc.broker.gauges(time.time() - WORKER_SILENCE)),
+    stored, (workers, queued), pending = await or_unavailable(
+        asyncio.gather(
+            svc.store.metrics(),
+            svc.broker.gauges(time.time() - WORKER_SILENCE),
+            svc.store.pending_deliveries(),
+        ),
         "Metrics are unavailable right now.",
     )
-    gauges = {metrics.WORKERS: float(workers), metrics.QUEUED: float(queued)}
+    gauges = {
+        metrics.WORKERS: float(workers),
+        metrics.QUEUED: float(queued),
+        metrics.WEBHOOK_PENDING: float(pending),
+    }
     return Response(metrics.render(stored, gauges), media_type=METRICS_TYPE)
 
 

@@ -83,7 +83,39 @@ WORKERS = Family(
 )
 QUEUED = Family("endcontact_queued_tasks", "gauge", "Tasks waiting in the broker queue.")
 
-FAMILIES = (REQUESTS, REQUEST_SECONDS, NUMBERS, TASKS, TASK_SECONDS, WORKERS, QUEUED)
+WEBHOOK_DELIVERIES = Family(
+    "endcontact_webhook_deliveries_total",
+    "counter",
+    "Webhook delivery attempts by outcome: delivered (2xx), retry (scheduled again), "
+    "gave_up (the retry schedule is over) or disabled (410: the endpoint is disabled).",
+    initial=tuple(
+        {"outcome": outcome} for outcome in ("delivered", "retry", "gave_up", "disabled")
+    ),
+)
+WEBHOOK_ATTEMPT_SECONDS = Family(
+    "endcontact_webhook_attempt_duration_seconds",
+    "histogram",
+    "Time of one webhook delivery attempt: address check, request, answer's status.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+WEBHOOK_PENDING = Family(
+    "endcontact_webhook_pending",
+    "gauge",
+    "Webhook deliveries waiting for their first attempt, a retry, or in flight.",
+)
+
+FAMILIES = (
+    REQUESTS,
+    REQUEST_SECONDS,
+    NUMBERS,
+    TASKS,
+    TASK_SECONDS,
+    WORKERS,
+    QUEUED,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_ATTEMPT_SECONDS,
+    WEBHOOK_PENDING,
+)
 _BY_NAME = {family.name: family for family in FAMILIES}
 
 

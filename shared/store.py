@@ -30,9 +30,11 @@ import redis
 from shared import events
 from shared.apikeys import ApiKey, Scope, check_name, digest, generate_id, generate_secret
 from shared.connection import sync_client
+from shared.deliveries import OUTBOX, PENDING
 from shared.events import CODES, ORIGIN, Change, Event, EventId, FeedPage, FeedTrimmed
 from shared.marks import EXPORT_COUNT, Batch, Cursor, Listing, Page, csv_chunk
 from shared.metrics import METRICS_KEY
+from shared.webhooks import campaign_webhooks_key
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -79,12 +81,18 @@ def events_key(scope: Scope) -> str:
     return f"ec:events:{feed_name(scope)}"
 
 
-# Applies one campaign's changes (shared.events): KEYS hash, stream, TRIMMED, FEEDS;
-# ARGV retention ms, trim budget, feed name, then per request: code, key id, request
-# id, stored reason, count, numbers. Returns 1 per number it changed, 0 per other.
+# Applies one campaign's changes (shared.events): KEYS hash, stream, TRIMMED, FEEDS,
+# the campaign's webhooks set, OUTBOX; ARGV retention ms, trim budget, feed name, then
+# per request: code, key id, request id, stored reason, count, numbers. Returns 1 per
+# number it changed, 0 per other.
+#
+# Each feed entry of a campaign with webhooks also goes to the outbox (shared.deliveries)
+# in the same script: an event and its deliveries-to-be are on disk together or not at
+# all. A campaign without webhooks pays one SCARD per script that adds an entry.
 WRITE_SCRIPT = """
 local marks, stream = KEYS[1], KEYS[2]
 local flags = {}
+local hooked = nil
 local i = 4
 while i <= #ARGV do
   local code, kid, rid, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -107,6 +115,8 @@ while i <= #ARGV do
     for x, j in ipairs(changed) do phones[x] = ARGV[first + j - 1] end
     local id = redis.call('XADD', stream, '*', 't', code, 'k', kid, 'q', rid, 'r', reason,
       'n', table.concat(phones, ','))
+    if hooked == nil then hooked = redis.call('SCARD', KEYS[5]) > 0 end
+    if hooked then redis.call('XADD', KEYS[6], '*', 'f', ARGV[3], 'e', id) end
     local tail = ' ' .. kid .. ' ' .. rid .. ' ' .. reason
     local writes = {}
     for x, j in ipairs(changed) do
@@ -149,6 +159,19 @@ if cutoff > 0 then
 end
 return flags
 """
+
+
+def _script_keys(scope: Scope) -> list[str]:
+    """WRITE_SCRIPT's keys for one campaign."""
+    feed = feed_name(scope)
+    return [
+        ended_key(scope),
+        events_key(scope),
+        TRIMMED,
+        FEEDS,
+        campaign_webhooks_key(feed),
+        OUTBOX,
+    ]
 
 
 @dataclass
@@ -259,9 +282,8 @@ class Store:
         plans = _plans(changes)
         with self._redis.pipeline(transaction=False) as pipe:
             for scope, plan in plans.items():
-                keys = [ended_key(scope), events_key(scope), TRIMMED, FEEDS]
                 args = [self._retention_ms, TRIM_PER_WRITE, feed_name(scope), *plan.args]
-                self._write_script(keys=keys, args=args, client=pipe)
+                self._write_script(keys=_script_keys(scope), args=args, client=pipe)
             waitaof = self._waitaof
             if waitaof:
                 # On the same connection, after the writes: it waits for them.
@@ -284,8 +306,8 @@ class Store:
         visited = 0
         for name in self._redis.sscan_iter(FEEDS, count=100):
             scope = scope_of_feed(str(name))
-            keys = [ended_key(scope), events_key(scope), TRIMMED, FEEDS]
-            self._write_script(keys=keys, args=[self._retention_ms, TRIM_PER_SWEEP, str(name)])
+            args: list[str | int] = [self._retention_ms, TRIM_PER_SWEEP, str(name)]
+            self._write_script(keys=_script_keys(scope), args=args)
             visited += 1
         return visited
 
@@ -386,6 +408,10 @@ class AsyncStore:
         """The summed metrics."""
         stored = await self._redis.hgetall(METRICS_KEY)
         return {str(field): str(value) for field, value in stored.items()}
+
+    async def pending_deliveries(self) -> int:
+        """Webhook deliveries waiting for an attempt or in one (shared.deliveries)."""
+        return int(await self._redis.get(PENDING) or 0)
 
     async def ended_at(self, scope: Scope, phone: str) -> str | None:
         return _text(await self._redis.hget(ended_key(scope), phone))

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import logging
 import os
+import subprocess
 import sys
 from typing import Any
 
@@ -34,6 +35,9 @@ from worker.heartbeat import DrainMeter, Heartbeat
 # Results are read by the waiting web process within its deadline (seconds), so they
 # need not outlive it by much; a short life keeps Redis memory flat under load.
 RESULT_EXPIRES = 60
+# How long a stopping worker waits for its deliveries process (it records the attempts
+# in flight for a few seconds first).
+DELIVERIES_STOP = 15
 log = logging.getLogger("celery.apps.worker")
 
 
@@ -164,6 +168,26 @@ def create_celery(settings: Settings) -> Celery:
         for beat in beats:
             beat.stop()
 
+    # Webhook deliveries (worker/deliveries.py): a process of its own per worker
+    # process, started and stopped with it, at a lower priority.
+    dispatchers: list[subprocess.Popen[bytes]] = []
+
+    def start_deliveries(sender: object, **kwargs: object) -> None:
+        env = dict(os.environ)
+        if settings.redis_url is not None:  # resolved by the CLI (the embedded server)
+            env["REDIS_URL"] = settings.redis_url
+        dispatchers.append(subprocess.Popen([sys.executable, "-m", "worker.deliveries"], env=env))
+
+    def stop_deliveries(sender: object, **kwargs: object) -> None:
+        for process in dispatchers:
+            process.terminate()
+        for process in dispatchers:
+            try:
+                process.wait(DELIVERIES_STOP)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
     def json_logging(**kwargs: object) -> None:
         # Connected, this replaces Celery's own logging set-up with ours.
         logs.configure()
@@ -188,6 +212,8 @@ def create_celery(settings: Settings) -> Celery:
     worker_ready.connect(start_heartbeat, weak=False)
     task_prerun.connect(meter.task_started, weak=False)
     task_postrun.connect(meter.task_finished, weak=False)
+    worker_ready.connect(start_deliveries, weak=False)
+    worker_shutdown.connect(stop_deliveries, weak=False)
     worker_shutdown.connect(stop_heartbeat, weak=False)
 
     # The worker runs these tasks in batches (worker/batch.py); the functions below are

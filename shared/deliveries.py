@@ -1,0 +1,122 @@
+"""Webhook deliveries: how each change reaches a campaign's webhooks, at least once.
+
+Keys (on the store, with the AOF: a delivery pending or being retried survives a worker
+SIGKILL and a restart of the store):
+  ec:outbox                      stream: an entry per feed entry of a campaign with
+                                 webhooks (f: feed name, e: its entry id), added by the
+                                 store's write script in the same script as the feed
+                                 entry; read by the consumer group `deliveries`
+  ec:deliveries:due:<webhook id> sorted set: the webhook's deliveries, event id -> when
+                                 its next attempt is due (ms); while one is in flight,
+                                 when the lease of the worker sending it ends
+  ec:deliveries:due              sorted set: webhook id -> the earliest score of its own
+                                 set (so a claim looks at webhooks, not at deliveries:
+                                 a backlog of one receiver costs the others nothing)
+  ec:deliveries:pending          counter: deliveries in all those sets (the gauge)
+  ec:delivery:<webhook id>:<event id>
+                                 hash: attempts (made so far), body (the payload, the
+                                 same bytes on every attempt)
+  ec:webhook-log:<webhook id>    list: its last attempts, newest first (shared.webhooks)
+
+A worker's dispatcher (worker/deliveries.py) turns outbox entries into deliveries (one
+per event and subscribed webhook), then claims the due ones, sends them and records
+each outcome. This module holds what is pure: key names, the payload, the signature
+headers, and what an answer means.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from standardwebhooks.webhooks import Webhook as Signer
+
+from shared.events import Event, iso
+
+OUTBOX = "ec:outbox"
+GROUP = "deliveries"
+DUE = "ec:deliveries:due"
+PENDING = "ec:deliveries:pending"
+
+DELIVERED = "delivered"
+RETRY = "retry"
+GAVE_UP = "gave_up"
+DISABLED = "disabled"
+OUTCOMES = (DELIVERED, RETRY, GAVE_UP, DISABLED)
+# The receiver's way to say "never again" (Standard Webhooks): the endpoint is disabled.
+GONE = 410
+
+
+def due_key(webhook_id: str) -> str:
+    return f"{DUE}:{webhook_id}"
+
+
+def delivery_key(webhook_id: str, event_id: str) -> str:
+    return f"ec:delivery:{webhook_id}:{event_id}"
+
+
+def message_id(webhook_id: str, event_id: str) -> str:
+    """The webhook-id header: the same on every attempt of one event to one endpoint,
+    so a receiver can drop the duplicates that at-least-once implies."""
+    return f"msg_{webhook_id}_{event_id}"
+
+
+def payload(event: Event) -> str:
+    """The body: the feed's event, typed and timed as Standard Webhooks has it. The
+    timestamp is the event's own, so every attempt sends the same bytes."""
+    body = {"type": f"end-contact.{event.kind}", "timestamp": event.at, "data": event.to_json()}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def headers(msg_id: str, timestamp: int, body: str, secrets: list[str]) -> dict[str, str]:
+    """The signed headers of one attempt at `timestamp` (unix seconds): one v1
+    signature per secret, space-separated (both secrets in a rotation's overlap)."""
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    signatures = " ".join(Signer(secret).sign(msg_id, moment, body) for secret in secrets)
+    return {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signatures,
+    }
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one attempt got: a status code, or an error (timeout, refused address...)."""
+
+    status: int | None
+    error: str | None
+    duration_ms: int
+
+    @property
+    def delivered(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+def outcome(attempt: Attempt, attempts_made: int, schedule: tuple[int, ...]) -> str:
+    """What follows an attempt, the `attempts_made`-th (from 1): any 2xx is delivered,
+    410 disables the endpoint, anything else is retried while the schedule lasts."""
+    if attempt.delivered:
+        return DELIVERED
+    if attempt.status == GONE:
+        return DISABLED
+    return RETRY if attempts_made <= len(schedule) else GAVE_UP
+
+
+def retry_delay(attempts_made: int, schedule: tuple[int, ...]) -> int:
+    """Seconds before the next attempt, after `attempts_made` (from 1) failed ones."""
+    return schedule[attempts_made - 1]
+
+
+def log_entry(event_id: str, number: int, at_ms: int, attempt: Attempt, result: str) -> str:
+    """One line of the attempt log: what a user needs to debug their receiver."""
+    entry: dict[str, object] = {"eventId": event_id, "attempt": number, "at": iso(at_ms)}
+    if attempt.status is not None:
+        entry["status"] = attempt.status
+    else:
+        entry["error"] = attempt.error
+    entry["durationMs"] = attempt.duration_ms
+    entry["outcome"] = result
+    return json.dumps(entry, separators=(",", ":"))

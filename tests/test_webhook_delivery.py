@@ -1,0 +1,440 @@
+"""Webhook deliveries end to end: real receivers (HTTP servers on 127.0.0.1 in this
+process), a real worker's dispatcher, a real store; signatures checked with the
+`standardwebhooks` package, as a receiver would."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook as Verifier
+
+from bench.receiver import Answer, Received, Receiver, always, hang, statuses
+from shared.deliveries import due_key
+from shared.embedded import stop_server
+from shared.store import Store, feed_name
+from shared.webhooks import (
+    EVENT_TYPES,
+    campaign_webhooks_key,
+    new_webhook,
+    webhook_key,
+)
+from tests.conftest import Caller, new_caller
+from tests.helpers import URL, post_numbers, wait_until
+from tests.processes import Stack, stop
+
+WAIT = 30.0
+WEBHOOKS = "/api/v1/webhooks"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Hook:
+    id: str
+    secret: str
+    caller: Caller
+
+
+class HookStack(Stack):
+    """A private stack whose receivers may be on 127.0.0.1 and whose retries come fast."""
+
+    def __init__(self, directory: Path, schedule: str = "1,1,1", private: bool = True) -> None:
+        super().__init__(directory)
+        self.schedule = schedule
+        self.private = private
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **super().env,
+            "ENDCONTACT_WEBHOOK_ALLOW_PRIVATE": "true" if self.private else "false",
+            "ENDCONTACT_WEBHOOK_RETRY_SCHEDULE": self.schedule,
+        }
+
+    def caller(self) -> Caller:
+        return new_caller(Store(self.client))
+
+    def hook(self, caller: Caller, url: str, events: tuple[str, ...] = EVENT_TYPES) -> Hook:
+        """A webhook for the caller's campaign, made through the API."""
+        answer = httpx.post(
+            f"{self.base}{WEBHOOKS}",
+            json={"url": url, "events": list(events)},
+            headers=caller.headers,
+        )
+        assert answer.status_code == 201, answer.text
+        return Hook(answer.json()["id"], answer.json()["secret"], caller)
+
+    def stored_hook(self, caller: Caller, url: str) -> Hook:
+        """A webhook stored as the API stores one, bypassing its checks of the URL."""
+        made = new_webhook(caller.key.scope, url, EVENT_TYPES)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(webhook_key(made.id), mapping=cast("dict[Any, Any]", made.record()))
+            pipe.sadd(campaign_webhooks_key(feed_name(caller.key.scope)), made.id)
+            pipe.execute()
+        return Hook(made.id, made.secret, caller)
+
+    def listed(self, hook: Hook) -> dict[str, Any]:
+        answer = httpx.get(f"{self.base}{WEBHOOKS}", headers=hook.caller.headers)
+        assert answer.status_code == 200, answer.text
+        (found,) = [one for one in answer.json()["webhooks"] if one["id"] == hook.id]
+        return cast("dict[str, Any]", found)
+
+    def rotate(self, hook: Hook) -> str:
+        path = f"{self.base}{WEBHOOKS}/{hook.id}/rotate-secret"
+        answer = httpx.post(path, headers=hook.caller.headers)
+        assert answer.status_code == 200, answer.text
+        return cast("str", answer.json()["secret"])
+
+    def delete(self, hook: Hook) -> None:
+        answer = httpx.delete(f"{self.base}{WEBHOOKS}/{hook.id}", headers=hook.caller.headers)
+        assert answer.status_code == 204, answer.text
+
+    def attempts(self, hook: Hook) -> list[dict[str, Any]]:
+        """The webhook's attempt log, oldest first, as its owner reads it."""
+        path = f"{self.base}{WEBHOOKS}/{hook.id}/deliveries?limit=100"
+        answer = httpx.get(path, headers=hook.caller.headers)
+        assert answer.status_code == 200, answer.text
+        return list(reversed(answer.json()["deliveries"]))
+
+    def feed(self, caller: Caller) -> list[dict[str, Any]]:
+        answer = httpx.get(f"{self.base}{URL}/events?limit=1000", headers=caller.headers)
+        assert answer.status_code == 200, answer.text
+        return cast("list[dict[str, Any]]", answer.json()["events"])
+
+    def end(self, caller: Caller, phones: list[str]) -> None:
+        answer = post_numbers(self.base, caller.headers, phones)
+        assert answer.status_code == 201, answer.text
+        assert len(answer.json()["success"]) == len(phones), answer.text
+
+
+@pytest.fixture(scope="module")
+def hooks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HookStack]:
+    stack = HookStack(tmp_path_factory.mktemp("hooks"))
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def own(tmp_path: Path) -> Iterator[HookStack]:
+    """A stack of the test's own, for one that kills processes; retries after 3 s, so a
+    kill lands while one is pending."""
+    stack = HookStack(tmp_path, schedule="3,3")
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def receivers() -> Iterator[list[Receiver]]:
+    """Receivers a test starts, closed after it (hanging requests included)."""
+    made: list[Receiver] = []
+    yield made
+    for receiver in made:
+        receiver.close()
+
+
+def receiver(made: list[Receiver], answer: Answer | None = None) -> Receiver:
+    started = Receiver(answer)
+    made.append(started)
+    return started
+
+
+def enough(found: list[T], count: int) -> list[T] | None:
+    return found if len(found) >= count else None
+
+
+def logged(stack: HookStack, hook: Hook, count: int) -> list[dict[str, Any]]:
+    return wait_until(lambda: enough(stack.attempts(hook), count), WAIT, f"{count} logged")
+
+
+def arrived(receiver: Receiver, count: int) -> list[Received]:
+    return wait_until(
+        lambda: enough(receiver.received, count),
+        WAIT,
+        f"{count} deliveries at {receiver.url}",
+    )
+
+
+def verified(hook: Hook, received: Received, secret: str | None = None) -> dict[str, Any]:
+    """The payload, verified as a receiver verifies it (raises if it does not)."""
+    body = received.body.decode()
+    payload = Verifier(secret or hook.secret).verify(body, received.headers)
+    return cast("dict[str, Any]", payload)
+
+
+def phones(first: int, count: int) -> list[str]:
+    return [f"+1509555{n:04d}" for n in range(first, first + count)]
+
+
+def test_every_delivery_is_signed_and_is_the_feeds_event(
+    hooks: HookStack, receivers: list[Receiver]
+) -> None:
+    caller = hooks.caller()
+    at = receiver(receivers)
+    hook = hooks.hook(caller, at.url)
+    hooks.end(caller, phones(1000, 3))
+    resumed = httpx.post(
+        f"{hooks.base}/api/v1/leads/resume-contact",
+        json={"phoneNumberList": phones(1000, 1)},
+        headers=caller.headers,
+    )
+    assert resumed.status_code == 201, resumed.text
+    received = arrived(at, 4)
+    feed = hooks.feed(caller)
+    assert len(feed) == 4
+    payloads = [verified(hook, one) for one in received]
+    assert sorted((p["data"] for p in payloads), key=lambda e: str(e["id"])) == sorted(
+        feed, key=lambda e: str(e["id"])
+    )
+    for payload, one in zip(payloads, received, strict=True):
+        assert payload["type"] == f"end-contact.{payload['data']['type']}"
+        assert payload["timestamp"] == payload["data"]["at"]
+        assert one.headers["content-type"] == "application/json"
+        assert int(one.headers["webhook-timestamp"]) > 0
+        assert one.headers["webhook-signature"].startswith("v1,")
+    assert len({one.headers["webhook-id"] for one in received}) == 4
+    wait_until(
+        lambda: [entry["status"] for entry in hooks.attempts(hook)] == [200] * 4,
+        WAIT,
+        "four attempts logged",
+    )
+    assert {entry["eventId"] for entry in hooks.attempts(hook)} == {e["id"] for e in feed}
+
+
+def test_a_campaign_without_webhooks_gets_no_outbox_entry(hooks: HookStack) -> None:
+    caller = hooks.caller()
+
+    def last() -> str:
+        return str(hooks.client.xinfo_stream("ec:outbox")["last-generated-id"])
+
+    before = last()
+    hooks.end(caller, phones(1100, 2))
+    after = last()
+    assert after == before
+
+
+def test_a_retry_carries_the_same_webhook_id_and_body(
+    hooks: HookStack, receivers: list[Receiver]
+) -> None:
+    caller = hooks.caller()
+    at = receiver(receivers, statuses(500, 500))
+    hook = hooks.hook(caller, at.url)
+    hooks.end(caller, phones(1200, 1))
+    first, second, third = arrived(at, 3)
+    assert len({one.headers["webhook-id"] for one in (first, second, third)}) == 1
+    assert first.body == second.body == third.body
+    for one in (first, second, third):
+        verified(hook, one)
+    log = logged(hooks, hook, 3)
+    assert [(e["attempt"], e["status"], e["outcome"]) for e in log] == [
+        (1, 500, "retry"),
+        (2, 500, "retry"),
+        (3, 200, "delivered"),
+    ]
+    assert all(isinstance(e["durationMs"], int) and e["at"].endswith("Z") for e in log)
+    assert hooks.client.zscore(due_key(hook.id), log[0]["eventId"]) is None
+
+
+def test_410_disables_the_webhook_and_nothing_more_goes_to_it(
+    hooks: HookStack, receivers: list[Receiver]
+) -> None:
+    caller = hooks.caller()
+    gone, other = receiver(receivers, always(410)), receiver(receivers)
+    hook = hooks.hook(caller, gone.url)
+    witness = hooks.hook(caller, other.url)
+    hooks.end(caller, phones(1300, 1))
+    arrived(gone, 1)
+    wait_until(lambda: "disabledAt" in hooks.listed(hook), WAIT, "disabled")
+    hooks.end(caller, phones(1301, 2))
+    # Deliveries of the later changes reached the other webhook: fanned out, and none
+    # for the disabled one.
+    arrived(other, 3)
+    wait_until(lambda: hooks.attempts(witness) and len(hooks.attempts(witness)) == 3, WAIT, "3")
+    assert len(gone.received) == 1
+    assert [e["outcome"] for e in hooks.attempts(hook)] == ["disabled"]
+
+
+def test_a_webhook_gets_its_own_campaigns_events_only(
+    hooks: HookStack, receivers: list[Receiver]
+) -> None:
+    mine, theirs = hooks.caller(), hooks.caller()
+    at = receiver(receivers)
+    hook = hooks.hook(mine, at.url)
+    hooks.end(theirs, phones(1400, 3))
+    hooks.end(mine, phones(1410, 1))
+    (only,) = arrived(at, 1)
+    assert verified(hook, only)["data"]["phoneNumber"] == phones(1410, 1)[0]
+    # Their deliveries would have been scheduled with mine: none is pending.
+    hooks.end(mine, phones(1411, 1))
+    arrived(at, 2)
+    assert [verified(hook, r)["data"]["phoneNumber"] for r in at.received] == phones(1410, 2)
+
+
+def test_a_deleted_webhook_gets_nothing_more(hooks: HookStack, receivers: list[Receiver]) -> None:
+    caller = hooks.caller()
+    failing, other = receiver(receivers, always(500)), receiver(receivers)
+    hook = hooks.hook(caller, failing.url)
+    hooks.hook(caller, other.url)
+    hooks.end(caller, phones(1500, 1))
+    arrived(failing, 1)
+    (event,) = hooks.feed(caller)
+    pending = event["id"]
+    wait_until(lambda: hooks.attempts(hook), WAIT, "first attempt logged")
+    hooks.delete(hook)
+    hooks.end(caller, phones(1501, 1))
+    arrived(other, 2)
+    # The retry that was pending came due and was dropped, not sent.
+    due = due_key(hook.id)
+    wait_until(lambda: hooks.client.zscore(due, pending) is None, WAIT, "the retry dropped")
+    assert len(failing.received) == 1
+
+
+def test_after_a_rotation_both_secrets_sign(hooks: HookStack, receivers: list[Receiver]) -> None:
+    caller = hooks.caller()
+    at = receiver(receivers)
+    hook = hooks.hook(caller, at.url)
+    secret = hooks.rotate(hook)
+    hooks.end(caller, phones(1600, 1))
+    (one,) = arrived(at, 1)
+    assert len(one.headers["webhook-signature"].split(" ")) == 2
+    assert verified(hook, one, secret) == verified(hook, one, hook.secret)
+
+
+def test_a_delivery_is_given_up_after_the_schedule(
+    hooks: HookStack, receivers: list[Receiver]
+) -> None:
+    caller = hooks.caller()
+    at = receiver(receivers, always(503))
+    hook = hooks.hook(caller, at.url)
+    hooks.end(caller, phones(1700, 1))
+    wait_until(
+        lambda: [a for a in hooks.attempts(hook) if a["outcome"] == "gave_up"],
+        WAIT,
+        "given up",
+    )
+    log = hooks.attempts(hook)
+    # The first attempt and one per step of the schedule (1,1,1).
+    assert [(e["attempt"], e["status"]) for e in log] == [(n, 503) for n in range(1, 5)]
+    assert [e["outcome"] for e in log] == ["retry"] * 3 + ["gave_up"]
+    assert len(at.received) == 4
+    assert hooks.client.zscore(due_key(hook.id), log[0]["eventId"]) is None
+
+
+def test_a_receiver_that_hangs_delays_neither_others_nor_end_contact(
+    hooks: HookStack, receivers: list[Receiver]
+) -> None:
+    caller = hooks.caller()
+    stuck, fast = receiver(receivers, hang), receiver(receivers)
+    stuck_hook = hooks.hook(caller, stuck.url)
+    hooks.hook(caller, fast.url)
+    # More deliveries for the stuck receiver than the worker has sender threads.
+    for first in range(1800, 1850, 10):
+        hooks.end(caller, phones(first, 10))
+    arrived(fast, 50)
+    # All of them while the stuck receiver's first attempts were still waiting for
+    # their timeout: none of its attempts has ended yet.
+    assert hooks.attempts(stuck_hook) == []
+    assert stuck.received
+
+
+def test_an_attempt_is_refused_where_the_address_is_not_public(
+    tmp_path: Path, receivers: list[Receiver]
+) -> None:
+    stack = HookStack(tmp_path, private=False).start()
+    try:
+        assert isinstance(stack, HookStack)
+        caller = stack.caller()
+        at = receiver(receivers)
+        # Stored as if it had passed when created: "localhost" now resolves to 127.0.0.1.
+        port = httpx.URL(at.url).port
+        hook = stack.stored_hook(caller, f"https://localhost:{port}/hook")
+        stack.end(caller, phones(1900, 1))
+        (entry, *_) = wait_until(lambda: stack.attempts(hook), WAIT, "an attempt logged")
+        assert "127.0.0.1" in entry["error"]
+        assert entry["outcome"] == "retry"
+        assert at.received == []
+    finally:
+        stack.stop()
+
+
+def test_a_pending_retry_survives_a_worker_sigkill(
+    own: HookStack, receivers: list[Receiver]
+) -> None:
+    caller = own.caller()
+    at = receiver(receivers, statuses(500))
+    hook = own.hook(caller, at.url)
+    own.end(caller, phones(2000, 1))
+    wait_until(lambda: own.attempts(hook), WAIT, "the first attempt logged")
+    assert own.worker is not None
+    stop(own.worker, signal.SIGKILL)
+    (event,) = own.feed(caller)
+    assert own.client.zscore(due_key(hook.id), event["id"]) is not None
+    own.start_worker()
+    first, second = arrived(at, 2)
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    verified(hook, second)
+    wait_until(lambda: len(own.attempts(hook)) == 2, WAIT, "the retry logged")
+    assert own.attempts(hook)[-1]["outcome"] == "delivered"
+
+
+def test_a_pending_retry_survives_a_restart_of_the_store(
+    own: HookStack, receivers: list[Receiver]
+) -> None:
+    caller = own.caller()
+    at = receiver(receivers, statuses(500))
+    hook = own.hook(caller, at.url)
+    own.end(caller, phones(2100, 1))
+    wait_until(lambda: own.attempts(hook), WAIT, "the first attempt logged")
+    (event,) = own.feed(caller)
+    assert own.client.zscore(due_key(hook.id), event["id"]) is not None
+    assert own.redis is not None
+    own.redis.send_signal(signal.SIGKILL)
+    own.redis.wait()
+    stop_server(own.redis)
+    own.start_redis()
+    first, second = arrived(at, 2)
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    verified(hook, second)
+
+
+def test_metrics_count_deliveries_and_show_the_pending_gauge(
+    hooks: HookStack, receivers: list[Receiver]
+) -> None:
+    caller = hooks.caller()
+    at = receiver(receivers)
+    hooks.hook(caller, at.url)
+    hooks.end(caller, phones(2200, 1))
+    arrived(at, 1)
+
+    def delivered() -> str | None:
+        text = httpx.get(f"{hooks.base}/metrics").text
+        line = 'endcontact_webhook_deliveries_total{outcome="delivered"} '
+        found = [row for row in text.splitlines() if row.startswith(line)]
+        return text if found and float(found[0].split()[-1]) >= 1 else None
+
+    text = wait_until(delivered, WAIT, "a delivery counted")
+    assert "endcontact_webhook_attempt_duration_seconds_count " in text
+    assert any(row.startswith("endcontact_webhook_pending ") for row in text.splitlines())
+
+
+def test_logs_carry_no_secret_no_number_and_no_url(
+    hooks: HookStack, receivers: list[Receiver]
+) -> None:
+    caller = hooks.caller()
+    at = receiver(receivers, statuses(500))
+    hook = hooks.hook(caller, f"{at.url}?token=not-for-logs")
+    hooks.end(caller, phones(2300, 1))
+    arrived(at, 2)
+    logged(hooks, hook, 2)
+    text = hooks.logs()
+    assert hook.id in text  # the failed attempt is logged, by webhook id
+    assert hook.secret.removeprefix("whsec_") not in text
+    assert phones(2300, 1)[0] not in text
+    assert "5092300" not in text
+    assert "not-for-logs" not in text

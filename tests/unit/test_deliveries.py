@@ -1,0 +1,127 @@
+"""The pure parts of webhook deliveries: payload, signature headers, outcomes, the log,
+and the dispatcher's reading of its claim script's reply."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from standardwebhooks.webhooks import Webhook as Verifier
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from shared import deliveries
+from shared.apikeys import Scope
+from shared.deliveries import Attempt
+from shared.events import Event, EventId
+from shared.webhooks import new_secret, new_webhook
+from worker.deliveries import InFlight, parse_claim
+
+SCHEDULE = (5, 300, 1800)
+EVENT = Event(EventId(1764452463512, 0, 2), "ended", "+15095551234", "key_1", "req_1", "é")
+
+
+def test_the_payload_is_the_feeds_event_typed_and_timed() -> None:
+    body = json.loads(deliveries.payload(EVENT))
+    assert body == {
+        "type": "end-contact.ended",
+        "timestamp": "2025-11-29T21:41:03.512Z",
+        "data": EVENT.to_json(),
+    }
+
+
+def test_headers_verify_with_the_secret_and_carry_the_id() -> None:
+    secret = new_secret()
+    body = deliveries.payload(EVENT)
+    now = int(time.time())
+    headers = deliveries.headers("msg_wh_1_2-0-0", now, body, [secret])
+    assert headers["webhook-id"] == "msg_wh_1_2-0-0"
+    assert headers["webhook-timestamp"] == str(now)
+    assert headers["content-type"] == "application/json"
+    assert Verifier(secret).verify(body, headers) == json.loads(body)
+    with pytest.raises(WebhookVerificationError):
+        Verifier(new_secret()).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Verifier(secret).verify(body.replace("ended", "resumed"), headers)
+
+
+def test_two_secrets_sign_twice_and_each_verifies() -> None:
+    old, new = new_secret(), new_secret()
+    body = deliveries.payload(EVENT)
+    headers = deliveries.headers("msg_x", int(time.time()), body, [new, old])
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    assert Verifier(old).verify(body, headers) == Verifier(new).verify(body, headers)
+
+
+@pytest.mark.parametrize(
+    ("status", "made", "expected"),
+    [
+        (200, 1, "delivered"),
+        (204, 4, "delivered"),
+        (299, 1, "delivered"),
+        (410, 1, "disabled"),
+        (410, 4, "disabled"),
+        (500, 1, "retry"),
+        (301, 1, "retry"),
+        (404, 3, "retry"),
+        (500, 4, "gave_up"),
+        (None, 3, "retry"),
+        (None, 4, "gave_up"),
+    ],
+)
+def test_outcome(status: int | None, made: int, expected: str) -> None:
+    attempt = Attempt(status, None if status else "timeout (10 s)", 12)
+    assert deliveries.outcome(attempt, made, SCHEDULE) == expected
+
+
+def test_retries_follow_the_schedule() -> None:
+    assert [deliveries.retry_delay(made, SCHEDULE) for made in (1, 2, 3)] == [5, 300, 1800]
+
+
+def test_a_log_entry_has_a_status_or_an_error() -> None:
+    ok = Attempt(200, None, 7)
+    delivered = json.loads(deliveries.log_entry("1-0-0", 1, 1764452463512, ok, "delivered"))
+    assert delivered == {
+        "eventId": "1-0-0",
+        "attempt": 1,
+        "at": "2025-11-29T21:41:03.512Z",
+        "status": 200,
+        "durationMs": 7,
+        "outcome": "delivered",
+    }
+    late = Attempt(None, "timeout (10 s)", 10000)
+    failed = json.loads(deliveries.log_entry("1-0-0", 2, 0, late, "retry"))
+    assert failed["error"] == "timeout (10 s)"
+    assert "status" not in failed
+
+
+def test_key_names() -> None:
+    assert deliveries.due_key("wh_1") == "ec:deliveries:due:wh_1"
+    assert deliveries.delivery_key("wh_1", "2-0-0") == "ec:delivery:wh_1:2-0-0"
+    assert deliveries.message_id("wh_1", "2-0-0") == "msg_wh_1_2-0-0"
+
+
+def test_a_claim_reply_becomes_jobs_of_live_webhooks() -> None:
+    hook = new_webhook(Scope("c", "k"), "https://example.com/", ("ended",))
+    flat = [item for pair in hook.record().items() for item in pair]
+    claimed = [hook.id, "1-0-0", "0", "{}", hook.id, "1-0-1", "2", "[]"]
+    claimed += ["wh_gone", "1-0-0", "0", "{}"]
+    jobs, dropped = parse_claim([claimed, [hook.id, flat], 3])
+    assert dropped == 3
+    assert [(job.webhook, job.event_id, job.attempts, job.body) for job in jobs] == [
+        (hook, "1-0-0", 0, "{}"),
+        (hook, "1-0-1", 2, "[]"),
+    ]
+
+
+def test_in_flight_counts_per_webhook() -> None:
+    flight = InFlight()
+    for _ in range(3):
+        flight.add("wh_a")
+    flight.add("wh_b")
+    assert flight.total == 4
+    assert flight.claim_args() == ["wh_a", 3, "wh_b", 1]
+    flight.remove("wh_b")
+    flight.remove("wh_a")
+    assert flight.claim_args() == ["wh_a", 2]
+    assert flight.total == 2
