@@ -23,11 +23,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from shared.events import REASON_MAX
 from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from client import AsyncClient, ProblemError
 
 KEY_VARIABLE = "ENDCONTACT_API_KEY"
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -601,9 +604,9 @@ def run(chosen: Options) -> int:
             f"endcontact: no {chosen.out} to resume from: starting at the first row",
             file=sys.stderr,
         )
+    started = time.monotonic()
     rows, to_do, _ = survey(chosen)
     part = chosen.out.with_name(chosen.out.name + ".part")
-    started = time.monotonic()
     fatal: Fatal | None = None
     with open(part, "w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)
@@ -620,8 +623,9 @@ def run(chosen: Options) -> int:
                 out.flush()
                 advance(done)
 
+            sender = ClientSend(chosen)
             importer = Importer(
-                send=_sender(chosen),
+                send=sender,
                 region=chosen.region,
                 write=write,
                 concurrency=chosen.concurrency,
@@ -629,7 +633,7 @@ def run(chosen: Options) -> int:
                 progress=progress,
             )
             try:
-                interrupted = _run_until_signal(importer.run(pairs))
+                interrupted = _run_until_signal(_with_sender(sender, importer, pairs))
             except Fatal as exc:
                 fatal, interrupted = exc, None
     # Renamed only now: a --resume read the old file until the last row was read.
@@ -725,5 +729,63 @@ def _progress(
         yield lambda rows: bar.advance(task, rows)
 
 
-def _sender(chosen: Options) -> Send:
-    raise NotImplementedError  # the client adapter (client.AsyncClient)
+class ClientSend:
+    """Send through the client (client.AsyncClient): its retries of failures with
+    backoff, of 429 and 503 after their Retry-After, and of no answer at all."""
+
+    def __init__(self, chosen: Options) -> None:
+        self.chosen = chosen
+        self._client: AsyncClient | None = None
+
+    async def __aenter__(self) -> ClientSend:
+        from client import AsyncClient
+
+        self._client = AsyncClient(
+            self.chosen.url,
+            self.chosen.key,
+            retry_for=self.chosen.retry_for,
+            concurrency=self.chosen.concurrency,
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    async def __call__(self, numbers: list[str], retry_for: float) -> list[str | None]:
+        from client import ProblemError
+
+        assert self._client is not None
+        # The client reads retry_for when a call starts, before its first await: set
+        # here, it is this call's alone (Importer shortens it in an outage).
+        self._client.retry_for = retry_for
+        try:
+            result = await self._client.end_contact(numbers, reason=self.chosen.reason)
+        except ProblemError as exc:
+            return self._refused(numbers, retry_for, exc)
+        failing, ended = set(result.failure), set(result.success)
+        still = f"still failing after {retry_for:.0f} s of retries (the service's failure list)"
+        return [
+            None if number in ended else still if number in failing else "not in the answer"
+            for number in numbers
+        ]
+
+    def _refused(self, numbers: list[str], retry_for: float, exc: ProblemError) -> list[str | None]:
+        """A batch that got an error: failed rows, or the import stopped (Fatal)."""
+        problem = f"{exc.status} {exc.title}: {exc.detail}"
+        if exc.retryable:
+            return [f"no success within {retry_for:.0f} s of retries: {problem}"] * len(numbers)
+        if exc.status == 400:
+            # Not expected: every number was checked here with the service's rules.
+            return [f"refused by the service: {problem}"] * len(numbers)
+        if exc.status == 401:
+            raise Fatal(f"the service refused the key in {KEY_VARIABLE} ({problem})") from None
+        raise Fatal(
+            f"the service at {self.chosen.url} answered {exc.status} {exc.title} to "
+            f"end-contact (is --url right?)"
+        ) from None
+
+
+async def _with_sender(sender: ClientSend, importer: Importer, rows: Rows) -> Counts:
+    async with sender:
+        return await importer.run(rows)
