@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import contextlib
 import csv
+import itertools
 import os
 import signal
 import sys
@@ -23,7 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from shared.events import REASON_MAX
 from shared.phones import InvalidPhoneNumber, to_e164
@@ -90,6 +92,20 @@ def number_column(header: list[str]) -> int:
     return 0
 
 
+def _lines(file: BinaryIO) -> Iterator[str]:
+    """The file's lines with their ends, decoded one by one (so a byte that is not UTF-8
+    is reported with its row), without a leading byte-order mark (Excel's "CSV UTF-8"
+    writes one). Lines end at LF, CRLF or a lone CR, as csv expects them."""
+    first = True
+    for raw in file:
+        if first:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+            first = False
+        # `for` splits at LF only; a file with CR alone as its line end is one "line".
+        for piece in raw.splitlines(keepends=True) if b"\r" in raw[:-2] else (raw,):
+            yield piece.decode()
+
+
 def _is_blank(record: list[str]) -> bool:
     return all(not cell.strip() for cell in record)
 
@@ -101,21 +117,21 @@ class CsvInput:
         self.path = path
         self.column = 0
         self.column_name = ""
-        self._file: TextIO | None = None
+        self._file: BinaryIO | None = None
         self._reader: Iterator[list[str]] = iter(())
 
     def __enter__(self) -> CsvInput:
         try:
-            # utf-8-sig: a byte-order mark (as Excel writes "CSV UTF-8") is not part of
-            # the first header name. newline="": csv reads CRLF and quoted newlines.
-            self._file = open(self.path, encoding="utf-8-sig", newline="")
+            self._file = open(self.path, "rb")
         except OSError as exc:
             raise UsageError(f"cannot read {self.path}: {exc.strerror or exc}") from None
         try:
-            first_line = self._file.readline()
-            self._file.seek(0)
-            # seek(0) puts a utf-8-sig stream back before its mark; it is skipped again.
-            self._reader = csv.reader(self._file, delimiter=delimiter(first_line))
+            lines = _lines(self._file)
+            first = self._first(lines)
+            # strict: a quote left open is an error, not the rest of the file in one cell.
+            self._reader = csv.reader(
+                itertools.chain([first], lines), delimiter=delimiter(first), strict=True
+            )
             header = self._next(1)
         except BaseException:
             self._file.close()
@@ -127,6 +143,15 @@ class CsvInput:
         self.column_name = header[self.column].strip()
         return self
 
+    def _first(self, lines: Iterator[str]) -> str:
+        try:
+            return next(lines, "")
+        except UnicodeDecodeError:
+            raise UsageError(self._not_utf8(1)) from None
+
+    def _not_utf8(self, row: int) -> str:
+        return f"{self.path} is not UTF-8 text (row {row}); save it as CSV UTF-8"
+
     def __exit__(self, *exc_info: object) -> None:
         if self._file is not None:
             self._file.close()
@@ -135,9 +160,7 @@ class CsvInput:
         try:
             return next(self._reader, None)
         except UnicodeDecodeError:
-            raise UsageError(
-                f"{self.path} is not UTF-8 text (row {row}); save it as CSV UTF-8"
-            ) from None
+            raise UsageError(self._not_utf8(row)) from None
         except csv.Error as exc:
             raise UsageError(f"{self.path} is not a readable CSV (row {row}): {exc}") from None
         except OSError as exc:
@@ -182,7 +205,7 @@ class ResultsInput:
             self._file = open(self.path, encoding="utf-8", newline="")
         except OSError as exc:
             raise UsageError(f"cannot read {self.path}: {exc.strerror or exc}") from None
-        self._reader = csv.reader(self._file)
+        self._reader = csv.reader(self._file, strict=True)
         if self._next() != list(HEADER):
             self._file.close()
             raise UsageError(f"{self.path} is not a results file (header {','.join(HEADER)})")
