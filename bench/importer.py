@@ -1,19 +1,21 @@
 """The bulk import against the service's saturated rate:
-`python -m bench.importer [N] [CONCURRENCY ...]` (default 100,000 and the command's
-default --concurrency).
+`python -m bench.importer [N] [ROUNDS] [CONCURRENCY ...]` (default 100,000 numbers, 3
+rounds, the command's default --concurrency).
 
 Starts its own store, broker, `endcontact worker --concurrency 3` and `endcontact web`
-(bench.cluster, as the main benchmark runs endcontact), then:
+(bench.cluster, as the main benchmark runs endcontact), then, ROUNDS times in turn so
+that other load on the machine falls on all of them alike:
 
-- saturated: bench.load's closed loop at 16 clients for 10 s (after a warm-up), the
-  service's numbers/s as bench/results/results.md measures it;
+- saturated: bench.load's closed loop at 16 clients for 10 s, the service's numbers/s
+  as bench/results/results.md measures it;
 - for each CONCURRENCY: a CSV of N fresh valid numbers (a name column, then
   phoneNumber, national format) imported with `endcontact import FILE --concurrency C`
   as a user runs it; numbers/s over the whole command (start-up and reading the file
   included), the importer's CPU per number, every row checked `ended`;
-- saturated again, so that other load on the machine during the run shows.
 
-Prints each figure and the ratio of each import to the mean of the two saturated runs.
+and a last saturated run. Each import is set against the mean of the saturated runs
+either side of it; prints each figure, then per concurrency the median ratio over the
+rounds with the lowest and highest.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,8 +98,11 @@ def check_results(path: Path, count: int) -> None:
 
 
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    concurrencies = [int(arg) for arg in sys.argv[2:]] or [DEFAULT_CONCURRENCY]
+    given = [int(arg) for arg in sys.argv[1:]]
+    count, rounds = (given + [100_000, 3][len(given) :])[:2]
+    concurrencies = given[2:] or [DEFAULT_CONCURRENCY]
+    ratios: dict[int, list[float]] = {c: [] for c in concurrencies}
+    rates: dict[int, list[float]] = {c: [] for c in concurrencies}
     with tempfile.TemporaryDirectory() as work:
         directory = Path(work)
         with Cluster(directory, "endcontact", "endcontact", WORKERS) as cluster:
@@ -106,32 +112,37 @@ def main() -> None:
             # Start-up costs (first connections, imports) out of the first figure.
             asyncio.run(closed_loop("127.0.0.1", cluster.port, key, 2, 1.0, warmup=0.5))
             # Fresh numbers for every run: each one a first-time write, as in results.md.
-            first = 1_000_000
+            first = 0
             before = saturated(cluster, key, first)
             print(f"saturated (closed loop, 16 clients): {before:,.0f} numbers/s", flush=True)
-            runs = []
-            for concurrency in concurrencies:
-                first += 1_000_000
-                source = directory / f"numbers-{concurrency}.csv"
-                write_csv(source, count, first)
-                seconds, cpu, summary = run_import(cluster, key, source, concurrency)
-                check_results(directory / f"numbers-{concurrency}.results.csv", count)
-                rate = count / seconds
-                runs.append((concurrency, rate))
-                print(
-                    f"import of {count:,} numbers, --concurrency {concurrency}: {seconds:.1f} s, "
-                    f"{rate:,.0f} numbers/s; importer CPU {cpu * 1e6 / count:.0f} µs a number",
-                    flush=True,
-                )
-                print(f"  its summary: {summary}", flush=True)
-            first += 1_000_000
-            after = saturated(cluster, key, first)
-            print(f"saturated again: {after:,.0f} numbers/s", flush=True)
-    reference = (before + after) / 2
-    for concurrency, rate in runs:
+            for round_ in range(rounds):
+                runs = []
+                for concurrency in concurrencies:
+                    first += 250_000
+                    source = directory / f"numbers-{round_}-{concurrency}.csv"
+                    write_csv(source, count, first)
+                    seconds, cpu, _ = run_import(cluster, key, source, concurrency)
+                    check_results(source.with_name(f"{source.stem}.results.csv"), count)
+                    runs.append((concurrency, count / seconds))
+                    print(
+                        f"round {round_}: import of {count:,} numbers, --concurrency "
+                        f"{concurrency}: {seconds:.1f} s, {count / seconds:,.0f} numbers/s; "
+                        f"importer CPU {cpu * 1e6 / count:.0f} µs a number",
+                        flush=True,
+                    )
+                first += 250_000
+                after = saturated(cluster, key, first)
+                print(f"saturated: {after:,.0f} numbers/s", flush=True)
+                for concurrency, rate in runs:
+                    rates[concurrency].append(rate)
+                    ratios[concurrency].append(rate / ((before + after) / 2))
+                before = after
+    for concurrency in concurrencies:
+        rate, ratio = statistics.median(rates[concurrency]), statistics.median(ratios[concurrency])
+        low, high = min(ratios[concurrency]), max(ratios[concurrency])
         print(
-            f"import --concurrency {concurrency}: {rate:,.0f} numbers/s, "
-            f"{rate / reference:.2f}x the saturated {reference:,.0f} numbers/s"
+            f"import --concurrency {concurrency}: median {rate:,.0f} numbers/s, {ratio:.2f}x "
+            f"the saturated rate (rounds {low:.2f}-{high:.2f})"
         )
 
 

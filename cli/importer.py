@@ -754,38 +754,44 @@ def _progress(
 
 class ClientSend:
     """Send through the client (client.AsyncClient): its retries of failures with
-    backoff, of 429 and 503 after their Retry-After, and of no answer at all."""
+    backoff, of 429 and 503 after their Retry-After, and of no answer at all.
+
+    One client of one connection per batch in flight, not one client of `concurrency`
+    connections: httpcore's pool looks at each of its connections for every request it
+    sends, and so many small pools cost less CPU per request (measured with 8 in flight:
+    0.76 against 1.00 ms; with 16: 0.73 against 1.47 ms)."""
 
     def __init__(self, chosen: Options) -> None:
         self.chosen = chosen
-        self._client: AsyncClient | None = None
+        self._idle: list[AsyncClient] = []
 
     async def __aenter__(self) -> ClientSend:
         from client import AsyncClient
 
-        self._client = AsyncClient(
-            self.chosen.url,
-            self.chosen.key,
-            retry_for=self.chosen.retry_for,
-            concurrency=self.chosen.concurrency,
-        )
+        self._idle = [
+            AsyncClient(self.chosen.url, self.chosen.key, concurrency=1)
+            for _ in range(self.chosen.concurrency)
+        ]
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._client is not None:
-            await self._client.close()
+        for client in self._idle:
+            await client.close()
 
     async def __call__(self, numbers: list[str], retry_for: float) -> list[str | None]:
         from client import ProblemError
 
-        assert self._client is not None
-        # The client reads retry_for when a call starts, before its first await: set
-        # here, it is this call's alone (Importer shortens it in an outage).
-        self._client.retry_for = retry_for
+        # Importer has at most `concurrency` batches in flight: one client is idle.
+        client = self._idle.pop()
+        # Each call its own retry_for (Importer shortens it in an outage); the client,
+        # this call's alone, reads it when the call starts.
+        client.retry_for = retry_for
         try:
-            result = await self._client.end_contact(numbers, reason=self.chosen.reason)
+            result = await client.end_contact(numbers, reason=self.chosen.reason)
         except ProblemError as exc:
             return self._refused(numbers, retry_for, exc)
+        finally:
+            self._idle.append(client)
         failing, ended = set(result.failure), set(result.success)
         still = f"still failing after {retry_for:.0f} s of retries (the service's failure list)"
         return [
