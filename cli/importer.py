@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, TextIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, NamedTuple, TextIO
 
 from shared.events import REASON_MAX
 from shared.phones import InvalidPhoneNumber, to_e164
@@ -66,8 +66,7 @@ class UsageError(Exception):
 # --- Reading the input -------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class InputRow:
+class InputRow(NamedTuple):
     row: int  # the spreadsheet's row number: the header is 1, blank rows count
     text: str  # the number's cell as written
 
@@ -96,18 +95,24 @@ def _lines(file: BinaryIO) -> Iterator[str]:
     """The file's lines with their ends, decoded one by one (so a byte that is not UTF-8
     is reported with its row), without a leading byte-order mark (Excel's "CSV UTF-8"
     writes one). Lines end at LF, CRLF or a lone CR, as csv expects them."""
-    first = True
-    for raw in file:
-        if first:
-            raw = raw.removeprefix(codecs.BOM_UTF8)
-            first = False
-        # `for` splits at LF only; a file with CR alone as its line end is one "line".
-        for piece in raw.splitlines(keepends=True) if b"\r" in raw[:-2] else (raw,):
-            yield piece.decode()
+    first = next(file, b"").removeprefix(codecs.BOM_UTF8)
+    if b"\r" in first[:-2]:
+        # Iterating a file splits at LF only: a file whose lines end in CR alone (old Mac
+        # spreadsheets) comes as one line.
+        yield from (piece.decode() for piece in first.splitlines(keepends=True))
+        yield from (piece.decode() for raw in file for piece in raw.splitlines(keepends=True))
+        return
+    yield first.decode()
+    yield from map(bytes.decode, file)
 
 
 def _is_blank(record: list[str]) -> bool:
-    return all(not cell.strip() for cell in record)
+    # A loop, not all(...): nearly every row ends at its first cell, and a generator
+    # costs more than that check, twice for every row of the file.
+    for cell in record:  # noqa: SIM110
+        if cell and not cell.isspace():
+            return False
+    return True
 
 
 class CsvInput:
@@ -169,11 +174,18 @@ class CsvInput:
     def rows(self) -> Iterator[InputRow]:
         """The data rows; blank ones (no cell with anything in it) are skipped."""
         row = FIRST_ROW
-        while (record := self._next(row)) is not None:
-            if not _is_blank(record):
-                text = record[self.column] if self.column < len(record) else ""
-                yield InputRow(row, text)
-            row += 1
+        column = self.column
+        try:
+            for record in self._reader:
+                if not _is_blank(record):
+                    yield InputRow(row, record[column] if column < len(record) else "")
+                row += 1
+        except UnicodeDecodeError:
+            raise UsageError(self._not_utf8(row)) from None
+        except csv.Error as exc:
+            raise UsageError(f"{self.path} is not a readable CSV (row {row}): {exc}") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read {self.path}: {exc.strerror or exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +201,9 @@ class Previous:
     def final(self) -> bool:
         """Done for good: not sent again by --resume (a failed row is)."""
         return self.status in (ENDED, INVALID)
+
+
+Rows = Iterator[tuple[InputRow, Previous | None]]
 
 
 class ResultsInput:
@@ -231,20 +246,24 @@ class ResultsInput:
         return Previous(*record)
 
 
-def paired(
-    source: CsvInput, previous: ResultsInput | None
-) -> Iterator[tuple[InputRow, Previous | None]]:
+def paired(source: CsvInput, previous: ResultsInput | None) -> Rows:
     """Each input row with its row of the earlier results file (None past its end or
     without one). An earlier file that is not this input's results is a UsageError."""
+    if previous is None:
+        return zip(source.rows(), itertools.repeat(None))
+    return _paired(source, previous)
+
+
+def _paired(source: CsvInput, previous: ResultsInput) -> Rows:
     for row in source.rows():
-        before = previous.next() if previous is not None else None
-        if previous is not None and before is not None and before.input != row.text:
+        before = previous.next()
+        if before is not None and before.input != row.text:
             raise UsageError(
-                f"{previous.path} is not the results of "
-                f"{source.path}: they differ at row {row.row} of the input"
+                f"{previous.path} is not the results of {source.path}: they differ at row "
+                f"{row.row} of the input"
             )
         yield row, before
-    if previous is not None and previous.next() is not None:
+    if previous.next() is not None:
         raise UsageError(
             f"{previous.path} has more rows than {source.path}: not the results of this file"
         )
@@ -295,9 +314,6 @@ class Counts:
             self.invalid += 1
         else:
             self.failed += 1
-
-
-Rows = Iterator[tuple[InputRow, Previous | None]]
 
 
 @dataclass
