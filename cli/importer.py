@@ -36,10 +36,11 @@ if TYPE_CHECKING:
 
 KEY_VARIABLE = "ENDCONTACT_API_KEY"
 DEFAULT_URL = "http://127.0.0.1:8000"
-# Requests in flight at once. The web answers a request in about 10 ms alone and is
-# saturated at about 16 clients (bench/results/results.md); bench/importer.py measured
-# the import against that saturated rate (README, "Bulk import from a CSV").
-DEFAULT_CONCURRENCY = 8
+# Requests in flight at once: as many as the closed loop that saturates the service
+# (bench/results/results.md). Measured with bench/importer.py (100,000 numbers, 3
+# rounds against a saturated run around each, on the 2-core machine the service runs
+# on): 8 gave a median 0.75x the saturated numbers/s, 16 gave 0.80x, 24 0.78x.
+DEFAULT_CONCURRENCY = 16
 MAX_CONCURRENCY = 256
 DEFAULT_RETRY_FOR = 60.0
 # The service's own limit on one request's list (api/body.py).
