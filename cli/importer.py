@@ -545,6 +545,8 @@ def options(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -
     out = Path(args.out) if args.out else default_out(source)
     if out.resolve() == source.resolve():
         raise UsageError("--out must not be the input file")
+    if not out.parent.is_dir():
+        raise UsageError(f"no such directory for the results: {out.parent}")
     if not 1 <= args.concurrency <= MAX_CONCURRENCY:
         raise UsageError(f"--concurrency must be 1 to {MAX_CONCURRENCY}")
     if not 0 <= args.retry_for <= 86_400:
@@ -648,7 +650,11 @@ def run(chosen: Options) -> int:
     rows, to_do, _ = survey(chosen)
     part = chosen.out.with_name(chosen.out.name + ".part")
     fatal: Fatal | None = None
-    with open(part, "w", encoding="utf-8", newline="") as out:
+    try:
+        out = open(part, "w", encoding="utf-8", newline="")  # noqa: SIM115
+    except OSError as exc:
+        raise UsageError(f"cannot write {part}: {exc.strerror or exc}") from None
+    with out:
         writer = csv.writer(out)
         writer.writerow(HEADER)
 

@@ -184,6 +184,10 @@ def test_options_refuse_what_cannot_run(tmp_path: Path) -> None:
         importer.options(settings, import_args(str(tmp_path)), env)
     with pytest.raises(UsageError, match="must not be the input"):
         importer.options(settings, import_args(source, "--out", source), env)
+    with pytest.raises(UsageError, match="no such directory for the results"):
+        importer.options(
+            settings, import_args(source, "--out", str(tmp_path / "no" / "r.csv")), env
+        )
     with pytest.raises(UsageError, match="--concurrency"):
         importer.options(settings, import_args(source, "--concurrency", "0"), env)
     with pytest.raises(UsageError, match="--retry-for"):
