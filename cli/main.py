@@ -1,4 +1,5 @@
-"""`endcontact run | web | worker | check web|worker | keys create|list|revoke | export`."""
+"""`endcontact run | web | worker | check web|worker | keys create|list|revoke | export |
+import`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import TextIO
 
 import redis
 
+from cli import importer
 from cli.supervisor import cli_command, supervise
 from shared import logs
 from shared.apikeys import Scope
@@ -276,6 +278,8 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--campaign", required=True)
     export.add_argument("--out", help="file to write (default: standard output)")
     export.set_defaults(handler=cmd_export)
+
+    importer.add_parser(commands)
     return top
 
 
