@@ -52,6 +52,8 @@ FEEDS = "ec:feeds"
 # the feed shrinks to its retention however fast it is written), and one sweep.
 TRIM_PER_WRITE = 16
 TRIM_PER_SWEEP = 1000
+# Held for a sweep's period by the process that swept (Store.trim_feeds).
+SWEPT = "ec:feeds-swept"
 # A feed entry holds 1 to 100 events (a request's changes in a worker batch): a page
 # reads entries a hundred at a time, and stops short (with a cursor) after this many reads.
 FEED_ENTRIES_PER_READ = 100
@@ -300,9 +302,14 @@ class Store:
                 outcome[position] = None if flags is None else bool(flags[at])
         return [outcome[position] for position in range(len(changes))]
 
-    def trim_feeds(self) -> int:
+    def trim_feeds(self, every_ms: int = 0) -> int:
         """Trim every campaign's feed of what is past the retention (writes trim as they
-        go; this reaches campaigns nobody writes to). Returns the feeds visited."""
+        go; this reaches campaigns nobody writes to). Returns the feeds visited.
+
+        With `every_ms`, only if no process has swept in that long: every worker asks
+        on its own clock, and one sweep a period is enough for all of them."""
+        if every_ms and not self._redis.set(SWEPT, "1", nx=True, px=every_ms):
+            return 0
         visited = 0
         for name in self._redis.sscan_iter(FEEDS, count=100):
             scope = scope_of_feed(str(name))

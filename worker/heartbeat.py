@@ -22,8 +22,8 @@ from shared.metrics import TASKS, Registry
 from shared.store import Store
 
 INTERVAL = 2.0
-# Seconds between two sweeps of every feed by one worker: an idle campaign's events
-# leave its feed at most this long after their retention.
+# Seconds between two sweeps of every feed, by whichever worker asks first: an idle
+# campaign's events leave its feed at most about this long after their retention.
 TRIM_EVERY = 60.0
 log = logging.getLogger(__name__)
 # A pause between two tasks shorter than this is the fetch of the next message, which
@@ -141,7 +141,7 @@ class Heartbeat:
             if time.monotonic() - trimmed >= TRIM_EVERY:
                 trimmed = time.monotonic()
                 try:
-                    self._store.trim_feeds()
+                    self._store.trim_feeds(every_ms=int(TRIM_EVERY * 1000))
                 except (redis.RedisError, OSError) as exc:
                     log.warning("trimming the feeds failed: %s", exc.__class__.__name__)
             self._stop.wait(INTERVAL)
