@@ -34,7 +34,6 @@ import redis
 from bench.cluster import Cluster
 from bench.load import Numbers, closed_loop
 from bench.receiver import Receiver, always
-from shared.deliveries import OUTBOX, PENDING
 from shared.store import Store
 
 URL = "/api/v1/leads/end-contact"
@@ -55,9 +54,10 @@ def wait_for(receiver: Receiver, count: int, timeout: float) -> None:
 
 
 def drained(client: redis.Redis, timeout: float = 300) -> None:
-    """Until no delivery is pending (the outbox read and the due set empty)."""
+    """Until no delivery is pending (every event passed, no retry due)."""
     deadline = time.monotonic() + timeout
-    while int(client.get(PENDING) or 0) or client.xlen(OUTBOX):
+    store = Store(client)
+    while store.pending_deliveries():
         if time.monotonic() > deadline:
             raise RuntimeError("deliveries did not drain")
         time.sleep(0.05)

@@ -1,27 +1,34 @@
 """Webhook deliveries: how each change reaches a campaign's webhooks, at least once.
 
-Keys (on the store, with the AOF: a delivery pending or being retried survives a worker
-SIGKILL and a restart of the store):
-  ec:outbox                      stream: an entry per feed entry of a campaign with
-                                 webhooks (f: feed name, e: its entry id), added by the
-                                 store's write script in the same script as the feed
-                                 entry; read by the consumer group `deliveries`
-  ec:deliveries:due:<webhook id> sorted set: the webhook's deliveries, event id -> when
+A first attempt costs the store no write of its own: the deliveries follow the
+campaign's feed (the stream of its changes, kept for the events' retention), each
+webhook from its cursor (ec:webhook-cursors, shared.webhooks), which moves past a feed
+entry once each of its events was delivered, given up or scheduled for a retry. One
+worker's dispatcher at a time follows a webhook (a lease); after a crash, the next one
+sends again what the cursor had not passed, with the same webhook-id. An attempt that
+fails is scheduled for a retry before the cursor passes it. Keys (on the store, with
+the AOF: a delivery pending or being retried survives a worker SIGKILL and a restart
+of the store):
+  ec:webhook-lease:<webhook id>  string: the dispatcher that follows the webhook, for
+                                 LEASE_MS unless renewed
+  ec:dispatchers                 sorted set: dispatcher name -> when it last said it
+                                 was alive (ms): how many share the webhooks
+  ec:deliveries:due:<webhook id> sorted set: the webhook's retries, event id -> when
                                  its next attempt is due (ms); while one is in flight,
                                  when the lease of the worker sending it ends
   ec:deliveries:due              sorted set: webhook id -> the earliest score of its own
                                  set (so a claim looks at webhooks, not at deliveries:
                                  a backlog of one receiver costs the others nothing)
-  ec:deliveries:pending          counter: deliveries in all those sets (the gauge)
+  ec:deliveries:pending          counter: retries in all those sets (with the events
+                                 not yet passed, the gauge)
   ec:delivery:<webhook id>:<event id>
                                  hash: attempts (made so far), body (the payload, the
-                                 same bytes on every attempt)
+                                 same bytes on every attempt, kept apart from the feed,
+                                 whose retention may be shorter than the schedule)
   ec:webhook-log:<webhook id>    list: its last attempts, newest first (shared.webhooks)
 
-A worker's dispatcher (worker/deliveries.py) turns outbox entries into deliveries (one
-per event and subscribed webhook), then claims the due ones, sends them and records
-each outcome. This module holds what is pure: key names, the payload, the signature
-headers, and what an answer means.
+worker/deliveries.py does the work; this module holds what is pure: key names, the
+payload, the signature headers, and what an answer means.
 """
 
 from __future__ import annotations
@@ -34,9 +41,8 @@ from standardwebhooks.webhooks import Webhook as Signer
 
 from shared.events import Event, iso
 
-OUTBOX = "ec:outbox"
-GROUP = "deliveries"
 DUE = "ec:deliveries:due"
+DISPATCHERS = "ec:dispatchers"
 PENDING = "ec:deliveries:pending"
 
 DELIVERED = "delivered"
@@ -50,6 +56,15 @@ GONE = 410
 
 def due_key(webhook_id: str) -> str:
     return f"{DUE}:{webhook_id}"
+
+
+def lease_key(webhook_id: str) -> str:
+    return f"ec:webhook-lease:{webhook_id}"
+
+
+def fair_share(webhooks: int, dispatchers: int) -> int:
+    """How many webhooks one of `dispatchers` live dispatchers follows at most."""
+    return -(-webhooks // max(1, dispatchers))
 
 
 def delivery_key(webhook_id: str, event_id: str) -> str:

@@ -30,11 +30,17 @@ import redis
 from shared import events
 from shared.apikeys import ApiKey, Scope, check_name, digest, generate_id, generate_secret
 from shared.connection import sync_client
-from shared.deliveries import OUTBOX, PENDING
+from shared.deliveries import PENDING
 from shared.events import CODES, ORIGIN, Change, Event, EventId, FeedPage, FeedTrimmed
 from shared.marks import EXPORT_COUNT, Batch, Cursor, Listing, Page, csv_chunk
 from shared.metrics import METRICS_KEY
-from shared.webhooks import campaign_webhooks_key
+from shared.webhooks import (
+    ADDED,
+    CURSORS,
+    campaign_webhooks_key,
+    feed_stream_key,
+    pending_events,
+)
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -80,17 +86,18 @@ def ended_key(scope: Scope) -> str:
 
 def events_key(scope: Scope) -> str:
     """The campaign's feed: a stream, an entry per request's changes in a batch."""
-    return f"ec:events:{feed_name(scope)}"
+    return feed_stream_key(feed_name(scope))
 
 
 # Applies one campaign's changes (shared.events): KEYS hash, stream, TRIMMED, FEEDS,
-# the campaign's webhooks set, OUTBOX; ARGV retention ms, trim budget, feed name, then
+# the campaign's webhooks set, ADDED; ARGV retention ms, trim budget, feed name, then
 # per request: code, key id, request id, stored reason, count, numbers. Returns 1 per
 # number it changed, 0 per other.
 #
-# Each feed entry of a campaign with webhooks also goes to the outbox (shared.deliveries)
-# in the same script: an event and its deliveries-to-be are on disk together or not at
-# all. A campaign without webhooks pays one SCARD per script that adds an entry.
+# The deliveries follow the feed itself (worker/deliveries.py): a change costs them no
+# write of its own. Only the count of events added to a feed with webhooks (ADDED, for
+# the pending gauge) is kept, one HINCRBY per feed entry; a campaign without webhooks
+# pays one SCARD per script that adds an entry.
 WRITE_SCRIPT = """
 local marks, stream = KEYS[1], KEYS[2]
 local flags = {}
@@ -118,7 +125,7 @@ while i <= #ARGV do
     local id = redis.call('XADD', stream, '*', 't', code, 'k', kid, 'q', rid, 'r', reason,
       'n', table.concat(phones, ','))
     if hooked == nil then hooked = redis.call('SCARD', KEYS[5]) > 0 end
-    if hooked then redis.call('XADD', KEYS[6], '*', 'f', ARGV[3], 'e', id) end
+    if hooked then redis.call('HINCRBY', KEYS[6], ARGV[3], #phones) end
     local tail = ' ' .. kid .. ' ' .. rid .. ' ' .. reason
     local writes = {}
     for x, j in ipairs(changed) do
@@ -172,7 +179,7 @@ def _script_keys(scope: Scope) -> list[str]:
         TRIMMED,
         FEEDS,
         campaign_webhooks_key(feed),
-        OUTBOX,
+        ADDED,
     ]
 
 
@@ -340,6 +347,15 @@ class Store:
     def history(self, scope: Scope, phone: str) -> list[Event]:
         return events.history(phone, self._redis.hget(ended_key(scope), phone))
 
+    def pending_deliveries(self) -> int:
+        """As AsyncStore.pending_deliveries."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(PENDING)
+            pipe.hgetall(CURSORS)
+            pipe.hgetall(ADDED)
+            retries, cursors, added = pipe.execute()
+        return int(retries or 0) + pending_events(cursors, added)
+
     def add_metrics(self, counts: Mapping[str, float]) -> None:
         with self._redis.pipeline(transaction=True) as pipe:
             _queue_metrics(pipe, counts)
@@ -417,8 +433,14 @@ class AsyncStore:
         return {str(field): str(value) for field, value in stored.items()}
 
     async def pending_deliveries(self) -> int:
-        """Webhook deliveries waiting for an attempt or in one (shared.deliveries)."""
-        return int(await self._redis.get(PENDING) or 0)
+        """Webhook deliveries waiting for their first attempt (events the webhooks
+        have yet to pass in their feeds), for a retry, or in an attempt."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(PENDING)
+            pipe.hgetall(CURSORS)
+            pipe.hgetall(ADDED)
+            retries, cursors, added = await pipe.execute()
+        return int(retries or 0) + pending_events(cursors, added)
 
     async def ended_at(self, scope: Scope, phone: str) -> str | None:
         return _text(await self._redis.hget(ended_key(scope), phone))

@@ -8,6 +8,11 @@ Keys (on the store, with the marks: a webhook and its pending deliveries must la
   ec:webhook-log:<id>          list: the latest LOG_LENGTH delivery attempts, newest
                                first, each a JSON object {eventId, attempt, at,
                                status | error, durationMs} (written by the deliveries)
+  ec:webhook-cursors           hash: webhook id -> its Cursor in its campaign's feed,
+                               for every enabled webhook (the deliveries' registry)
+  ec:deliveries:added          hash: feed name -> events written to the feed while
+                               the campaign had a webhook (the write script counts
+                               them; with a Cursor's `passed`, the pending gauge)
 
 A secret is stored as is (it signs every delivery; a hash could not) and never leaves
 the service except once, in the answer that creates or rotates it. After a rotation the
@@ -56,6 +61,44 @@ def campaign_webhooks_key(feed: str) -> str:
 
 def log_key(webhook_id: str) -> str:
     return f"ec:webhook-log:{webhook_id}"
+
+
+CURSORS = "ec:webhook-cursors"
+ADDED = "ec:deliveries:added"
+
+
+def feed_stream_key(feed: str) -> str:
+    """The campaign's feed (shared.store.events_key), by its feed name."""
+    return f"ec:events:{feed}"
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a webhook stands in its campaign's feed: every event of the entries up to
+    `entry` (a stream id) was delivered, given up or scheduled for a retry, and
+    `passed` counts the events the feed's ADDED count held at that point."""
+
+    entry: str
+    passed: int
+    feed: str
+
+    def __str__(self) -> str:
+        # Feed names are percent-encoded (shared.store.feed_name): no spaces in them.
+        return f"{self.entry} {self.passed} {self.feed}"
+
+    @classmethod
+    def parse(cls, value: str) -> Cursor:
+        entry, passed, feed = value.split(" ", 2)
+        return cls(entry, int(passed), feed)
+
+
+def pending_events(cursors: Mapping[Any, Any], added: Mapping[Any, Any]) -> int:
+    """Events in the feeds that the webhooks following them have yet to pass."""
+    total = 0
+    for value in cursors.values():
+        cursor = Cursor.parse(str(value))
+        total += max(0, int(added.get(cursor.feed, 0)) - cursor.passed)
+    return total
 
 
 def new_id() -> str:
@@ -142,15 +185,36 @@ def new_webhook(scope: Scope, url: str, events: tuple[str, ...]) -> Webhook:
     return Webhook(new_id(), scope, url, events, new_secret(), iso(now_ms()))
 
 
-# A webhook and its place in the campaign's set, unless the campaign has its fill: one
-# script, so that concurrent creations cannot together pass the limit.
-# KEYS: webhook, campaign set; ARGV: limit, id, then the record's fields and values.
+# A webhook, its place in the campaign's set and its cursor at the feed's end (it gets
+# the changes made after it), unless the campaign has its fill: one script, so that
+# concurrent creations cannot together pass the limit, and no change falls between
+# the cursor and the first the write script counts for it.
+# KEYS: webhook, campaign set, CURSORS, the feed, ADDED; ARGV: limit, id, feed name,
+# then the record's fields and values.
 CREATE_SCRIPT = """
 if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('SADD', KEYS[2], ARGV[2])
+local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)[1]
+local entry = last and last[1] or '0-0'
+local passed = redis.call('HGET', KEYS[5], ARGV[3]) or '0'
+redis.call('HSET', KEYS[3], ARGV[2], entry .. ' ' .. passed .. ' ' .. ARGV[3])
 return 1
 """
+
+
+def create_call(webhook: Webhook, feed: str) -> tuple[list[str], list[str | int]]:
+    """CREATE_SCRIPT's keys and arguments for `webhook` in the campaign `feed`."""
+    fields = [item for pair in webhook.record().items() for item in pair]
+    keys = [
+        webhook_key(webhook.id),
+        campaign_webhooks_key(feed),
+        CURSORS,
+        feed_stream_key(feed),
+        ADDED,
+    ]
+    return keys, [MAX_PER_CAMPAIGN, webhook.id, feed, *fields]
+
 
 # A new secret, the current one kept as the previous until ARGV[2]; nothing if the
 # webhook was deleted meanwhile (an HSET would leave a record with only secrets).
@@ -197,12 +261,8 @@ class AsyncWebhooks:
     async def create(self, webhook: Webhook, feed: str) -> bool:
         """Store `webhook`; False (nothing stored) when the campaign already has
         MAX_PER_CAMPAIGN."""
-        fields = [item for pair in webhook.record().items() for item in pair]
-        done = await self._create(
-            keys=[webhook_key(webhook.id), campaign_webhooks_key(feed)],
-            args=[MAX_PER_CAMPAIGN, webhook.id, *fields],
-        )
-        return bool(done)
+        keys, args = create_call(webhook, feed)
+        return bool(await self._create(keys=keys, args=args))
 
     async def get(self, webhook_id: str, scope: Scope) -> Webhook | None:
         """The webhook, if it exists and is this campaign's."""
@@ -219,11 +279,12 @@ class AsyncWebhooks:
         return sorted(found, key=lambda hook: (hook.created_at, hook.id))
 
     async def delete(self, webhook: Webhook, feed: str) -> None:
-        """The webhook and its log. Deliveries still due find no webhook and are
-        dropped by the dispatcher."""
+        """The webhook, its log and its cursor. Deliveries still due find no webhook
+        and are dropped by the dispatcher."""
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(webhook_key(webhook.id), log_key(webhook.id))
             pipe.srem(campaign_webhooks_key(feed), webhook.id)
+            pipe.hdel(CURSORS, webhook.id)
             await pipe.execute()
 
     async def rotate(self, webhook: Webhook) -> Rotated | None:

@@ -15,15 +15,10 @@ import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 
 from bench.receiver import Answer, Received, Receiver, always, hang, statuses
-from shared.deliveries import due_key
+from shared.deliveries import due_key, lease_key
 from shared.embedded import stop_server
 from shared.store import Store, feed_name
-from shared.webhooks import (
-    EVENT_TYPES,
-    campaign_webhooks_key,
-    new_webhook,
-    webhook_key,
-)
+from shared.webhooks import ADDED, CREATE_SCRIPT, EVENT_TYPES, create_call, new_webhook
 from tests.conftest import Caller, new_caller
 from tests.helpers import URL, post_numbers, wait_until
 from tests.processes import Stack, stop
@@ -72,10 +67,8 @@ class HookStack(Stack):
     def stored_hook(self, caller: Caller, url: str) -> Hook:
         """A webhook stored as the API stores one, bypassing its checks of the URL."""
         made = new_webhook(caller.key.scope, url, EVENT_TYPES)
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(webhook_key(made.id), mapping=cast("dict[Any, Any]", made.record()))
-            pipe.sadd(campaign_webhooks_key(feed_name(caller.key.scope)), made.id)
-            pipe.execute()
+        keys, args = create_call(made, feed_name(caller.key.scope))
+        assert self.client.register_script(CREATE_SCRIPT)(keys=keys, args=args) == 1
         return Hook(made.id, made.secret, caller)
 
     def listed(self, hook: Hook) -> dict[str, Any]:
@@ -207,16 +200,12 @@ def test_every_delivery_is_signed_and_is_the_feeds_event(
     assert {entry["eventId"] for entry in hooks.attempts(hook)} == {e["id"] for e in feed}
 
 
-def test_a_campaign_without_webhooks_gets_no_outbox_entry(hooks: HookStack) -> None:
+def test_a_campaign_without_webhooks_costs_the_deliveries_nothing(hooks: HookStack) -> None:
     caller = hooks.caller()
-
-    def last() -> str:
-        return str(hooks.client.xinfo_stream("ec:outbox")["last-generated-id"])
-
-    before = last()
     hooks.end(caller, phones(1100, 2))
-    after = last()
-    assert after == before
+    assert len(hooks.feed(caller)) == 2
+    # Its events are counted for no webhook: the write script did nothing more.
+    assert hooks.client.hget(ADDED, feed_name(caller.key.scope)) is None
 
 
 def test_a_retry_carries_the_same_webhook_id_and_body(
@@ -438,3 +427,55 @@ def test_logs_carry_no_secret_no_number_and_no_url(
     assert phones(2300, 1)[0] not in text
     assert "5092300" not in text
     assert "not-for-logs" not in text
+
+
+def test_first_attempts_in_flight_survive_a_worker_sigkill(
+    own: HookStack, receivers: list[Receiver]
+) -> None:
+    caller = own.caller()
+    # The first request hangs: the attempt is in flight when the worker dies, and no
+    # outcome of it was ever written.
+    at = receiver(receivers, lambda n, received: None if n == 0 else 200)
+    hook = own.hook(caller, at.url)
+    own.end(caller, phones(2400, 1))
+    arrived(at, 1)
+    assert own.worker is not None
+    stop(own.worker, signal.SIGKILL)
+    assert own.attempts(hook) == []
+    own.start_worker()
+    first, second = arrived(at, 2)
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert first.body == second.body
+    verified(hook, second)
+    log = logged(own, hook, 1)
+    assert [(e["attempt"], e["outcome"]) for e in log] == [(1, "delivered")]
+
+
+def test_dispatchers_share_the_webhooks_and_send_each_event_once(
+    own: HookStack, receivers: list[Receiver]
+) -> None:
+    assert own.worker is not None
+    stop(own.worker)
+    own.start_worker(concurrency=3)  # three dispatchers
+    callers = [own.caller(), own.caller()]
+    ats = [receiver(receivers) for _ in range(4)]
+    hooks = [own.hook(callers[x // 2], at.url) for x, at in enumerate(ats)]
+
+    def holders() -> set[str] | None:
+        leases = own.client.mget([lease_key(hook.id) for hook in hooks])
+        found = {str(holder) for holder in leases if holder is not None}
+        return found if len(found) >= 2 and None not in leases else None
+
+    # Four webhooks, three dispatchers: at most two each, so no one follows them all.
+    wait_until(holders, WAIT, "the webhooks shared")
+    for x, caller in enumerate(callers):
+        for request in range(3):
+            own.end(caller, phones(2500 + 200 * x + 50 * request, 50))
+    for at in ats:
+        arrived(at, 150)
+    for at, hook in zip(ats, hooks, strict=True):
+        ids = [one.headers["webhook-id"] for one in at.received]
+        assert len(ids) == len(set(ids)) == 150
+        assert {verified(hook, one)["data"]["id"] for one in at.received} == {
+            event["id"] for event in own.feed(hook.caller)
+        }

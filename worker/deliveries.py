@@ -5,98 +5,101 @@ worker.deliveries`, worker/app.py), at a lower CPU priority and with its own GIL
 Redis clients, so no new command is needed and end-contact keeps the CPU it needs;
 it stops with its worker (and dies with it, SIGKILL included). In it:
 
-- the fan-out thread reads the outbox through the consumer group `deliveries` and turns
-  each entry into deliveries, one per event and subscribed, enabled webhook of the
-  campaign: scheduled in the due set with NX, then the entry acknowledged and deleted,
-  in one script per entry (FAN_OUT_SCRIPT), so a crash in between only makes it do
-  the same again. Entries a
-  dead worker had read are taken over once idle for CLAIM_IDLE_MS (XAUTOCLAIM).
-- the claim loop records finished attempts and claims due deliveries in one round trip
-  (CLAIM_SCRIPT: a claimed delivery's score moves to the end of its lease, so no other
-  worker sends it meanwhile; a dead worker's lease runs out and someone sends it again,
-  with the same webhook-id), a webhook at a time (a receiver's backlog costs the
-  others nothing), and hands them to
-- a pool of sender threads, at most PER_ENDPOINT of them on one webhook, so a receiver
-  that hangs holds its own slots and no one else's, and the end-contact path (Celery's
-  consumer, in another process) never waits for a receiver.
+- the follow loop keeps leases on a fair share of the webhooks (shared.deliveries)
+  and, for each it follows, reads the campaign's feed after what it has read, hands
+  the events to runners, and now and then writes in one script per webhook what
+  finished: the attempt log, the retries of failed attempts, and the cursor past the
+  feed entries whose events all finished. A first attempt thus costs the store no
+  write of its own (a write there waits for the fsync end-contact waits for too).
+- runners (threads, at most WINDOW per webhook) send a webhook's events one after
+  the other, so a receiver that hangs holds its own runners and no one else's, and
+  the end-contact path (Celery's consumer, in another process) never waits for one.
+- the claim loop claims the retries that came due (CLAIM_SCRIPT: a claimed delivery's
+  score moves to the end of its lease, so no other worker sends it meanwhile; a dead
+  worker's lease runs out and someone sends it again, with the same webhook-id), a
+  webhook at a time, sends them in a pool of its own and records each outcome.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import http.client
 import logging
 import os
 import queue
+import random
 import signal
 import socket
 import threading
 import time
-from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections import defaultdict, deque
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import redis
 
 from shared import deliveries, logs
 from shared.addresses import AddressError, resolve_public, target
 from shared.connection import sync_client
-from shared.deliveries import DUE, GROUP, OUTBOX, PENDING, Attempt
+from shared.deliveries import DISPATCHERS, DUE, PENDING, Attempt
 from shared.events import entry_events, iso
 from shared.metrics import WEBHOOK_ATTEMPT_SECONDS, WEBHOOK_DELIVERIES, Registry
 from shared.settings import Settings, exit_on_bad_settings
-from shared.store import Store, events_key, scope_of_feed
+from shared.store import Store
 from shared.webhooks import (
+    CURSORS,
     LOG_LENGTH,
+    Cursor,
     Webhook,
-    campaign_webhooks_key,
+    feed_stream_key,
     from_record,
     log_key,
     now_ms,
     webhook_key,
 )
+from worker.senders import Connections, Request, error_of, request_target
 
 log = logging.getLogger(__name__)
 
-# The contract's limit on one attempt (httpx applies it to connecting, sending and each
-# read: a receiver that says nothing for this long is given up on).
-ATTEMPT_TIMEOUT = 10.0
-# A claimed delivery is another worker's to send again after this long: longer than an
-# attempt can take, so a live worker's attempt is never sent twice meanwhile.
+# A webhook's lease, and a claimed retry's: another worker's to take after this long.
+# Longer than an attempt can take, so a live worker's attempt is never sent twice.
 LEASE_MS = 30_000
-# Sender threads per worker process, and how many of them one webhook may hold.
-SENDERS = 32
-PER_ENDPOINT = 8
-# Webhooks with due deliveries one claim looks at.
+# How often leases are renewed and the registry of webhooks read again.
+TEND_EVERY = 1.0
+# First attempts in flight per webhook (its runners), and a runner's turn: after this
+# many attempts it goes to the back of the pool's queue, so busy webhooks share it.
+WINDOW = 8
+TURN = 64
+# Threads for the runners of every webhook followed (a hanging receiver holds WINDOW
+# of them), and for retries.
+RUNNERS = 128
+RETRY_SENDERS = 32
+# Feed entries (of up to 100 events) read at once, and events read but not yet
+# attempted past which a webhook's feed is not read further.
+READ_ENTRIES = 100
+AHEAD = 2_000
+# While idle, new events are looked for this often: how late a first attempt may
+# start after its change (the reads are of the store's memory, no write).
+POLL = 0.05
+# The attempt log, the retries and the cursor are written at most this often.
+COMMIT_EVERY = 0.05
+# Retries claimed at once: webhooks with due ones looked at, deliveries dropped of a
+# deleted or disabled webhook per claim (the rest at the next).
 SCAN = 1000
-# A deleted or disabled webhook's deliveries dropped per claim (the rest at the next).
 DROP_CHUNK = 1000
-# The claim loop's nap with nothing to do: how late another worker's new deliveries or
-# a retry that came due may start (new deliveries of this worker wake it at once).
-POLL = 0.25
-# Outbox entries read at once, and how long a read waits for new ones (ms).
-READ_COUNT = 100
-READ_BLOCK_MS = 1000
-# An outbox entry read by a worker that died is taken over after this long.
-CLAIM_IDLE_MS = 60_000
-SWEEP_EVERY = 15.0
-# A consumer (one per worker process ever started) with nothing pending is forgotten
-# after this long idle.
-CONSUMER_IDLE_MS = 3_600_000
+RETRY_POLL = 0.25
 # How long a stopping worker waits for attempts in flight, to record their outcome.
 STOP_GRACE = 3.0
 # Redis away: how long to wait before trying again.
 BACKOFF = 1.0
-MAX_CLIENTS = 256
 # The dispatcher process's niceness (19 is the lowest priority): deliveries take the
 # CPU that end-contact leaves, not what it needs.
 NICE = 19
 FLUSH_INTERVAL = 1.0
-# Of a receiver's answer, at most this much is read; it is not kept.
-MAX_ANSWER_BYTES = 65_536
+
 
 # Key names the scripts build (shared.deliveries, shared.webhooks): prefixes in ARGV.
 _PREFIXES = """
@@ -111,34 +114,7 @@ local function place(due, set, hook)
 end
 """
 
-# Schedules deliveries and acknowledges the outbox entries they came from.
-# KEYS: DUE, PENDING, OUTBOX. ARGV: the three prefixes, now ms, group, count of outbox
-# ids, the ids, then per delivery: webhook id, event id, body. A delivery that exists
-# already (a redo after a crash) is left as it is.
-FAN_OUT_SCRIPT = (
-    _PREFIXES
-    + """
-local now, group, k = ARGV[4], ARGV[5], tonumber(ARGV[6])
-local added = 0
-for i = 7 + k, #ARGV, 3 do
-  local hook, event = ARGV[i], ARGV[i + 1]
-  if redis.call('ZADD', due_prefix .. hook, 'NX', now, event) == 1 then
-    redis.call('HSET', delivery_prefix .. hook .. ':' .. event, 'attempts', 0, 'body', ARGV[i + 2])
-    local at = redis.call('ZSCORE', KEYS[1], hook)
-    if not at or tonumber(at) > tonumber(now) then redis.call('ZADD', KEYS[1], now, hook) end
-    added = added + 1
-  end
-end
-if added > 0 then redis.call('INCRBY', KEYS[2], added) end
-if k > 0 then
-  redis.call('XACK', KEYS[3], group, unpack(ARGV, 7, 6 + k))
-  redis.call('XDEL', KEYS[3], unpack(ARGV, 7, 6 + k))
-end
-return added
-"""
-)
-
-# Claims due deliveries, a webhook at a time. KEYS: DUE, PENDING. ARGV: the three
+# Claims due retries, a webhook at a time. KEYS: DUE, PENDING. ARGV: the three
 # prefixes, now ms, lease ms, most to claim, most webhooks to look at, per-webhook cap,
 # drop chunk, then per webhook with attempts in flight here: its id, how many. A
 # claimed delivery's score becomes the end of its lease. A deleted or disabled
@@ -241,6 +217,66 @@ def _prefixes() -> list[str | int]:
     return [deliveries.due_key(""), "ec:delivery:", webhook_key("")]
 
 
+# What a followed webhook's finished first attempts leave, in one script. KEYS: DUE,
+# PENDING, CURSORS, the webhook, its log, its due set, its lease. ARGV: the three
+# prefixes, webhook id, this dispatcher, the new cursor (or ''), disabled at (or ''),
+# log length, number of log entries, the entries (oldest first), then per retry: event
+# id, when due (ms), body. The log and the retries are written while the webhook
+# exists; the cursor only while this dispatcher holds the lease (else the one that
+# took it over sends from the old cursor: duplicates, never a loss). A disabled
+# webhook leaves the registry and comes first in DUE, so the next claim drops its
+# retries. Returns 1, or 0 when the webhook is gone or the lease lost.
+COMMIT_SCRIPT = (
+    _PREFIXES
+    + _PLACE
+    + """
+local hook, me, cursor, disabled = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
+local logged = tonumber(ARGV[9])
+if logged > 0 then
+  redis.call('LPUSH', KEYS[5], unpack(ARGV, 10, 9 + logged))
+  redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[8]) - 1)
+end
+local added = 0
+for i = 10 + logged, #ARGV, 3 do
+  if redis.call('ZADD', KEYS[6], 'NX', ARGV[i + 1], ARGV[i]) == 1 then
+    local delivery = delivery_prefix .. hook .. ':' .. ARGV[i]
+    redis.call('HSET', delivery, 'attempts', 1, 'body', ARGV[i + 2])
+    added = added + 1
+  end
+end
+if added > 0 then
+  redis.call('INCRBY', KEYS[2], added)
+  place(KEYS[1], KEYS[6], hook)
+end
+if disabled ~= '' then
+  redis.call('HSETNX', KEYS[4], 'disabled_at', disabled)
+  redis.call('HDEL', KEYS[3], hook)
+  if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('ZADD', KEYS[1], 0, hook) end
+  return 1
+end
+if redis.call('GET', KEYS[7]) ~= me then return 0 end
+if cursor ~= '' and redis.call('HEXISTS', KEYS[3], hook) == 1 then
+  redis.call('HSET', KEYS[3], hook, cursor)
+end
+return 1
+"""
+)
+
+# KEYS: a lease. ARGV: this dispatcher, lease ms. Renews it if it is this one's.
+RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: a lease. ARGV: this dispatcher. Lets it go if it is this one's.
+RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Job:
     """One claimed delivery: an attempt to make."""
@@ -283,115 +319,6 @@ def parse_claim(reply: Sequence[Any]) -> tuple[list[Job], int]:
     return jobs, int(dropped)
 
 
-class Senders:
-    """HTTP clients, one per origin (scheme, host, port): a connection kept alive for
-    one host name is never reused for another that shares its address, which would
-    send a request over a TLS session made for a different name."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._clients: OrderedDict[tuple[str, str, int], httpx.Client] = OrderedDict()
-
-    def client(self, origin: tuple[str, str, int]) -> httpx.Client:
-        with self._lock:
-            found = self._clients.get(origin)
-            if found is not None:
-                self._clients.move_to_end(origin)
-                return found
-            made = httpx.Client(
-                timeout=ATTEMPT_TIMEOUT,
-                follow_redirects=False,
-                # No proxy from the environment: it would connect to the name, not to
-                # the address that was checked.
-                trust_env=False,
-                limits=httpx.Limits(
-                    max_connections=PER_ENDPOINT, max_keepalive_connections=PER_ENDPOINT
-                ),
-                headers={"user-agent": "endcontact-webhooks/1"},
-            )
-            self._clients[origin] = made
-            while len(self._clients) > MAX_CLIENTS:
-                _, oldest = self._clients.popitem(last=False)
-                oldest.close()
-            return made
-
-    def close(self) -> None:
-        with self._lock:
-            for made in self._clients.values():
-                made.close()
-            self._clients.clear()
-
-
-def attempt(job: Job, senders: Senders, allow_private: bool) -> Finished:
-    """Make one attempt: the address checked after resolution, the request sent to
-    that address (Host header and TLS name kept), signed at this moment."""
-    at = now_ms()
-    started = time.perf_counter()
-    status: int | None = None
-    error: str | None = None
-    try:
-        status = _post(job, senders, allow_private, at)
-    except AddressError as exc:
-        error = f"address refused: URL {exc}"
-    except httpx.TimeoutException:
-        error = f"timeout ({ATTEMPT_TIMEOUT:g} s)"
-    except httpx.ConnectError:
-        error = "connection failed"
-    except httpx.HTTPError as exc:
-        error = f"HTTP error ({exc.__class__.__name__})"
-    except Exception as exc:  # a bug must cost one attempt, never the sender thread
-        log.exception("webhook attempt raised %s", exc.__class__.__name__)
-        error = "internal error"
-    duration = round((time.perf_counter() - started) * 1000)
-    return Finished(job, Attempt(status, error, duration), at)
-
-
-def _post(job: Job, senders: Senders, allow_private: bool, at_ms: int) -> int:
-    hook = job.webhook
-    where = target(hook.url, allow_private)
-    address = resolve_public(where.host, where.port, allow_private)[0]
-    url = httpx.URL(hook.url)
-    sent_to = url.copy_with(host=str(address))
-    headers = deliveries.headers(
-        deliveries.message_id(hook.id, job.event_id),
-        at_ms // 1000,
-        job.body,
-        hook.secrets_at(at_ms),
-    )
-    headers["host"] = url.netloc.decode("ascii")
-    extensions = {"sni_hostname": where.host} if where.scheme == "https" else {}
-    client = senders.client((where.scheme, where.host, where.port))
-    request = client.build_request(
-        "POST", sent_to, content=job.body.encode(), headers=headers, extensions=extensions
-    )
-    # Only the status counts. The body is read (up to a bound) so that the connection
-    # goes back to the pool for the next attempt: closed unread, it would be dropped.
-    response = client.send(request, stream=True)
-    try:
-        read = 0
-        for chunk in response.iter_raw():
-            read += len(chunk)
-            if read > MAX_ANSWER_BYTES:
-                break
-    finally:
-        response.close()
-    return response.status_code
-
-
-def _deliveries(feed_entry: Iterable[tuple[str, Any]], hooks: list[Webhook]) -> list[str]:
-    """Webhook id, event id and body of each delivery of one feed entry's events (none
-    if the feed was trimmed since): one per event and enabled webhook subscribed to it."""
-    triples: list[str] = []
-    for entry, data in feed_entry:
-        for event in entry_events(entry, data):
-            body = None
-            for hook in hooks:
-                if hook.disabled_at is None and event.kind in hook.events:
-                    body = body or deliveries.payload(event)
-                    triples.extend((hook.id, str(event.id), body))
-    return triples
-
-
 class InFlight:
     """This process's attempts in flight, per webhook: what the claim may add."""
 
@@ -417,35 +344,130 @@ class InFlight:
         return args
 
 
+@dataclass
+class Entry:
+    """A feed entry a followed webhook read: passed once none of its events is left."""
+
+    id: str
+    events: int  # all of them, as ADDED counted them
+    left: int  # those the webhook is subscribed to, not yet finished
+
+
+@dataclass(frozen=True)
+class Todo:
+    """A first attempt to make."""
+
+    entry: Entry
+    event_id: str
+    body: str
+
+
+@dataclass
+class Follow:
+    """A webhook this dispatcher follows: what it read of the feed and what finished."""
+
+    webhook: Webhook
+    cursor: Cursor  # as stored
+    read: str  # the last feed entry read
+    entries: deque[Entry] = field(default_factory=deque)  # read, not passed, in order
+    todo: deque[Todo] = field(default_factory=deque)
+    runners: int = 0
+    logs: list[str] = field(default_factory=list)
+    retries: list[str | int] = field(default_factory=list)  # event id, due ms, body
+    disabled_at: str | None = None
+    more: bool = True  # the last read was full: more may wait
+    read_at: float = 0.0
+    releasing: bool = False
+    gone: bool = False
+
+    @property
+    def stream(self) -> str:
+        return feed_stream_key(self.cursor.feed)
+
+    def passable(self) -> tuple[str, int] | None:
+        """The cursor past every entry at the front that finished, or None."""
+        entry, passed = None, self.cursor.passed
+        for one in self.entries:
+            if one.left:
+                break
+            entry, passed = one.id, passed + one.events
+        return None if entry is None else (entry, passed)
+
+
+def attempt(job: Job, connections: Connections, allow_private: bool) -> Finished:
+    """Make one attempt: the address checked after resolution, the request sent to
+    that address (Host header and TLS name kept), signed at this moment."""
+    at = now_ms()
+    started = time.perf_counter()
+    status: int | None = None
+    error: str | None = None
+    try:
+        status = _post(job, connections, allow_private, at)
+    except AddressError as exc:
+        error = f"address refused: URL {exc}"
+    except (OSError, http.client.HTTPException) as exc:
+        error = error_of(exc)
+    except Exception as exc:  # a bug must cost one attempt, never the sender thread
+        log.exception("webhook attempt raised %s", exc.__class__.__name__)
+        error = "internal error"
+    duration = round((time.perf_counter() - started) * 1000)
+    return Finished(job, Attempt(status, error, duration), at)
+
+
+def _post(job: Job, connections: Connections, allow_private: bool, at_ms: int) -> int:
+    hook = job.webhook
+    where = target(hook.url, allow_private)
+    address = resolve_public(where.host, where.port, allow_private)[0]
+    host, path = request_target(hook.url)
+    body = job.body.encode()
+    headers = deliveries.headers(
+        deliveries.message_id(hook.id, job.event_id),
+        at_ms // 1000,
+        job.body,
+        hook.secrets_at(at_ms),
+    )
+    headers["host"] = host
+    headers["user-agent"] = USER_AGENT
+    request = Request(where.scheme, where.host, where.port, address, path, body, headers)
+    return connections.post(request)
+
+
+USER_AGENT = "endcontact-webhooks/1"
+
+
 class Dispatcher:
     def __init__(self, settings: Settings, name: str, metrics: Registry) -> None:
         self._name = name
         self._metrics = metrics
         self._allow_private = settings.webhook_allow_private
         self._schedule = settings.webhook_retry_schedule
-        # Own clients, bounded waits: the outbox read blocks for READ_BLOCK_MS at most.
-        self._reader = sync_client(
+        # Own clients, bounded waits.
+        self._follower = sync_client(
             settings, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
         )
         self._redis = sync_client(
             settings, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
         )
-        self._fan_out_script = self._reader.register_script(FAN_OUT_SCRIPT)
+        self._commit_script = self._follower.register_script(COMMIT_SCRIPT)
+        self._renew = self._follower.register_script(RENEW_SCRIPT)
+        self._release = self._follower.register_script(RELEASE_SCRIPT)
         self._claim = self._redis.register_script(CLAIM_SCRIPT)
         self._record = self._redis.register_script(RECORD_SCRIPT)
-        # httpx logs every request with its URL at INFO: the URL may hold a receiver's
-        # token, and a line per delivery would cost more than the rest of it.
-        for name in ("httpx", "httpcore"):
-            logging.getLogger(name).setLevel(logging.WARNING)
         self._stop = threading.Event()
+        # The follow loop's and the claim loop's: set when a runner or an attempt ends.
+        self._woken = threading.Event()
         self._wake = threading.Event()
+        # The follows, and everything in them, are shared with the runners.
+        self._lock = threading.Lock()
+        self._follows: dict[str, Follow] = {}
         self._done: queue.SimpleQueue[Finished] = queue.SimpleQueue()
         self._unrecorded: list[Finished] = []
         self._in_flight = InFlight()
-        self._pool = ThreadPoolExecutor(SENDERS, thread_name_prefix="webhook")
-        self._senders = Senders()
+        self._runners = ThreadPoolExecutor(RUNNERS, thread_name_prefix="webhook")
+        self._pool = ThreadPoolExecutor(RETRY_SENDERS, thread_name_prefix="webhook-retry")
+        self._connections = Connections()
         self._threads = [
-            threading.Thread(target=self._fan_out_loop, name="webhook-outbox", daemon=True),
+            threading.Thread(target=self._follow_loop, name="webhook-follow", daemon=True),
             threading.Thread(target=self._claim_loop, name="webhook-claim", daemon=True),
         ]
 
@@ -456,106 +478,293 @@ class Dispatcher:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        self._woken.set()
         for thread in self._threads:
-            thread.join(READ_BLOCK_MS / 1000 + STOP_GRACE + 6)
-        self._senders.close()
-        for client in (self._reader, self._redis):
+            thread.join(STOP_GRACE + 12)
+        self._connections.close()
+        for client in (self._follower, self._redis):
             with contextlib.suppress(redis.RedisError, OSError):
                 client.close()
 
-    # The outbox: feed entries to deliveries.
+    # First attempts: the feeds followed.
 
-    def _fan_out_loop(self) -> None:
-        swept = -SWEEP_EVERY
-        grouped = False
+    def _follow_loop(self) -> None:
+        tended = committed = -TEND_EVERY
         while not self._stop.is_set():
+            self._woken.clear()
             try:
-                if not grouped:
-                    self._create_group()
-                    grouped = True
-                if time.monotonic() - swept >= SWEEP_EVERY:
-                    swept = time.monotonic()
-                    self._sweep()
-                read: Any = self._reader.xreadgroup(
-                    GROUP, self._name, {OUTBOX: ">"}, count=READ_COUNT, block=READ_BLOCK_MS
-                )
-                for _, entries in read or []:
-                    self.fan_out(entries)
-            except redis.ResponseError as exc:
-                # The group is gone (a store restarted without its data): make it again.
-                grouped = grouped and "NOGROUP" not in str(exc)
-                log.warning("webhook outbox read failed: %s", exc.__class__.__name__)
-                self._stop.wait(BACKOFF)
+                if time.monotonic() - tended >= TEND_EVERY:
+                    tended = time.monotonic()
+                    self._tend()
+                self._read()
+                self._start_runners()
+                if time.monotonic() - committed >= COMMIT_EVERY:
+                    committed = time.monotonic()
+                    self._commit()
             except (redis.RedisError, OSError) as exc:
-                log.warning("webhook outbox read failed: %s", exc.__class__.__name__)
+                log.warning("webhook deliveries: store failed: %s", exc.__class__.__name__)
                 self._stop.wait(BACKOFF)
+                continue
+            self._woken.wait(COMMIT_EVERY if self._uncommitted() else POLL)
+        self._leave()
 
-    def _create_group(self) -> None:
-        try:
-            # From the stream's start: entries written before any worker ran count too.
-            self._reader.xgroup_create(OUTBOX, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-    def _sweep(self) -> None:
-        """Take over entries a dead worker read and never finished; forget consumers
-        long gone."""
-        start = "0-0"
-        for _ in range(10):
-            reply: Any = self._reader.xautoclaim(
-                OUTBOX, GROUP, self._name, CLAIM_IDLE_MS, start_id=start, count=READ_COUNT
-            )
-            start, entries = str(reply[0]), list(reply[1])
-            if entries:
-                self.fan_out(entries)
-            if start == "0-0":
-                break
-        for consumer in self._reader.xinfo_consumers(OUTBOX, GROUP):
-            idle = int(consumer.get("inactive", consumer.get("idle", 0)))
-            gone = consumer["name"] != self._name and int(consumer["pending"]) == 0
-            if gone and idle > CONSUMER_IDLE_MS:
-                self._reader.xgroup_delconsumer(OUTBOX, GROUP, consumer["name"])
-
-    def fan_out(self, entries: Sequence[tuple[str, Mapping[str, str] | None]]) -> None:
-        """Schedule the deliveries of these outbox entries, and acknowledge them."""
-        wanted = [(entry_id, fields) for entry_id, fields in entries if fields]
-        with self._reader.pipeline(transaction=False) as pipe:
-            for _, fields in wanted:
-                feed = fields["f"]
-                pipe.xrange(events_key(scope_of_feed(feed)), fields["e"], fields["e"])
-                pipe.smembers(campaign_webhooks_key(feed))
+    def _tend(self) -> None:
+        """Say this dispatcher is alive, renew its leases, and follow its fair share
+        of the webhooks: take free ones below it, let go of some above it."""
+        now = now_ms()
+        with self._lock:
+            owned = list(self._follows)
+        with self._follower.pipeline(transaction=False) as pipe:
+            pipe.zadd(DISPATCHERS, {self._name: now})
+            pipe.zremrangebyscore(DISPATCHERS, "-inf", now - LEASE_MS)
+            pipe.zcard(DISPATCHERS)
+            pipe.hgetall(CURSORS)
+            for hook in owned:
+                self._renew(
+                    keys=[deliveries.lease_key(hook)], args=[self._name, LEASE_MS], client=pipe
+                )
+                pipe.hgetall(webhook_key(hook))
             replies = pipe.execute()
-        ids = sorted({str(hook) for members in replies[1::2] for hook in members})
-        hooks = self._webhooks(ids)
-        scheduled = False
-        # A script per outbox entry: its deliveries and its acknowledgement together.
-        with self._reader.pipeline(transaction=False) as pipe:
-            for (entry_id, _), feed_entry, members in zip(
-                wanted, replies[0::2], replies[1::2], strict=True
-            ):
-                listening = [hooks[str(hook)] for hook in members if str(hook) in hooks]
-                triples = _deliveries(feed_entry, listening)
-                scheduled = scheduled or bool(triples)
-                args = [*_prefixes(), now_ms(), GROUP, 1, entry_id, *triples]
-                self._fan_out_script(keys=[DUE, PENDING, OUTBOX], args=args, client=pipe)
-            empty = [entry_id for entry_id, fields in entries if not fields]
-            if empty:  # deleted from the stream, still pending: only acknowledged
-                pipe.xack(OUTBOX, GROUP, *empty)
-            pipe.execute()
-        if scheduled:
-            self._wake.set()
+        live, registry = int(replies[2]), replies[3]
+        with self._lock:
+            for hook, renewed, record in zip(owned, replies[4::2], replies[5::2], strict=True):
+                follow = self._follows.get(hook)
+                found = from_record(record)
+                if follow is None:
+                    continue
+                if not renewed or found is None or hook not in registry:
+                    self._drop(follow)  # taken over, deleted or disabled
+                else:
+                    follow.webhook = found
+            share = deliveries.fair_share(len(registry), live)
+            active = [one for one in self._follows.values() if not one.releasing]
+            for follow in active[share:]:
+                follow.releasing = True
+            wanted = share - len(active)
+        if wanted > 0:
+            self._take([hook for hook in registry if hook not in owned], registry, wanted)
 
-    def _webhooks(self, ids: Iterable[str]) -> dict[str, Webhook]:
-        ids = list(ids)
-        with self._reader.pipeline(transaction=False) as pipe:
-            for webhook_id in ids:
-                pipe.hgetall(webhook_key(webhook_id))
-            records = pipe.execute()
-        found = (from_record(record) for record in records)
-        return {hook.id: hook for hook in found if hook is not None}
+    def _take(self, candidates: list[str], registry: dict[str, str], wanted: int) -> None:
+        random.shuffle(candidates)
+        leases = self._follower.mget([deliveries.lease_key(hook) for hook in candidates])
+        free = [hook for hook, holder in zip(candidates, leases, strict=True) if holder is None]
+        free = free[:wanted]
+        if not free:
+            return
+        with self._follower.pipeline(transaction=False) as pipe:
+            for hook in free:
+                pipe.set(deliveries.lease_key(hook), self._name, nx=True, px=LEASE_MS)
+                pipe.hgetall(webhook_key(hook))
+                pipe.hget(CURSORS, hook)
+            replies = pipe.execute()
+        for x, hook in enumerate(free):
+            taken, record, value = replies[3 * x : 3 * x + 3]
+            found = from_record(record)
+            if not taken:
+                continue
+            if found is None or value is None:
+                self._release(keys=[deliveries.lease_key(hook)], args=[self._name])
+                continue
+            cursor = Cursor.parse(value)
+            with self._lock:
+                self._follows[hook] = Follow(found, cursor, cursor.entry)
 
-    # Due deliveries: claimed, sent, recorded.
+    def _drop(self, follow: Follow) -> None:
+        """Stop following (the lock held): its runners end after their attempt."""
+        follow.gone = True
+        follow.todo.clear()
+        del self._follows[follow.webhook.id]
+
+    def _read(self) -> None:
+        """Read the feed after what was read, for each webhook with room for more."""
+        now = time.monotonic()
+        with self._lock:
+            reading = [
+                follow
+                for follow in self._follows.values()
+                if not follow.releasing
+                and follow.disabled_at is None
+                and len(follow.todo) < AHEAD
+                and (follow.more or now - follow.read_at >= POLL)
+            ]
+        if not reading:
+            return
+        with self._follower.pipeline(transaction=False) as pipe:
+            for follow in reading:
+                pipe.xrange(follow.stream, f"({follow.read}", "+", count=READ_ENTRIES)
+            replies = pipe.execute()
+        got = [
+            (follow, entries) for follow, entries in zip(reading, replies, strict=True) if entries
+        ]
+        # New events: the webhooks read again too, so that none deleted, disabled or
+        # rotated since the last look is sent to, or signed, as it was.
+        records = []
+        if got:
+            with self._follower.pipeline(transaction=False) as pipe:
+                for follow, _ in got:
+                    pipe.hgetall(webhook_key(follow.webhook.id))
+                records = pipe.execute()
+        with self._lock:
+            for follow in reading:
+                follow.read_at, follow.more = now, False
+            for (follow, entries), record in zip(got, records, strict=True):
+                follow.more = len(entries) == READ_ENTRIES
+                found = from_record(record)
+                if follow.gone:
+                    continue
+                if found is None or found.disabled_at is not None:
+                    self._drop(follow)
+                    continue
+                follow.webhook = found
+                self._add(follow, entries)
+
+    def _add(self, follow: Follow, entries: Sequence[tuple[str, dict[str, str]]]) -> None:
+        kinds = follow.webhook.events
+        for entry_id, fields in entries:
+            events = entry_events(entry_id, fields)
+            wanted = [event for event in events if event.kind in kinds]
+            entry = Entry(entry_id, len(events), len(wanted))
+            follow.entries.append(entry)
+            for event in wanted:
+                follow.todo.append(Todo(entry, str(event.id), deliveries.payload(event)))
+            follow.read = entry_id
+
+    def _start_runners(self) -> None:
+        with self._lock:
+            for follow in self._follows.values():
+                while follow.todo and follow.runners < WINDOW and not follow.releasing:
+                    follow.runners += 1
+                    self._runners.submit(self._run, follow)
+
+    def _run(self, follow: Follow) -> None:
+        """A runner: the webhook's next events, one after the other, for a turn."""
+        try:
+            for _ in range(TURN):
+                with self._lock:
+                    if follow.gone or follow.releasing or not follow.todo or self._stop.is_set():
+                        return
+                    todo = follow.todo.popleft()
+                    job = Job(follow.webhook, todo.event_id, 0, todo.body)
+                finished = attempt(job, self._connections, self._allow_private)
+                result = self._finished(follow, todo, finished)
+                self._count(finished, result)
+        finally:
+            with self._lock:
+                follow.runners -= 1
+            self._woken.set()
+
+    def _finished(self, follow: Follow, todo: Todo, finished: Finished) -> str:
+        result = deliveries.outcome(finished.attempt, 1, self._schedule)
+        entry = deliveries.log_entry(todo.event_id, 1, finished.at_ms, finished.attempt, result)
+        with self._lock:
+            follow.logs.append(entry)
+            todo.entry.left -= 1
+            if result == deliveries.RETRY:
+                due = now_ms() + deliveries.retry_delay(1, self._schedule) * 1000
+                follow.retries.extend((todo.event_id, due, todo.body))
+            elif result == deliveries.DISABLED and follow.disabled_at is None:
+                follow.disabled_at = iso(now_ms())
+                follow.todo.clear()
+        return result
+
+    def _uncommitted(self) -> bool:
+        with self._lock:
+            return any(
+                follow.logs or follow.disabled_at or follow.passable()
+                for follow in self._follows.values()
+            )
+
+    def _commit(self) -> None:
+        """Write what finished: per webhook, its log entries, its retries, and its
+        cursor past the entries whose events all finished; then let go of those
+        released once their runners are done."""
+        writes: list[tuple[Follow, list[str], list[str | int], tuple[str, int] | None]] = []
+        with self._lock:
+            for follow in self._follows.values():
+                moved = follow.passable()
+                if follow.logs or follow.retries or moved or follow.disabled_at:
+                    writes.append((follow, follow.logs, follow.retries, moved))
+                    follow.logs, follow.retries = [], []
+            leaving = [
+                follow
+                for follow in self._follows.values()
+                if follow.releasing and not follow.runners
+            ]
+        if not writes and not leaving:
+            return
+        try:
+            with self._follower.pipeline(transaction=False) as pipe:
+                for follow, logged, retries, moved in writes:
+                    self._commit_one(pipe, follow, logged, retries, moved)
+                replies = pipe.execute()
+        except BaseException:
+            with self._lock:  # written at the next commit
+                for follow, logged, retries, _ in writes:
+                    follow.logs[:0] = logged
+                    follow.retries[:0] = retries
+            raise
+        with self._lock:
+            for (follow, _, _, moved), kept in zip(writes, replies, strict=True):
+                if follow.gone:
+                    continue
+                if not kept or follow.disabled_at is not None:
+                    self._drop(follow)
+                elif moved is not None:
+                    follow.cursor = Cursor(moved[0], moved[1], follow.cursor.feed)
+                    while follow.entries and follow.entries[0].id != moved[0]:
+                        follow.entries.popleft()
+                    follow.entries.popleft()
+            for follow in leaving:
+                if not follow.gone and not follow.logs and not follow.passable():
+                    self._drop(follow)
+                    self._release(keys=[deliveries.lease_key(follow.webhook.id)], args=[self._name])
+
+    def _commit_one(
+        self,
+        pipe: Any,
+        follow: Follow,
+        logged: list[str],
+        retries: list[str | int],
+        moved: tuple[str, int] | None,
+    ) -> None:
+        hook = follow.webhook.id
+        cursor = "" if moved is None else str(Cursor(moved[0], moved[1], follow.cursor.feed))
+        keys = [
+            DUE,
+            PENDING,
+            CURSORS,
+            webhook_key(hook),
+            log_key(hook),
+            deliveries.due_key(hook),
+            deliveries.lease_key(hook),
+        ]
+        args: list[str | int] = [*_prefixes(), hook, self._name, cursor]
+        args += [follow.disabled_at or "", LOG_LENGTH, len(logged), *logged, *retries]
+        self._commit_script(keys=keys, args=args, client=pipe)
+
+    def _leave(self) -> None:
+        """On the way out: no new attempts; write what finishes within STOP_GRACE,
+        then let go of every lease, so that another worker follows at once."""
+        self._runners.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + STOP_GRACE
+        with contextlib.suppress(redis.RedisError, OSError):
+            while time.monotonic() < deadline:
+                with self._lock:
+                    busy = any(follow.runners for follow in self._follows.values())
+                self._commit()
+                if not busy:
+                    break
+                self._woken.wait(0.05)
+                self._woken.clear()
+            with self._lock:
+                owned = list(self._follows)
+            with self._follower.pipeline(transaction=False) as pipe:
+                for hook in owned:
+                    self._release(keys=[deliveries.lease_key(hook)], args=[self._name], client=pipe)
+                pipe.zrem(DISPATCHERS, self._name)
+                pipe.execute()
+
+    # Retries: claimed when due, sent, recorded.
 
     def _claim_loop(self) -> None:
         while not self._stop.is_set():
@@ -567,7 +776,7 @@ class Dispatcher:
                 self._stop.wait(BACKOFF)
                 continue
             if not busy:
-                self._wake.wait(POLL)
+                self._wake.wait(RETRY_POLL)
         self._finish()
 
     def _finish(self) -> None:
@@ -596,7 +805,7 @@ class Dispatcher:
         there may be more to do at once."""
         self._collect()
         recording = self._unrecorded
-        room = SENDERS - self._in_flight.total if claim else 0
+        room = RETRY_SENDERS - self._in_flight.total if claim else 0
         if not recording and room <= 0:
             return False
         outcomes = [self._outcome(finished) for finished in recording]
@@ -604,7 +813,7 @@ class Dispatcher:
             for _, args in outcomes:
                 self._record(keys=[DUE, PENDING], args=args, client=pipe)
             if room > 0:
-                args = [*_prefixes(), now_ms(), LEASE_MS, room, SCAN, PER_ENDPOINT, DROP_CHUNK]
+                args = [*_prefixes(), now_ms(), LEASE_MS, room, SCAN, WINDOW, DROP_CHUNK]
                 args += self._in_flight.claim_args()
                 self._claim(keys=[DUE, PENDING], args=args, client=pipe)
             replies = pipe.execute()
@@ -616,7 +825,7 @@ class Dispatcher:
         jobs, _ = parse_claim(replies[-1])
         for job in jobs:
             self._in_flight.add(job.webhook.id)
-            future = self._pool.submit(attempt, job, self._senders, self._allow_private)
+            future = self._pool.submit(attempt, job, self._connections, self._allow_private)
             future.add_done_callback(self._attempted)
         return bool(jobs) or bool(recording)
 
