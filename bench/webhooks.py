@@ -111,8 +111,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--short", action="store_true", help="a few seconds: proves it runs")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="pairs of load runs")
+    parser.add_argument("--seconds", type=float, default=8.0, help="of one load run")
     args = parser.parse_args()
-    samples, events, seconds, rounds = (5, 100, 1.0, 1) if args.short else (100, 1000, 8.0, 3)
+    samples, events, seconds, rounds = (
+        (5, 100, 1.0, 1) if args.short else (100, 1000, args.seconds, args.rounds)
+    )
     # The receivers are on 127.0.0.1; the processes read this from the environment.
     os.environ["ENDCONTACT_WEBHOOK_ALLOW_PRIVATE"] = "true"
     with (

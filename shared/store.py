@@ -19,6 +19,7 @@ record decoding and the metrics write are shared by both, which only send and aw
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     import redis.client
 
     from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 KEY_IDS = "ec:key-ids"
 # Feed name (`feed_name`) -> the id of the last event trimmed from it (`<entry>-<index>`).
@@ -389,7 +392,17 @@ class Store:
             for secret_digest in digests.values():
                 pipe.hgetall(key_record(str(secret_digest)))
             records: list[Mapping[Any, Any]] = pipe.execute()
-        keys = [key for key in map(_api_key, records) if key is not None]
+        keys = []
+        for record in records:
+            try:
+                key = _api_key(record)
+            except KeyError:
+                # Written by us, so never expected; one bad record must not hide the
+                # others from the operator who lists them.
+                log.warning("unreadable key record left out of the list")
+                continue
+            if key is not None:
+                keys.append(key)
         return sorted(keys, key=lambda key: (key.created_at, key.id))
 
     def revoke_key(self, key_id: str) -> ApiKey | None:

@@ -49,3 +49,22 @@ def test_reads_benchmark_runs_and_prints_its_figures() -> None:
     for figure in figures:
         assert figure in result.stdout
     assert "export 3,000 rows" in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_webhooks_benchmark_runs_and_prints_its_figures() -> None:
+    result = run_module("bench.webhooks", "--short")
+    for figure in (
+        "delivery latency after the 201, 5 events one at a time: p50",
+        "100 events to one fast receiver:",
+        "end-contact at 16 client(s), numbers/s, median of 1: without webhooks",
+        "end-contact at 1 client(s), numbers/s, median of 1: without webhooks",
+    ):
+        assert figure in result.stdout
+
+
+@pytest.mark.timeout(120)
+def test_senders_benchmark_runs_and_prints_its_figures() -> None:
+    result = run_module("bench.senders", "200")
+    assert "httpx.Client:" in result.stdout
+    assert "worker.senders:" in result.stdout

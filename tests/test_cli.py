@@ -12,10 +12,10 @@ import httpx
 import pytest
 import redis
 
-from shared.apikeys import Scope
+from shared.apikeys import Scope, digest
 from shared.broker import WORKERS
 from shared.embedded import BROKER_DIR, PORT_FILE, free_port, running_url
-from shared.store import ended_key
+from shared.store import ended_key, key_record
 from shared.tasks import RESULT_KEY_PREFIX
 from tests.helpers import URL
 from tests.processes import ROOT, http_ready, spawn, stop, wait_for
@@ -70,6 +70,24 @@ def test_keys_create_list_revoke(redis_url: str, web: str) -> None:
     assert httpx.post(f"{web}{URL}", json=body, headers=headers).status_code == 401
     relisted = endcontact("keys", "list", env=env).stdout
     assert next(r for r in relisted.splitlines() if r.startswith(key_id)).split("\t")[5] != "-"
+
+
+def test_keys_list_leaves_out_an_unreadable_record_and_lists_the_rest(redis_url: str) -> None:
+    env = {"REDIS_URL": redis_url}
+    made = [
+        endcontact("keys", "create", "--company", "Broken", "--campaign", c, env=env)
+        for c in ("a", "b")
+    ]
+    assert all(one.returncode == 0 for one in made), [one.stderr for one in made]
+    broken, kept = (one.stdout.strip().splitlines()[-1] for one in made)
+    with redis.Redis.from_url(redis_url) as raw:
+        raw.hdel(key_record(digest(broken)), "company")
+    listed = endcontact("keys", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    campaigns = {row.split("\t")[3] for row in listed.stdout.splitlines() if "\tBroken\t" in row}
+    assert campaigns == {"b"}
+    assert "unreadable key record left out of the list" in listed.stderr
+    assert kept.startswith("ec_")
 
 
 def test_keys_revoke_unknown_id_fails(redis_url: str) -> None:
