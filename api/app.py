@@ -22,7 +22,7 @@ from starlette.routing import Route
 from api import docs
 from api import webhooks as hooks
 from api.admission import Admission
-from api.auth import authenticate
+from api.auth import authenticate, check_shape
 from api.body import (
     CHECK_MAX_BODY_BYTES,
     CHECK_MAX_NUMBERS,
@@ -84,7 +84,9 @@ async def change(request: Request, kind: str) -> Response:
     """End or resume contact (`kind`) with the body's numbers, through the workers."""
     svc = services(request)
     started = time.perf_counter()
-    # While overloaded, refused before the key, the body and the messages (api.admission).
+    # While overloaded, refused before the key is looked up, the body and the messages
+    # (api.admission); a key missing or malformed is a 401 all the same.
+    check_shape(request)
     async with svc.admission.room(request.headers.get("content-length")) as room:
         key = await admit(request, svc)
         check_content_type(request.headers.get("content-type"))

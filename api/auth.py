@@ -16,10 +16,16 @@ if TYPE_CHECKING:
 HEADER = "x-api-key"
 
 
-async def authenticate(request: Request, store: AsyncStore) -> ApiKey:
-    secret = request.headers.get(HEADER, "")
-    if not looks_like_key(secret):
+def check_shape(request: Request) -> None:
+    """A 401 for a key missing or not shaped as ours, with no I/O: what may come
+    before the overload check, so that such a request gets its 401, never a 503."""
+    if not looks_like_key(request.headers.get(HEADER, "")):
         raise unauthorized()
+
+
+async def authenticate(request: Request, store: AsyncStore) -> ApiKey:
+    check_shape(request)
+    secret = request.headers.get(HEADER, "")
     key = await or_unavailable(
         store.find_key(secret), "The API key cannot be checked right now; retry shortly."
     )

@@ -118,6 +118,17 @@ def _refusal(stack: Stack) -> None:
         assert response.json()["type"] == "/problems/overloaded"
         assert 1 <= int(response.headers["retry-after"]) <= math.ceil(stack.timeout)
 
+    # Still refusing what does not fit (the queue is as full): a key missing or
+    # malformed is a 401 all the same, told without looking anything up.
+    for headers in ({}, {"x-api-key": "not-a-key"}):
+        body = {"phoneNumberList": numbers(90_000)}
+        response = httpx.post(f"{stack.base}{URL}", json=body, headers=headers)
+        assert response.status_code == 401, response.text
+    refused_now = httpx.post(
+        f"{stack.base}{URL}", json={"phoneNumberList": numbers(90_100)}, headers=caller.headers
+    )
+    assert refused_now.status_code == 503, refused_now.text
+
     # What is queued is the accepted requests' tasks and nothing of the refused ones
     # (the stopped worker may have taken one message off the queue before it stopped).
     waiting = queued_numbers(broker)
