@@ -780,8 +780,9 @@ class ClientSend:
     backoff, of 429 and 503 after their Retry-After, and of no answer at all.
 
     One client of one connection per batch in flight, not one client of `concurrency`
-    connections: httpcore's pool looks at each of its connections for every request it
-    sends, and so many small pools cost less CPU per request (measured with 8 in flight:
+    connections: each call sets its own retry_for on its client, and over https (httpx's
+    own transport) httpcore's pool looks at each of its connections for every request it
+    sends, so many small pools cost less CPU per request (measured with 8 in flight:
     0.76 against 1.00 ms; with 16: 0.73 against 1.47 ms)."""
 
     def __init__(self, chosen: Options) -> None:

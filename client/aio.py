@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import httpx
 
 from client import _core
+from client._transport import lean_transport_for
 from client.errors import ProblemError, unreachable
 from client.models import ChangeResult, CheckResult, Event, EventPage, History, Mark
 from client.retry import (
@@ -48,13 +49,17 @@ class AsyncClient:
         self.retry_for = retry_for
         self.backoff = backoff or Backoff()
         self._slots = asyncio.Semaphore(concurrency)
+        # Plain http:// without a proxy: the lean transport (its module says why);
+        # otherwise httpx's own, with TLS.
+        transport = lean_transport_for(url, concurrency)
         self._http = httpx.AsyncClient(
             base_url=url,
             headers=_core.headers(key),
             timeout=timeout,
-            verify=_core.tls_context(),
+            verify=_core.tls_context() if transport is None else True,
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             event_hooks=event_hooks,
+            transport=transport,
         )
         self._urls: dict[str, httpx.URL] = {}
         self._timeout = self._http.timeout.as_dict()
