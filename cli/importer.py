@@ -39,7 +39,10 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 # Requests in flight at once: as many as the closed loop that saturates the service
 # (bench/results/results.md). Measured with bench/importer.py (100,000 numbers, 3
 # rounds against a saturated run around each, on the 2-core machine the service runs
-# on): 8 gave a median 0.75x the saturated numbers/s, 16 gave 0.80x, 24 0.78x.
+# on): 8 gave a median 0.75x the saturated numbers/s, 16 gave 0.80x, 24 0.78x. Again
+# with the client's own HTTP/1.1 (importer CPU 20-23 µs a number, not 36-47), on a busy
+# machine, two runs: 8 gave 0.75x; 16 0.88x and 0.90x; 24 0.93x and 0.87x (rounds
+# 0.73-0.97): 16 and 24 within the noise of each other, so 16 stays.
 DEFAULT_CONCURRENCY = 16
 MAX_CONCURRENCY = 256
 DEFAULT_RETRY_FOR = 60.0
