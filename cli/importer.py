@@ -39,7 +39,10 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 # Requests in flight at once: as many as the closed loop that saturates the service
 # (bench/results/results.md). Measured with bench/importer.py (100,000 numbers, 3
 # rounds against a saturated run around each, on the 2-core machine the service runs
-# on): 8 gave a median 0.75x the saturated numbers/s, 16 gave 0.80x, 24 0.78x.
+# on): 8 gave a median 0.75x the saturated numbers/s, 16 gave 0.80x, 24 0.78x. Again
+# with the client's own HTTP/1.1 (importer CPU 20-23 µs a number, not 36-47), on a busy
+# machine, two runs: 8 gave 0.75x; 16 0.88x and 0.90x; 24 0.93x and 0.87x (rounds
+# 0.73-0.97): 16 and 24 within the noise of each other, so 16 stays.
 DEFAULT_CONCURRENCY = 16
 MAX_CONCURRENCY = 256
 DEFAULT_RETRY_FOR = 60.0
@@ -410,6 +413,12 @@ class Importer:
         senders: list[asyncio.Task[None]],
     ) -> None:
         """Queue a batch; a sender's Fatal (or crash) surfaces here, not later."""
+        if not queue.full():
+            # Room already (most batches): no future to make and to wait on together
+            # with every sender, which cost ~90 µs a batch with 16 of them.
+            _raise_any(senders)
+            queue.put_nowait(batch)
+            return
         put = asyncio.ensure_future(queue.put(batch))
         await self._until(put, senders)
 
@@ -426,11 +435,7 @@ class Importer:
                 running = [sender for sender in senders if not sender.done()]
                 watched: list[asyncio.Future[Any]] = [waiting, *running]
                 await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-                for sender in senders:
-                    if sender.done() and not sender.cancelled():
-                        error = sender.exception()
-                        if error is not None:
-                            raise error
+                _raise_any(senders)
         finally:
             waiting.cancel()
 
@@ -775,13 +780,23 @@ def _progress(
         yield lambda rows: bar.advance(task, rows)
 
 
+def _raise_any(senders: list[asyncio.Task[None]]) -> None:
+    """A sender's error (a Fatal, a crash), raised here."""
+    for sender in senders:
+        if sender.done() and not sender.cancelled():
+            error = sender.exception()
+            if error is not None:
+                raise error
+
+
 class ClientSend:
     """Send through the client (client.AsyncClient): its retries of failures with
     backoff, of 429 and 503 after their Retry-After, and of no answer at all.
 
     One client of one connection per batch in flight, not one client of `concurrency`
-    connections: httpcore's pool looks at each of its connections for every request it
-    sends, and so many small pools cost less CPU per request (measured with 8 in flight:
+    connections: each call sets its own retry_for on its client, and over https (httpx's
+    own transport) httpcore's pool looks at each of its connections for every request it
+    sends, so many small pools cost less CPU per request (measured with 8 in flight:
     0.76 against 1.00 ms; with 16: 0.73 against 1.47 ms)."""
 
     def __init__(self, chosen: Options) -> None:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import httpx
 
 from client import _core
+from client._transport import lean_transport_for
 from client.errors import ProblemError, unreachable
 from client.models import ChangeResult, CheckResult, Event, EventPage, History, Mark
 from client.retry import (
@@ -48,13 +49,20 @@ class AsyncClient:
         self.retry_for = retry_for
         self.backoff = backoff or Backoff()
         self._slots = asyncio.Semaphore(concurrency)
+        # Plain http:// without a proxy: the lean transport (its module says why);
+        # otherwise httpx's own, with TLS.
+        transport = lean_transport_for(url, concurrency)
         self._http = httpx.AsyncClient(
             base_url=url,
             headers=_core.headers(key),
             timeout=timeout,
+            verify=_core.tls_context() if transport is None else True,
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             event_hooks=event_hooks,
+            transport=transport,
         )
+        self._urls: dict[str, httpx.URL] = {}
+        self._timeout = self._http.timeout.as_dict()
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -200,9 +208,10 @@ class AsyncClient:
         """One request, again while its error may pass and the deadline allows."""
         attempt = 0
         while True:
+            request = self._request(method, path, options)
             try:
                 async with self._slots:
-                    response = await self._http.request(method, path, **options)
+                    response = await self._http.send(request)
             except httpx.TransportError as exc:
                 error = unreachable(exc)
             else:
@@ -219,9 +228,30 @@ class AsyncClient:
             await asyncio.sleep(delay)
             attempt += 1
 
+    def _request(self, method: str, path: str, options: dict[str, Any]) -> httpx.Request:
+        """The request as httpx's build_request makes it. A POST of JSON (every change,
+        every check) is made from the URL and headers merged once per path: merging them
+        anew (URL parsing, headers, cookies) was a tenth of the client's CPU per request."""
+        if method != "POST" or options.keys() != {"json"} or self._http.cookies:
+            return self._http.build_request(method, path, **options)
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self._http.build_request(method, path).url
+        return httpx.Request(
+            method,
+            url,
+            headers=self._http.headers,
+            json=options["json"],
+            extensions={"timeout": self._timeout},
+        )
+
 
 async def _all(calls: list[Awaitable[T]]) -> list[T]:
     """Every call's result in order; the first error cancels the rest and is raised."""
+    if len(calls) == 1:
+        # Nothing to cancel: no task to make, wait on and gather (most calls are one
+        # chunk, and the importer makes ~2,000 of them for 100,000 numbers).
+        return [await calls[0]]
     tasks = [asyncio.ensure_future(call) for call in calls]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

@@ -51,6 +51,7 @@ class Client:
             base_url=url,
             headers=_core.headers(key),
             timeout=timeout,
+            verify=_core.tls_context(),
             event_hooks=event_hooks,
         )
 
