@@ -35,6 +35,7 @@ from bench.cluster import Cluster
 from bench.load import Numbers, closed_loop
 from bench.receiver import Receiver, always
 from shared.store import Store
+from worker.deliveries import lowest_priority
 
 URL = "/api/v1/leads/end-contact"
 
@@ -156,7 +157,7 @@ def main() -> None:
                 text=True,
                 # It stands for a receiver on another machine: it takes only the CPU
                 # the service leaves.
-                preexec_fn=lambda: os.nice(10),
+                preexec_fn=lowest_priority,
             ) as apart:
                 assert apart.stdout is not None
                 assert apart.stdin is not None
