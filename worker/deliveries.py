@@ -14,6 +14,8 @@ it stops with its worker (and dies with it, SIGKILL included). In it:
 - runners (threads, at most WINDOW per webhook) send a webhook's events one after
   the other, so a receiver that hangs holds its own runners and no one else's, and
   the end-contact path (Celery's consumer, in another process) never waits for one.
+  While that worker is busy, they start attempts only in short windows
+  (worker/yielding.py).
 - the claim loop claims the retries that came due (CLAIM_SCRIPT: a claimed delivery's
   score moves to the end of its lease, so no other worker sends it meanwhile; a dead
   worker's lease runs out and someone sends it again, with the same webhook-id), a
