@@ -63,7 +63,7 @@ from shared.webhooks import (
     now_ms,
     webhook_key,
 )
-from worker.senders import Connections, Request, error_of, request_target
+from worker.senders import USER_AGENT, Connections, Request, error_of, request_target
 from worker.yielding import Yielding, process_cpu
 
 log = logging.getLogger(__name__)
@@ -436,9 +436,6 @@ def _post(job: Job, connections: Connections, allow_private: bool, at_ms: int) -
     return connections.post(request)
 
 
-USER_AGENT = "endcontact-webhooks/1"
-
-
 class Dispatcher:
     def __init__(
         self, settings: Settings, name: str, metrics: Registry, yielding: Yielding | None = None
@@ -549,9 +546,13 @@ class Dispatcher:
                 follow.releasing = True
             wanted = share - len(active)
         if wanted > 0:
-            self._take([hook for hook in registry if hook not in owned], registry, wanted)
+            self._take([hook for hook in registry if hook not in owned], wanted)
 
-    def _take(self, candidates: list[str], registry: dict[str, str], wanted: int) -> None:
+    def _take(self, candidates: list[str], wanted: int) -> None:
+        """Follow up to `wanted` of the candidates that no one follows. The cursor is
+        read after the lease is taken: the one who let it go can no longer move it."""
+        if not candidates:
+            return
         random.shuffle(candidates)
         leases = self._follower.mget([deliveries.lease_key(hook) for hook in candidates])
         free = [hook for hook, holder in zip(candidates, leases, strict=True) if holder is None]
@@ -716,10 +717,13 @@ class Dispatcher:
                     while follow.entries and follow.entries[0].id != moved[0]:
                         follow.entries.popleft()
                     follow.entries.popleft()
+            released = []
             for follow in leaving:
                 if not follow.gone and not follow.logs and not follow.passable():
                     self._drop(follow)
-                    self._release(keys=[deliveries.lease_key(follow.webhook.id)], args=[self._name])
+                    released.append(follow.webhook.id)
+        for hook in released:
+            self._release(keys=[deliveries.lease_key(hook)], args=[self._name])
 
     def _commit_one(
         self,
