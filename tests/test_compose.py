@@ -33,6 +33,7 @@ import redis
 from shared.apikeys import Scope
 from shared.broker import WORKERS
 from shared.embedded import free_port, server_binary
+from shared.settings import Settings
 from shared.store import ended_key
 from shared.tasks import RESULT_KEY_PREFIX
 from tests.composefile import MissingVariable, load_compose
@@ -278,6 +279,11 @@ def test_compose_requires_its_settings_and_waits_for_health() -> None:
         assert "@broker:6379/" in services[name]["environment"]["ENDCONTACT_BROKER_URL"]
         assert "@redis:6379/" in services[name]["environment"]["REDIS_URL"]
     assert services["flower"]["environment"] == services["worker"]["environment"]
+    # Every setting compose passes, left to its default, is the service's own default.
+    environment = services["worker"]["environment"]
+    assert Settings.from_env(environment) == Settings.from_env(
+        {name: environment[name] for name in ("REDIS_URL", "ENDCONTACT_BROKER_URL")}
+    )
     assert services["flower"]["depends_on"]["broker"]["condition"] == "service_healthy"
     assert services["proxy"]["depends_on"]["web"]["condition"] == "service_healthy"
     # One published port, on the proxy: `--scale web=3` would conflict on a web port.
