@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect
 from api.problems import Problem, invalid
 from shared.events import REASON_MAX
 from shared.phones import InvalidPhoneNumber, to_e164
+from shared.text import is_text
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -137,22 +138,12 @@ def _reason(document: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]]]
     if REASON not in document:
         return None, []
     reason = document[REASON]
-    if isinstance(reason, str) and len(reason) <= REASON_MAX and _is_text(reason):
+    if isinstance(reason, str) and len(reason) <= REASON_MAX and is_text(reason):
         return reason, []
     why = f"must be a string of at most {REASON_MAX} characters"
-    if isinstance(reason, str) and not _is_text(reason):
+    if isinstance(reason, str) and not is_text(reason):
         why = "must be text: a lone surrogate (such as \\ud800) is no character"
     return None, [{"pointer": f"/{REASON}", "value": reason, "reason": why}]
-
-
-def _is_text(value: str) -> bool:
-    # JSON lets a string escape half a surrogate pair; stored, it would make every
-    # answer that shows the reason (the feed, the history) fail to encode as UTF-8.
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _numbers(

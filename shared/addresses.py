@@ -23,6 +23,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.text import is_text
+
 IPAddress = IPv4Address | IPv6Address
 
 MAX_URL_LENGTH = 2000
@@ -77,7 +79,7 @@ def target(url: str, allow_private: bool) -> Target:
     """The scheme, host and port `url` connects to, checked as check_url does."""
     if len(url) > MAX_URL_LENGTH:
         raise BadUrl(f"must be at most {MAX_URL_LENGTH} characters")
-    if not _is_text(url):
+    if not is_text(url):
         raise BadUrl("must be text: a lone surrogate (such as \\ud800) is no character")
     # urlsplit quietly drops tabs and newlines, and would read "https://a\n@b" as b.
     if not url.isprintable() or any(char.isspace() for char in url):
@@ -101,14 +103,6 @@ def target(url: str, allow_private: bool) -> Target:
 
 
 _DEFAULT_PORTS = {"https": 443, "http": 80}
-
-
-def _is_text(value: str) -> bool:
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _host(hostname: str) -> str:
