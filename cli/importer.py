@@ -179,17 +179,10 @@ class CsvInput:
         """The data rows; blank ones (no cell with anything in it) are skipped."""
         row = FIRST_ROW
         column = self.column
-        try:
-            for record in self._reader:
-                if not _is_blank(record):
-                    yield InputRow(row, record[column] if column < len(record) else "")
-                row += 1
-        except UnicodeDecodeError:
-            raise UsageError(self._not_utf8(row)) from None
-        except csv.Error as exc:
-            raise UsageError(f"{self.path} is not a readable CSV (row {row}): {exc}") from None
-        except OSError as exc:
-            raise UsageError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        while (record := self._next(row)) is not None:
+            if not _is_blank(record):
+                yield InputRow(row, record[column] if column < len(record) else "")
+            row += 1
 
 
 @dataclass(frozen=True, slots=True)
