@@ -31,6 +31,7 @@ from api.body import (
     phone_numbers,
     read_body,
 )
+from api.drain import Drain, Draining
 from api.fanout import FanOut
 from api.metrics import Flusher, count_numbers
 from api.middleware import RequestContext, answer_with
@@ -277,6 +278,8 @@ async def _answers(call: Awaitable[T]) -> T | None:
 
 async def readyz(request: Request) -> Response:
     """Ready for traffic: the store and the broker answer, and a worker is alive."""
+    if request.app.state.drain.draining:
+        return JSONResponse({"status": "draining"}, 503)
     svc = services(request)
     store, workers = await asyncio.gather(
         _answers(svc.store.ping()),
@@ -333,6 +336,7 @@ MAX_CONNECTIONS = 2000
 def create_app(settings: Settings) -> Starlette:
     # Counting is in memory; the lifespan's flusher adds it to Redis.
     registry = metrics.Registry()
+    drain = Drain(settings.drain_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -372,6 +376,7 @@ def create_app(settings: Settings) -> Starlette:
             # What start-up made lives as long as the process: out of the garbage
             # collector's sight, full collections stay short (worker/app.py).
             gc.freeze()
+            drain.install()
             yield
 
     app = Starlette(
@@ -396,9 +401,13 @@ def create_app(settings: Settings) -> Starlette:
         ],
         # No handler for Exception: RequestContext answers an unhandled error itself.
         exception_handlers={Problem: problem_response, HTTPException: http_error},
-        middleware=[Middleware(RequestContext, metrics=registry)],
+        middleware=[
+            Middleware(RequestContext, metrics=registry),
+            Middleware(Draining, drain=drain),
+        ],
         lifespan=lifespan,
     )
+    app.state.drain = drain
     # Starlette answers /path/ with a redirect to /path built from the Host header: an
     # open redirect. An unknown path is a 404 problem, as any other.
     app.router.redirect_slashes = False

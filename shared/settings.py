@@ -54,6 +54,9 @@ class Settings:
     webhook_allow_private: bool = False
     # Seconds to wait before each retry of a failed delivery; past the last, it is given up.
     webhook_retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
+    # On SIGTERM, a web process answers 421 for this long before it stops listening, so
+    # that a proxy learns to send elsewhere first (api/drain.py); 0 stops at once.
+    drain_seconds: float = 0.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +82,9 @@ class Settings:
             events_retention_days=_days(env, "ENDCONTACT_EVENTS_RETENTION_DAYS", default=30.0),
             webhook_allow_private=_flag(env, "ENDCONTACT_WEBHOOK_ALLOW_PRIVATE", default=False),
             webhook_retry_schedule=_schedule(env, "ENDCONTACT_WEBHOOK_RETRY_SCHEDULE"),
+            drain_seconds=_seconds(
+                env, "ENDCONTACT_DRAIN_SECONDS", default=0.0, most=60, zero="off"
+            ),
         )
 
     def broker(self) -> Settings:
@@ -117,14 +123,18 @@ def _shown(raw: str) -> str:
     return repr(raw) if len(raw) <= 40 else f"{raw[:40]!r}..."
 
 
-def _seconds(env: Mapping[str, str], name: str, *, default: float, most: float) -> float:
+def _seconds(
+    env: Mapping[str, str], name: str, *, default: float, most: float, zero: str = ""
+) -> float:
+    """Seconds above 0 and at most `most`; 0 too when `zero` says what it turns."""
     raw = env.get(name)
     if not raw:
         return default
-    value = float(raw) if _DECIMAL.fullmatch(raw) else 0.0
-    if not 0 < value <= most:
+    value = float(raw) if _DECIMAL.fullmatch(raw) else -1.0
+    if not (0 < value <= most or (zero and value == 0)):
+        least = f"from 0 ({zero})" if zero else "above 0"
         raise SettingsError(
-            f"{name} must be a number of seconds above 0 and at most {most:g} "
+            f"{name} must be a number of seconds {least} and at most {most:g} "
             f"(like 5 or 2.5), got {_shown(raw)}"
         )
     return value

@@ -18,7 +18,7 @@ from shared.tasks import QUEUE
 from tests.composefile import load_compose
 from tests.conftest import Caller, new_caller
 from tests.helpers import URL, numbers, post_numbers, wait_until
-from tests.processes import Stack
+from tests.processes import Stack, start_web
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -265,3 +265,36 @@ def _sigterm(stack: Stack, target: str) -> None:
         assert failures(responses), "the worker had finished everything before the signal"
         assert process.wait(30) == 0
         assert "Warm shutdown" in stack.logs()
+
+
+def test_a_draining_web_answers_421_until_it_stops(tmp_path: Path) -> None:
+    """With ENDCONTACT_DRAIN_SECONDS, SIGTERM first turns the web to draining: readiness
+    says so, a new request is a 421 that processed nothing and closes its connection
+    (for a proxy to send it elsewhere, deploy/Caddyfile), liveness stays 200; then the
+    process stops by itself."""
+    stack = Stack(tmp_path)
+    stack.start_redis()
+    stack.start_broker()
+    stack.start_worker()
+    stack.base, stack.web = start_web(
+        {**stack.env, "ENDCONTACT_DRAIN_SECONDS": "3"}, tmp_path / "web.log"
+    )
+    try:
+        caller = new_caller(store_for(stack))
+        with httpx.Client(base_url=stack.base, timeout=10) as http:
+            assert http.get("/readyz").status_code == 200
+            stack.web.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            wait_until(lambda: http.get("/readyz").status_code == 503, 5, "readyz draining")
+            assert http.get("/readyz").json() == {"status": "draining"}
+            refused = post_numbers(http, caller.headers, ["(509) 555-0100"])
+            assert refused.status_code == 421
+            assert refused.headers["connection"] == "close"
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert http.get("/healthz").status_code == 200
+        assert stack.web.wait(30) in (0, -signal.SIGTERM)
+        # It drained for its 3 s, not less.
+        assert time.monotonic() - signalled >= 3
+        assert stack.client.exists(ended_key(caller.key.scope)) == 0
+    finally:
+        stack.stop()

@@ -33,6 +33,9 @@ def read(name: str, value: str) -> Settings:
         ("REDIS_URL", "rediss://:pw@r:6380/1", "redis_url", "rediss://:pw@r:6380/1"),
         ("REDIS_URL", "unix:///run/redis.sock", "redis_url", "unix:///run/redis.sock"),
         ("REDIS_SENTINEL_PASSWORD", "s3cret", "sentinel_password", "s3cret"),
+        ("ENDCONTACT_DRAIN_SECONDS", "0", "drain_seconds", 0.0),
+        ("ENDCONTACT_DRAIN_SECONDS", "3", "drain_seconds", 3.0),
+        ("ENDCONTACT_DRAIN_SECONDS", "60", "drain_seconds", 60.0),
     ],
 )
 def test_accepted(name: str, value: str, field: str, expected: object) -> None:
@@ -48,6 +51,7 @@ def test_defaults_when_unset_or_empty() -> None:
         assert (settings.rate_limit, settings.rate_window) == (600, 60)
         assert (settings.sentinel_master, settings.sentinel_password) == (None, None)
         assert settings.durable_replicas == 0
+        assert settings.drain_seconds == 0.0
 
 
 def test_data_dir_is_made_absolute(tmp_path: Path) -> None:
@@ -70,6 +74,7 @@ NAMES = [
     "REDIS_SENTINEL_MASTER",
     "REDIS_SENTINEL_PASSWORD",
     "ENDCONTACT_DURABLE_REPLICAS",
+    "ENDCONTACT_DRAIN_SECONDS",
 ]
 # Unicode digits that str.isdigit() (and int() or float(), all but "²") take.
 SECONDS = [
@@ -94,6 +99,10 @@ WHOLE = ["abc", "-1", "1.0", "²", "١٢", "\uff15", " 5", "5\n", "1_000", "+5",
 @pytest.mark.parametrize(
     ("name", "value", "accepts"),
     [("ENDCONTACT_RESULT_TIMEOUT", v, "number of seconds above 0 and at most 300") for v in SECONDS]
+    + [
+        ("ENDCONTACT_DRAIN_SECONDS", v, "number of seconds from 0 (off) and at most 60")
+        for v in [*(v for v in SECONDS if v not in ("0", "0.0")), "61"]
+    ]
     + [("ENDCONTACT_RATE_LIMIT", v, "whole number from 0 to 1000000000") for v in WHOLE]
     + [("ENDCONTACT_RATE_LIMIT", "1000000001", "whole number from 0 to 1000000000")]
     + [("ENDCONTACT_RATE_WINDOW", v, "whole number from 1 to 86400") for v in [*WHOLE, "0"]]
