@@ -38,7 +38,7 @@ from api.middleware import RequestContext, answer_with
 from api.openapi import DOCUMENT
 from api.problems import Problem, invalid, or_unavailable
 from api.publisher import TaskPublisher
-from api.ratelimit import check_rate
+from api.ratelimit import RateLimiter
 from api.reads import CsvExport, export_query, feed_query, page_query, wants_csv
 from api.results import ResultListener
 from shared import logs, metrics
@@ -66,6 +66,8 @@ class Services:
     fanout: FanOut
     metrics: metrics.Registry
     webhooks: AsyncWebhooks
+    results: ResultListener
+    rates: RateLimiter
 
 
 def services(request: Request) -> Services:
@@ -77,7 +79,7 @@ async def admit(request: Request, svc: Services) -> ApiKey:
     """The caller's key, with the request counted against its rate limit; from then
     on every answer to it carries the RateLimit headers, a 400 or 404 as a 201."""
     key = await authenticate(request, svc.store)
-    answer_with(request.scope, await check_rate(svc.broker, key, svc.settings))
+    answer_with(request.scope, await svc.rates.check(key))
     return key
 
 
@@ -281,18 +283,33 @@ async def readyz(request: Request) -> Response:
     if request.app.state.drain.draining:
         return JSONResponse({"status": "draining"}, 503)
     svc = services(request)
-    store, workers = await asyncio.gather(
-        _answers(svc.store.ping()),
+    writes, workers, listening = await asyncio.gather(
+        _answers(svc.store.takes_writes()),
         _answers(svc.broker.live_workers(time.time() - WORKER_SILENCE)),
+        _listening(svc.results),
     )
+    store = "ok" if writes else "refuses writes" if await _answers(svc.store.ping()) else "down"
+    ready = store == "ok" and bool(workers) and listening
     body: dict[str, object] = {
-        "status": "ready" if store and workers else "unavailable",
-        "redis": "ok" if store else "down",
+        "status": "ready" if ready else "unavailable",
+        "redis": store,
         "broker": "down" if workers is None else "ok",
     }
     if workers is not None:
         body["workers"] = workers
-    return JSONResponse(body, 200 if store and workers else 503)
+        if not listening:
+            # The broker answers, yet results do not reach this process's requests:
+            # every one would wait for its whole deadline.
+            body["results"] = "not listening"
+    return JSONResponse(body, 200 if ready else 503)
+
+
+async def _listening(listener: ResultListener) -> bool:
+    """The result listener is subscribed and reading (waiting for it as for the rest)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(READY_TIMEOUT):
+            await listener.ready()
+    return listener.listening
 
 
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -372,6 +389,8 @@ def create_app(settings: Settings) -> Starlette:
                 ),
                 metrics=registry,
                 webhooks=AsyncWebhooks(client),
+                results=listener,
+                rates=RateLimiter(broker, settings),
             )
             # What start-up made lives as long as the process: out of the garbage
             # collector's sight, full collections stay short (worker/app.py).

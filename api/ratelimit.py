@@ -1,45 +1,101 @@
 """Per-key rate limit, shared by every web process: a counter per key and window on the
-broker (shared.broker says why there)."""
+broker (shared.broker says why there); counted in this process while the broker does
+not answer."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING
 
-from api.problems import Problem, or_unavailable
+import redis
+
+from api.problems import Problem
 
 if TYPE_CHECKING:
     from shared.apikeys import ApiKey
     from shared.broker import AsyncBroker
     from shared.settings import Settings
 
+log = logging.getLogger("endcontact.api")
+# The count is one round trip to a server next door; past this, the broker is in trouble.
+BROKER_TIMEOUT = 0.25
+# After a failure, how long requests are counted here before the broker is asked again:
+# with a broker that hangs, each request would otherwise wait BROKER_TIMEOUT first.
+LOCAL_FOR = 1.0
+# Keys counted here in one window, at most: memory stays bounded whatever the traffic.
+LOCAL_KEYS = 100_000
 
-async def check_rate(broker: AsyncBroker, key: ApiKey, settings: Settings) -> dict[str, str]:
-    """Count this request against its key; the RateLimit headers, or a 429.
 
-    Fixed windows: simple, one INCR, and at worst twice the limit across a window's
+class RateLimiter:
+    """Fixed windows: simple, one INCR, and at worst twice the limit across a window's
     edge, which is fine for a generous limit meant to stop runaway clients.
+
+    The broker down must not stop the reads, which need nothing else of it (a sender
+    checks before every send; issue 19): meanwhile each web process counts on its own,
+    so the limit holds per process, not for the whole service, until the broker is back.
     """
-    limit, window = settings.rate_limit, settings.rate_window
-    if limit == 0:
-        return {}
-    now = time.time()
-    slot = int(now // window)
-    count = await or_unavailable(
-        broker.count_request(key.id, slot, window),
-        "The request cannot be counted right now; retry shortly.",
-    )
-    reset = max(1, int((slot + 1) * window - now + 0.999))
-    headers = {
-        "RateLimit-Limit": str(limit),
-        "RateLimit-Remaining": str(max(0, limit - count)),
-        "RateLimit-Reset": str(reset),
-    }
-    if count > limit:
-        raise Problem(
-            429,
-            f"More than {limit} requests in {window} s for this key; retry in {reset} s.",
-            type="/problems/rate-limited",
-            headers={**headers, "Retry-After": str(reset)},
-        )
-    return headers
+
+    def __init__(self, broker: AsyncBroker, settings: Settings) -> None:
+        self._broker = broker
+        self._limit = settings.rate_limit
+        self._window = settings.rate_window
+        self._local_until = 0.0
+        self._degraded = False
+        self._local_slot = -1
+        self._local: dict[str, int] = {}
+
+    async def check(self, key: ApiKey) -> dict[str, str]:
+        """Count this request against its key; the RateLimit headers, or a 429."""
+        limit, window = self._limit, self._window
+        if limit == 0:
+            return {}
+        now = time.time()
+        slot = int(now // window)
+        count = await self._count(key.id, slot)
+        reset = max(1, int((slot + 1) * window - now + 0.999))
+        headers = {
+            "RateLimit-Limit": str(limit),
+            "RateLimit-Remaining": str(max(0, limit - count)),
+            "RateLimit-Reset": str(reset),
+        }
+        if count > limit:
+            raise Problem(
+                429,
+                f"More than {limit} requests in {window} s for this key; retry in {reset} s.",
+                type="/problems/rate-limited",
+                headers={**headers, "Retry-After": str(reset)},
+            )
+        return headers
+
+    async def _count(self, key_id: str, slot: int) -> int:
+        if time.monotonic() >= self._local_until:
+            try:
+                async with asyncio.timeout(BROKER_TIMEOUT):
+                    count = await self._broker.count_request(key_id, slot, self._window)
+            except (TimeoutError, redis.RedisError, OSError) as exc:
+                if not self._degraded:
+                    log.warning(
+                        "rate limit counted in this process: the broker does not answer",
+                        extra={"error": exc.__class__.__name__},
+                    )
+                self._degraded = True
+                self._local_until = time.monotonic() + LOCAL_FOR
+            else:
+                if self._degraded:
+                    log.info("rate limit counted on the broker again")
+                    self._degraded = False
+                return count
+        return self._count_here(key_id, slot)
+
+    def _count_here(self, key_id: str, slot: int) -> int:
+        if slot != self._local_slot:
+            self._local_slot, self._local = slot, {}
+        if key_id not in self._local and len(self._local) >= LOCAL_KEYS:
+            # Full: this key goes uncounted for the rest of the window, rather than an
+            # unbounded dictionary or a refusal the key did nothing to earn.
+            return 1
+        count = self._local.get(key_id, 0) + 1
+        self._local[key_id] = count
+        return count

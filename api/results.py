@@ -22,6 +22,7 @@ import contextlib
 import itertools
 import json
 import logging
+import traceback
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -51,9 +52,10 @@ def outcome(raw: str | bytes | None) -> bool | None:
         return None
     try:
         status = json.loads(raw).get("status")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
+        # Not JSON, not an object, or nested past what the parser follows.
         return False
-    return _OUTCOMES.get(status)
+    return _OUTCOMES.get(status) if isinstance(status, str) else False
 
 
 class Watch:
@@ -103,6 +105,8 @@ class ResultListener:
         self._watches: dict[str, Watch] = {}
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # The connection dropped (or was dropped): sweep the keys once resubscribed.
+        self._lost = False
         self._background: set[asyncio.Task[Any]] = set()
 
     def new_task_id(self) -> str:
@@ -148,17 +152,46 @@ class ResultListener:
             for key, raw in zip(keys, await self._redis.mget(keys), strict=True):
                 watch.settle(key, raw)
 
+    @property
+    def listening(self) -> bool:
+        """Subscribed and reading: results reach their requests as they come (/readyz)."""
+        return self._subscribed.is_set() and self._task is not None and not self._task.done()
+
     async def _listen(self) -> None:
-        lost = False
+        """Read results until cancelled. Whatever stops the reading, it starts again on a
+        new connection: a process whose listener had died would make every request wait
+        for its whole deadline while saying it is ready (issue 19)."""
+        while True:
+            try:
+                await self._read()
+            except Exception as exc:
+                # Not Redis going away (_read waits that out): a message redis-py could
+                # not decode, or a slip of ours. The connection may be in the middle of
+                # a reply, so it is dropped; what was published meanwhile is in the keys.
+                log.error(
+                    "result listener failed; starting it again",
+                    extra={
+                        "error": exc.__class__.__name__,
+                        "frames": "".join(traceback.format_tb(exc.__traceback__)),
+                    },
+                )
+                self._subscribed.clear()
+                self._lost = True
+                with contextlib.suppress(Exception):
+                    await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                self._pubsub = self._redis.pubsub()
+                await asyncio.sleep(_RECONNECT_DELAY)
+
+    async def _read(self) -> None:
         while True:
             try:
                 if not self._pubsub.patterns:
                     await self._pubsub.psubscribe(self._pattern)
                 message = await self._pubsub.get_message(timeout=None)
             except (redis.RedisError, OSError) as exc:
-                if not lost:
+                if not self._lost:
                     log.warning("result listener lost Redis: %s", exc.__class__.__name__)
-                lost = True
+                self._lost = True
                 self._subscribed.clear()
                 await asyncio.sleep(_RECONNECT_DELAY)
                 continue
@@ -173,10 +206,10 @@ class ResultListener:
                         watch.settle(message["channel"], message["data"])
             elif message["type"] == "psubscribe":
                 self._subscribed.set()
-                if lost:
-                    # Back, and resubscribed by redis-py; what was published while we
-                    # were away is only in the keys.
-                    lost = False
+                if self._lost:
+                    # Back, and resubscribed; what was published while we were away is
+                    # only in the keys.
+                    self._lost = False
                     log.info("result listener reconnected")
                     self._spawn(self._sweep_all())
 
@@ -185,7 +218,7 @@ class ResultListener:
         try:
             states = json.loads(data)
             items = states.items()
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             log.warning("result listener: a batch message it cannot read")
             return
         watches = self._watches

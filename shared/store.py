@@ -425,6 +425,11 @@ class Store:
                 return
 
 
+# /readyz's write: one small key that expires by itself.
+WRITE_PROBE_KEY = "ec:ready"
+WRITE_PROBE_MS = 10_000
+
+
 class AsyncStore:
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._redis = client
@@ -434,6 +439,11 @@ class AsyncStore:
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
+
+    async def takes_writes(self) -> bool:
+        """A write the server accepts: a server that answers PING may still refuse every
+        write (full under noeviction, a replica after a failover, a failing disk)."""
+        return bool(await self._redis.set(WRITE_PROBE_KEY, "1", px=WRITE_PROBE_MS))
 
     async def add_metrics(self, counts: Mapping[str, float]) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:

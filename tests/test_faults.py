@@ -14,10 +14,10 @@ import pytest
 import redis
 
 from shared.store import Store, ended_key
-from shared.tasks import QUEUE
+from shared.tasks import QUEUE, RESULT_KEY_PREFIX, batch_channel
 from tests.composefile import load_compose
 from tests.conftest import Caller, new_caller
-from tests.helpers import URL, numbers, post_numbers, wait_until
+from tests.helpers import URL, lookup_path, numbers, post_numbers, wait_until
 from tests.processes import Stack, start_web
 
 pytestmark = pytest.mark.timeout(180)
@@ -298,3 +298,127 @@ def test_a_draining_web_answers_421_until_it_stops(tmp_path: Path) -> None:
         assert stack.client.exists(ended_key(caller.key.scope)) == 0
     finally:
         stack.stop()
+
+
+def _listener_of_web(stack: Stack, caller: Caller) -> str:
+    """The web's result listener id, as anyone on the broker can see it: the channel its
+    results are announced on, caught during one request."""
+    watcher = stack.broker_client.pubsub()  # type: ignore[no-untyped-call]
+    watcher.psubscribe(f"{RESULT_KEY_PREFIX}*")
+    try:
+        wait_until(lambda: watcher.get_message(timeout=0.1), 10, "the watcher subscribed")
+        assert post_numbers(stack.base, caller.headers, ["(509) 555-0100"]).status_code == 201
+
+        def channel() -> str | None:
+            message = watcher.get_message(timeout=0.1)
+            return message["channel"] if message and message["type"] == "pmessage" else None
+
+        found = wait_until(channel, 10, "a result announced")
+    finally:
+        watcher.close()
+    return found.removeprefix(RESULT_KEY_PREFIX).split("-")[0]
+
+
+# What a broken or hostile publisher may put on a web's result channels.
+BAD_RESULT_MESSAGES = [
+    b"\xff\xfe\xfd not UTF-8",
+    b"[" * 100_000,
+    b'{"a":' * 100_000,
+    b'{"0": {"nested": "state"}}',
+    b"[1, 2, 3]",
+    b'"a string"',
+    b"",
+]
+
+
+def test_bad_messages_on_the_result_channels_cost_no_request(tmp_path: Path) -> None:
+    """Issue 19: one message the listener could not read used to stop it for good, and
+    every request of that web then waited its whole deadline while /readyz said ready.
+    Now a bad message costs nothing: requests are answered as fast as before."""
+    # A long deadline: a request whose result never reaches the web would outlast the
+    # client's 10 s below, where a served one takes milliseconds.
+    stack = Stack(tmp_path, timeout=30.0).start()
+    try:
+        caller = new_caller(store_for(stack))
+        listener = _listener_of_web(stack, caller)
+        for channel in (batch_channel(listener), f"{RESULT_KEY_PREFIX}{listener}-7"):
+            for bad in BAD_RESULT_MESSAGES:
+                stack.broker_client.publish(channel, bad)
+        wait_until(
+            lambda: httpx.get(f"{stack.base}/readyz", timeout=10).status_code == 200,
+            10,
+            "ready again",
+        )
+        for first in (100, 200, 300):
+            answer = httpx.post(
+                f"{stack.base}{URL}",
+                json={"phoneNumberList": numbers(first, 50)},
+                headers=caller.headers,
+                timeout=10,
+            )
+            assert answer.status_code == 201
+            assert answer.json()["failure"] == []
+        # The message redis-py could not even decode restarted the listener, said so.
+        assert "result listener failed; starting it again" in stack.logs()
+    finally:
+        stack.stop()
+
+
+def test_readyz_is_not_ready_while_the_store_refuses_writes(tmp_path: Path) -> None:
+    """Issue 19: a store that answers PING but refuses every write (full, under
+    noeviction) is not ready; once it takes writes again, ready again by itself."""
+    stack = Stack(tmp_path).start()
+    try:
+        ready = httpx.get(f"{stack.base}/readyz", timeout=10)
+        assert ready.status_code == 200
+        stack.client.config_set("maxmemory", "1")
+        full = httpx.get(f"{stack.base}/readyz", timeout=10)
+        assert full.status_code == 503
+        assert full.json()["redis"] == "refuses writes"
+        stack.client.config_set("maxmemory", "0")
+        wait_until(
+            lambda: httpx.get(f"{stack.base}/readyz", timeout=10).status_code == 200,
+            10,
+            "ready again",
+        )
+    finally:
+        stack.stop()
+
+
+def test_reads_answer_while_the_broker_is_down(stack: Stack) -> None:
+    """Issue 19: with the broker gone, the reads (none of which needs it) used to be 503
+    "cannot be counted", so a sender checking before each send was blocked. Now they
+    answer, counted by the web meanwhile (the RateLimit headers say so); end-contact
+    answers within its deadline; and all is as before once the broker is back."""
+    caller = new_caller(store_for(stack))
+    phone = "(509) 555-0123"
+    assert post_numbers(stack.base, caller.headers, [phone]).status_code == 201
+    assert stack.broker is not None
+    stack.broker.send_signal(signal.SIGKILL)
+    stack.broker.wait()
+    reads = [
+        ("GET", lookup_path(phone), None),
+        ("GET", f"{lookup_path(phone)}/history", None),
+        ("POST", f"{URL}/check", {"phoneNumberList": [phone]}),
+        ("GET", f"{URL}/events", None),
+        ("GET", URL, None),
+    ]
+    with httpx.Client(base_url=stack.base, headers=caller.headers, timeout=10) as http:
+        for method, path, body in reads:
+            answer = http.request(method, path, json=body)
+            assert answer.status_code == 200, (path, answer.text)
+            assert int(answer.headers["ratelimit-remaining"]) < 600
+        started = time.monotonic()
+        ended = post_numbers(http, caller.headers, ["(509) 555-0124"])
+        assert ended.status_code in (201, 503), ended.text
+        assert time.monotonic() - started < stack.timeout + 3
+    stack.start_broker()
+    wait_until(
+        lambda: (
+            post_numbers(stack.base, caller.headers, ["(509) 555-0124"]).json()
+            == {"success": ["+15095550124"], "failure": []}
+        ),
+        60,
+        "end-contact served again",
+        interval=0.5,
+    )
