@@ -4,7 +4,7 @@ connections, to the address that was checked (shared.addresses), never to the na
 Why not httpx, as the client library uses: an attempt through httpx costs about four
 times the CPU (bench/senders.py: 430 against 110 us a request to a local receiver), and
 the dispatcher makes one per change and webhook. What httpx gave that matters here is
-kept: a bounded wait on every step, no redirect followed, no proxy from the
+kept: a bounded wait on every step and on the whole attempt, no redirect followed, no proxy from the
 environment, TLS verified against the URL's host name (SNI included) while the socket
 goes to the checked address, a bounded read of the answer.
 """
@@ -12,17 +12,22 @@ goes to the checked address, a bounded read of the answer.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import http.client
+import itertools
 import socket
 import ssl
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from shared.addresses import IPAddress
 
-# The contract's limit on one attempt: connecting, sending and each read.
+# The contract's limit on one attempt, in all: connecting, TLS, sending and reading the
+# answer (each step's socket timeout is this too, but a sum of steps is not bounded by
+# it: a receiver sending a byte every few seconds held one attempt for hours, issue 19).
 ATTEMPT_TIMEOUT = 10.0
 # Of a receiver's answer, at most this much is read; it is not kept.
 MAX_ANSWER_BYTES = 65_536
@@ -78,6 +83,65 @@ class _TLSConnection(http.client.HTTPSConnection):
 _Origin = tuple[str, str, int, str]
 
 
+class _Attempt:
+    """One attempt's connection while it is in a sender's hands, for the watchdog."""
+
+    def __init__(self, connection: http.client.HTTPConnection) -> None:
+        self.connection = connection
+        self.done = False
+        self.expired = False
+
+
+class _Watchdog:
+    """One thread for every attempt of the process: at an attempt's deadline it shuts
+    the attempt's socket down, which ends whatever read or write holds it. (A timer
+    thread per attempt would cost about as much CPU as the attempt itself.)"""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._heap: list[tuple[float, int, _Attempt]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, attempt: _Attempt, deadline: float) -> None:
+        with self._lock:
+            heapq.heappush(self._heap, (deadline, next(self._order), attempt))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="webhook-deadlines")
+                self._thread.daemon = True
+                self._thread.start()
+            # Woken only for a deadline earlier than those it waits for: deadlines come
+            # in order, so the thread sleeps until the first one, not once per attempt.
+            if self._heap[0][2] is attempt:
+                self._lock.notify()
+
+    def finish(self, attempt: _Attempt) -> None:
+        """Under the lock: once this returns, the attempt's socket is never cut (its
+        connection may go back to the idle pool)."""
+        with self._lock:
+            attempt.done = True
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
+                    _, _, attempt = heapq.heappop(self._heap)
+                    if not attempt.done:
+                        attempt.expired = True
+                        sock = attempt.connection.sock
+                        if sock is not None:
+                            # The plain socket's shutdown, under TLS too: it wakes the
+                            # reader without touching the TLS state from this thread.
+                            with contextlib.suppress(OSError):
+                                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                wait = self._heap[0][0] - now if self._heap else None
+                self._lock.wait(wait)
+
+
+_watchdog = _Watchdog()
+
+
 class Connections:
     """Kept-alive connections, idle ones per origin and address. Thread-safe: a
     connection is in one sender's hands or idle here."""
@@ -93,13 +157,16 @@ class Connections:
         closed meanwhile is found out when used: the request is sent once more on a
         new one (the receiver may get it twice; webhook-id tells it so)."""
         origin = (request.scheme, request.name, request.port, str(request.address))
+        # One deadline for the attempt, a retry on a new connection included.
+        deadline = time.monotonic() + ATTEMPT_TIMEOUT
         connection = self._take(origin)
         if connection is not None:
             try:
-                return self._send(origin, connection, request)
+                return self._send(origin, connection, request, deadline)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                pass
-        return self._send(origin, self._connect(request), request)
+                if time.monotonic() >= deadline:
+                    raise TimeoutError("the attempt's deadline passed") from None
+        return self._send(origin, self._connect(request), request, deadline)
 
     def close(self) -> None:
         with self._lock:
@@ -116,8 +183,14 @@ class Connections:
         return http.client.HTTPConnection(address, request.port, timeout=ATTEMPT_TIMEOUT)
 
     def _send(
-        self, origin: _Origin, connection: http.client.HTTPConnection, request: Request
+        self,
+        origin: _Origin,
+        connection: http.client.HTTPConnection,
+        request: Request,
+        deadline: float,
     ) -> int:
+        attempt = _Attempt(connection)
+        _watchdog.watch(attempt, deadline)
         try:
             connection.request("POST", request.target, request.body, request.headers)
             answer = connection.getresponse()
@@ -126,9 +199,18 @@ class Connections:
             answer.read(MAX_ANSWER_BYTES)
             reusable = answer.isclosed() and not answer.will_close
             status = answer.status
-        except BaseException:
+        except BaseException as exc:
+            _watchdog.finish(attempt)
             connection.close()
+            if attempt.expired:
+                raise TimeoutError("the attempt's deadline passed") from exc
             raise
+        _watchdog.finish(attempt)
+        if attempt.expired:
+            # Cut as it was answered: the socket is gone, the status is not to be trusted
+            # to have been read whole.
+            connection.close()
+            raise TimeoutError("the attempt's deadline passed")
         if reusable:
             self._give(origin, connection)
         else:
