@@ -279,7 +279,8 @@ async def _answers(call: Awaitable[T]) -> T | None:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready for traffic: the store and the broker answer, and a worker is alive."""
+    """Ready for traffic: the store takes writes, the broker answers, a worker is alive
+    and this process's result listener is subscribed; not while draining."""
     if request.app.state.drain.draining:
         return JSONResponse({"status": "draining"}, 503)
     svc = services(request)

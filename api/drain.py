@@ -49,9 +49,9 @@ class Drain:
         on exit). Without a drain, or off the main thread (a test's in-process client),
         uvicorn's handling stays as it is.
         """
-        previous = signal.getsignal(signal.SIGTERM)
         if self.seconds <= 0 or threading.current_thread() is not threading.main_thread():
             return
+        previous = signal.getsignal(signal.SIGTERM)
         if not callable(previous):
             return
         loop = asyncio.get_running_loop()

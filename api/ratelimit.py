@@ -41,8 +41,9 @@ class RateLimiter:
         self._broker = broker
         self._limit = settings.rate_limit
         self._window = settings.rate_window
+        # While the broker did not answer: until when requests are counted here (0: the
+        # broker counts).
         self._local_until = 0.0
-        self._degraded = False
         self._local_slot = -1
         self._local: dict[str, int] = {}
 
@@ -70,24 +71,23 @@ class RateLimiter:
         return headers
 
     async def _count(self, key_id: str, slot: int) -> int:
-        if time.monotonic() >= self._local_until:
-            try:
-                async with asyncio.timeout(BROKER_TIMEOUT):
-                    count = await self._broker.count_request(key_id, slot, self._window)
-            except (TimeoutError, redis.RedisError, OSError) as exc:
-                if not self._degraded:
-                    log.warning(
-                        "rate limit counted in this process: the broker does not answer",
-                        extra={"error": exc.__class__.__name__},
-                    )
-                self._degraded = True
-                self._local_until = time.monotonic() + LOCAL_FOR
-            else:
-                if self._degraded:
-                    log.info("rate limit counted on the broker again")
-                    self._degraded = False
-                return count
-        return self._count_here(key_id, slot)
+        if time.monotonic() < self._local_until:
+            return self._count_here(key_id, slot)
+        try:
+            async with asyncio.timeout(BROKER_TIMEOUT):
+                count = await self._broker.count_request(key_id, slot, self._window)
+        except (TimeoutError, redis.RedisError, OSError) as exc:
+            if not self._local_until:
+                log.warning(
+                    "rate limit counted in this process: the broker does not answer",
+                    extra={"error": exc.__class__.__name__},
+                )
+            self._local_until = time.monotonic() + LOCAL_FOR
+            return self._count_here(key_id, slot)
+        if self._local_until:
+            log.info("rate limit counted on the broker again")
+            self._local_until = 0.0
+        return count
 
     def _count_here(self, key_id: str, slot: int) -> int:
         if slot != self._local_slot:

@@ -4,9 +4,9 @@ connections, to the address that was checked (shared.addresses), never to the na
 Why not httpx, as the client library uses: an attempt through httpx costs about four
 times the CPU (bench/senders.py: 430 against 110 us a request to a local receiver), and
 the dispatcher makes one per change and webhook. What httpx gave that matters here is
-kept: a bounded wait on every step and on the whole attempt, no redirect followed, no proxy from the
-environment, TLS verified against the URL's host name (SNI included) while the socket
-goes to the checked address, a bounded read of the answer.
+kept: a bounded wait on every step and on the whole attempt, no redirect followed, no
+proxy from the environment, TLS verified against the URL's host name (SNI included)
+while the socket goes to the checked address, a bounded read of the answer.
 """
 
 from __future__ import annotations
@@ -81,6 +81,16 @@ class _TLSConnection(http.client.HTTPSConnection):
 
 
 _Origin = tuple[str, str, int, str]
+# How soon the watchdog looks again at an attempt whose deadline came while it was still
+# connecting (no socket yet to cut; the connect itself is bounded by its timeout).
+_CONNECTING_RECHECK = 0.05
+
+
+class AttemptDeadline(TimeoutError):
+    """The attempt's total deadline (ATTEMPT_TIMEOUT) passed."""
+
+    def __init__(self) -> None:
+        super().__init__(f"the attempt's deadline ({ATTEMPT_TIMEOUT:g} s) passed")
 
 
 class _Attempt:
@@ -129,14 +139,20 @@ class _Watchdog:
                     _, _, attempt = heapq.heappop(self._heap)
                     if not attempt.done:
                         attempt.expired = True
-                        sock = attempt.connection.sock
-                        if sock is not None:
-                            # The plain socket's shutdown, under TLS too: it wakes the
-                            # reader without touching the TLS state from this thread.
-                            with contextlib.suppress(OSError):
-                                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                        self._cut(attempt, now)
                 wait = self._heap[0][0] - now if self._heap else None
                 self._lock.wait(wait)
+
+    def _cut(self, attempt: _Attempt, now: float) -> None:
+        sock = attempt.connection.sock
+        if sock is None:
+            # Still connecting: cut it as soon as it has a socket.
+            heapq.heappush(self._heap, (now + _CONNECTING_RECHECK, next(self._order), attempt))
+            return
+        # The plain socket's shutdown, under TLS too: it wakes the reader without
+        # touching the TLS state from this thread.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 _watchdog = _Watchdog()
@@ -165,7 +181,7 @@ class Connections:
                 return self._send(origin, connection, request, deadline)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 if time.monotonic() >= deadline:
-                    raise TimeoutError("the attempt's deadline passed") from None
+                    raise AttemptDeadline from None
         return self._send(origin, self._connect(request), request, deadline)
 
     def close(self) -> None:
@@ -203,14 +219,14 @@ class Connections:
             _watchdog.finish(attempt)
             connection.close()
             if attempt.expired:
-                raise TimeoutError("the attempt's deadline passed") from exc
+                raise AttemptDeadline from exc
             raise
         _watchdog.finish(attempt)
         if attempt.expired:
             # Cut as it was answered: the socket is gone, the status is not to be trusted
             # to have been read whole.
             connection.close()
-            raise TimeoutError("the attempt's deadline passed")
+            raise AttemptDeadline
         if reusable:
             self._give(origin, connection)
         else:
