@@ -90,14 +90,15 @@ class Compose:
     def containers(self, service: str) -> list[str]:
         return self("ps", "--quiet", service).stdout.split()
 
-    def inspect(self, container: str, template: str) -> str:
-        done = subprocess.run(
-            [DOCKER, "inspect", "--format", template, container],
-            capture_output=True,
-            text=True,
-            check=True,
+    @staticmethod
+    def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """A plain `docker` command, for one container (exec, inspect, stop, start)."""
+        return subprocess.run(
+            [DOCKER, *args], capture_output=True, text=True, check=check, timeout=60
         )
-        return done.stdout.strip()
+
+    def inspect(self, container: str, template: str) -> str:
+        return self.docker("inspect", "--format", template, container).stdout.strip()
 
     def logs(self, service: str) -> str:
         return self("logs", "--no-color", service).stdout
@@ -290,17 +291,10 @@ def test_every_container_is_unprivileged_and_read_only(compose: Compose) -> None
             user = compose.inspect(container, "{{.Config.User}}")
             assert user.split(":")[0] not in ("", "0", "root"), (service, user)
             # What runs, not what is configured: the uid of the container's first process.
-            status = subprocess.run(
-                [DOCKER, "exec", container, "cat", "/proc/1/status"],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
+            status = compose.docker("exec", container, "cat", "/proc/1/status").stdout
             uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
             assert uid != "0", service
-            wrote = subprocess.run(
-                [DOCKER, "exec", container, "touch", "/probe"], capture_output=True, check=False
-            )
+            wrote = compose.docker("exec", container, "touch", "/probe", check=False)
             assert wrote.returncode != 0, service
 
 
@@ -313,7 +307,7 @@ def test_a_killed_worker_container_is_restarted_and_costs_no_request(
         load.wait_for_more(20)
         # Every process of the container but its init (which the kernel spares): the
         # supervisor and both solo workers, with tasks in hand.
-        subprocess.run([DOCKER, "exec", victim, "sh", "-c", "kill -9 -1"], check=False)
+        compose.docker("exec", victim, "sh", "-c", "kill -9 -1", check=False)
         wait_until(
             lambda: int(compose.inspect(victim, "{{.RestartCount}}")) > restarts,
             60,
@@ -335,9 +329,9 @@ def test_a_rolling_restart_of_one_web_replica_loses_no_request(compose: Compose,
         load.wait_for_more(20)
         before = load.sent()
         # What `docker compose up` does to a replica it replaces: SIGTERM, then start.
-        subprocess.run([DOCKER, "stop", "--time", "20", victim], check=True, timeout=60)
+        compose.docker("stop", "--time", "20", victim)
         during_stop = load.sent() - before
-        subprocess.run([DOCKER, "start", victim], check=True, timeout=60)
+        compose.docker("start", victim)
         wait_until(lambda: compose.healthy("web", 3), 90, "the replica healthy again")
         load.wait_for_more(50)
     print(f"rolling restart: {load.sent()} requests ({during_stop} while stopping), "
