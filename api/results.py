@@ -126,7 +126,7 @@ class ResultListener:
                 await self._task
         for task in list(self._background):
             task.cancel()
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     async def ready(self) -> None:
         """Returns once the subscription is confirmed: tasks may be published then."""
@@ -178,7 +178,7 @@ class ResultListener:
                 self._subscribed.clear()
                 self._lost = True
                 with contextlib.suppress(Exception):
-                    await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
                 self._pubsub = self._redis.pubsub()
                 await asyncio.sleep(_RECONNECT_DELAY)
 

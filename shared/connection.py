@@ -77,10 +77,10 @@ def sync_client(settings: Settings, **options: Any) -> redis.Redis:
     target = group(settings)
     if target is None:
         return redis.Redis.from_url(settings.require_redis_url(), **options)
-    sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         target.sentinels, sentinel_kwargs=target.sentinel_kwargs(), **options
     )
-    primary: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    primary: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
         target.master, **target.primary_kwargs()
     )
     return primary
@@ -90,7 +90,7 @@ def async_client(settings: Settings, **options: Any) -> redis.asyncio.Redis:
     target = group(settings)
     if target is None:
         return redis.asyncio.Redis.from_url(settings.require_redis_url(), **options)
-    sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         target.sentinels, sentinel_kwargs=target.sentinel_kwargs(), **options
     )
     primary: redis.asyncio.Redis = sentinel.master_for(target.master, **target.primary_kwargs())

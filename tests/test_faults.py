@@ -303,7 +303,7 @@ def test_a_draining_web_answers_421_until_it_stops(tmp_path: Path) -> None:
 def _listener_of_web(stack: Stack, caller: Caller) -> str:
     """The web's result listener id, as anyone on the broker can see it: the channel its
     results are announced on, caught during one request."""
-    watcher = stack.broker_client.pubsub()  # type: ignore[no-untyped-call]
+    watcher = stack.broker_client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
     watcher.psubscribe(f"{RESULT_KEY_PREFIX}*")
     try:
         wait_until(lambda: watcher.get_message(timeout=0.1), 10, "the watcher subscribed")
