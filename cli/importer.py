@@ -18,6 +18,7 @@ import contextlib
 import csv
 import itertools
 import os
+import re
 import signal
 import sys
 import time
@@ -59,8 +60,23 @@ ENDED, INVALID, FAILED = "ended", "invalid", "failed"
 NUMBER_COLUMNS = ("phonenumber", "phone")
 # After the header (row 1): a spreadsheet's row numbers, blank rows counted.
 FIRST_ROW = 2
+# The first characters that make a spreadsheet take a cell for a formula (OWASP, CSV
+# Injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_E164 = re.compile(r"\+[0-9]+")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def safe_cell(text: str) -> str:
+    """`text` as the results file writes it: prefixed with a single quote (which a
+    spreadsheet shows as text, runs as nothing) where a spreadsheet would take it for a
+    formula, as OWASP's rule for CSV injection says, so that an input row such as
+    =HYPERLINK(...) comes back as text. An E.164 number (+ then digits) stays as it is:
+    every number the results give is one, and a spreadsheet reads it as a number."""
+    if text.startswith(_FORMULA_STARTS) and not _E164.fullmatch(text):
+        return "'" + text
+    return text
 
 
 class UsageError(Exception):
@@ -254,7 +270,8 @@ def paired(source: CsvInput, previous: ResultsInput | None) -> Rows:
 def _paired(source: CsvInput, previous: ResultsInput) -> Rows:
     for row in source.rows():
         before = previous.next()
-        if before is not None and before.input != row.text:
+        # The input as written back (safe_cell), or as written before cells were made safe.
+        if before is not None and before.input not in (safe_cell(row.text), row.text):
             raise UsageError(
                 f"{previous.path} is not the results of {source.path}: they differ at row "
                 f"{row.row} of the input"
@@ -470,7 +487,10 @@ class Importer:
             self._changed.set()
 
     def _write(self, text: str, phone: str, status: str, detail: str) -> None:
-        self.write(text, phone, status, detail)
+        # Every row of the results file comes here. All but the status (ours) come from
+        # the input, the service or a resumed results file (whose cells are safe already:
+        # safe_cell changes nothing twice).
+        self.write(safe_cell(text), safe_cell(phone), status, safe_cell(detail))
         self.counts.add(status)
 
     def _carry_over(self, rows: Rows) -> None:

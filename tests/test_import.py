@@ -123,7 +123,8 @@ def test_every_row_is_reported_in_order_and_only_valid_numbers_are_sent(
 ) -> None:
     """A spreadsheet's CSV (BOM, CRLF, quotes, blank rows, the column named PHONE): the
     invalid rows sit in the first batch of 50 without sinking it, a number repeated in
-    the same batch and in a later one is sent once, and the results have every row."""
+    the same batch and in a later one is sent once, and the results have every row,
+    none that a spreadsheet would run as a formula."""
     rows: list[list[str]] = [["Name", "PHONE", "Note"]]
     expected: list[list[str]] = []
     for n in range(120):
@@ -140,10 +141,13 @@ def test_every_row_is_reported_in_order_and_only_valid_numbers_are_sent(
             expected.append(["call me", "", "invalid", "not a phone number"])
         if n == 5:
             rows.append(["again", f"+1 509 200 {1:04d}", ""])  # row 3's number
-            expected.append([f"+1 509 200 {1:04d}", e164(1), "ended", "duplicate of row 3"])
+            expected.append([f"'+1 509 200 {1:04d}", e164(1), "ended", "duplicate of row 3"])
         if n == 100:
             rows.append(["later", national(7), ""])
             expected.append([national(7), e164(7), "ended", "duplicate of row 13"])
+            # A spreadsheet would run it: written back as text.
+            rows.append(["formula", '=HYPERLINK("http://x","y")', ""])
+            expected.append(['\'=HYPERLINK("http://x","y")', "", "invalid", "not a phone number"])
         if n == 50:
             rows.append(["", "", ""])  # a blank row: no result row
     source = tmp_path / "leads.csv"
@@ -156,7 +160,7 @@ def test_every_row_is_reported_in_order_and_only_valid_numbers_are_sent(
     assert run.returncode == 0, run.stderr + run.stdout
     assert run.stderr == ""
     (line,) = run.stdout.splitlines()
-    assert line.startswith("ended 122, invalid 3, failed 0 of 125 rows in ")
+    assert line.startswith("ended 122, invalid 4, failed 0 of 126 rows in ")
     assert line.endswith(f" numbers/s); results in {out_path}")
     assert results(out_path) == expected
     assert ended(web, caller, [e164(n) for n in range(120)]) == {e164(n) for n in range(120)}

@@ -182,6 +182,9 @@ def test_every_fault_at_once_and_unknown_fields_ignored(http: httpx.Client) -> N
         ({"url": "https://100.64.0.1/hook"}, "shared"),
         ({"url": "https://0.0.0.0/hook"}, "unspecified"),
         ({"url": "https://224.0.0.1/hook"}, "multicast"),
+        # Taken for global by Python 3.11.7's ipaddress; not by the IANA registries.
+        ({"url": "https://192.0.0.8/"}, "(IPv4 dummy address, RFC 7600)"),
+        ({"url": "https://[3fff::1]/"}, "(documentation, RFC 9637)"),
         # A name that resolves to 127.0.0.1.
         ({"url": "https://localhost/hook"}, "localhost resolves to"),
         # Loopback, or no address at all, as the resolver reads the final dot.

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from ipaddress import ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 import pytest
 
 from shared.addresses import (
     MAX_URL_LENGTH,
+    SPECIAL_PURPOSE,
     BadUrl,
     NotPublic,
     Target,
@@ -73,6 +74,138 @@ def test_public(address: str) -> None:
     assert is_public(ip_address(address))
 
 
+# Every block of the IANA IPv4 and IPv6 Special-Purpose Address Registries (as of
+# 2025-10-09) and the two multicast ranges, with whether its first and last addresses
+# may be reached, written out from the registries by hand: the most specific block
+# decides, N/A is refused, and a NAT64 address is judged by the IPv4 address it carries.
+REGISTRY = [
+    ("0.0.0.0/8", False),
+    ("0.0.0.0/32", False),
+    ("10.0.0.0/8", False),
+    ("100.64.0.0/10", False),
+    ("127.0.0.0/8", False),
+    ("169.254.0.0/16", False),
+    ("172.16.0.0/12", False),
+    ("192.0.0.0/24", False),
+    ("192.0.0.0/29", False),
+    ("192.0.0.8/32", False),
+    ("192.0.0.9/32", True),  # anycast: reachable inside the unreachable /24
+    ("192.0.0.10/32", True),
+    ("192.0.0.170/32", False),
+    ("192.0.0.171/32", False),
+    ("192.0.2.0/24", False),
+    ("192.31.196.0/24", True),
+    ("192.52.193.0/24", True),
+    ("192.88.99.0/24", False),  # N/A (deprecated)
+    ("192.88.99.2/32", False),
+    ("192.168.0.0/16", False),
+    ("192.175.48.0/24", True),
+    ("198.18.0.0/15", False),
+    ("198.51.100.0/24", False),
+    ("203.0.113.0/24", False),
+    ("224.0.0.0/4", False),
+    ("240.0.0.0/4", False),
+    ("255.255.255.255/32", False),
+    ("::1/128", False),
+    ("::/128", False),
+    ("::ffff:0:0/96", False),  # 0.0.0.0 and 255.255.255.255
+    ("64:ff9b::/96", False),  # the same, through NAT64
+    ("64:ff9b:1::/48", False),
+    ("100::/64", False),
+    ("100:0:0:1::/64", False),
+    ("2001::/23", False),  # its first address is Teredo's
+    ("2001::/32", False),  # N/A
+    ("2001:1::1/128", True),
+    ("2001:1::2/128", True),
+    ("2001:1::3/128", True),
+    ("2001:2::/48", False),
+    ("2001:3::/32", True),
+    ("2001:4:112::/48", True),
+    ("2001:10::/28", False),  # terminated: nothing said
+    ("2001:20::/28", True),
+    ("2001:30::/28", True),
+    ("2001:db8::/32", False),
+    ("2002::/16", False),  # N/A
+    ("2620:4f:8000::/48", True),
+    ("3fff::/20", False),
+    ("5f00::/16", False),
+    ("fc00::/7", False),
+    ("fe80::/10", False),
+    ("ff00::/8", False),
+]
+
+
+def test_every_pinned_block_is_in_the_table() -> None:
+    assert sorted(str(block.network) for block in SPECIAL_PURPOSE) == sorted(
+        str(ip_network(cidr)) for cidr, _ in REGISTRY
+    )
+
+
+@pytest.mark.parametrize(("cidr", "reachable"), REGISTRY)
+def test_registry_block(cidr: str, reachable: bool) -> None:
+    network = ip_network(cidr)
+    assert (is_public(network[0]), is_public(network[-1])) == (reachable, reachable)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "192.0.0.8",  # IPv4 dummy address: taken for global on Python 3.11.7
+        "3fff::1",  # documentation (RFC 9637): the same
+        "5f00::1",  # SRv6 SIDs (RFC 9602)
+        "100:0:0:1::1",  # dummy IPv6 prefix (RFC 9780)
+        "2001:1::4",  # IETF protocol assignments, beside the anycast addresses
+        "192.88.99.1",  # deprecated 6to4 relay anycast: N/A, so refused
+        "2002:808:808::1",  # 6to4, even of a public address: N/A
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo: N/A
+        "::808:808",  # IPv4-compatible (deprecated): outside 2000::/3
+        "4000::1",  # not yet allocated by IANA: outside 2000::/3
+    ],
+)
+def test_not_globally_reachable(address: str) -> None:
+    assert not is_public(ip_address(address))
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "192.0.0.9",  # port control protocol anycast
+        "192.0.0.10",  # TURN anycast
+        "2001:1::1",  # port control protocol anycast: refused by Python 3.11.7
+        "2001:1::2",  # TURN anycast
+        "2001:1::3",  # DNS-SD service registration protocol anycast (RFC 9665)
+        "2001:3::1",  # AMT
+        "2001:4:112::1",  # AS112-v6
+        "2001:20::1",  # ORCHIDv2
+        "2001:30::1",  # drone remote ID (RFC 9374)
+        "2001:200::1",  # just past 2001::/23
+        "3fff:1000::1",  # just past 3fff::/20
+        "64:ff9b::808:808",  # NAT64 of 8.8.8.8
+        "::ffff:8.8.8.8",
+    ],
+)
+def test_globally_reachable(address: str) -> None:
+    assert is_public(ip_address(address))
+
+
+def test_python_tables_are_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ipaddress's is_global and its kin answer from tables that changed between patch
+    # releases; with all of them broken, the answers above stay the same.
+    def broken(self: object) -> bool:
+        raise AssertionError("ipaddress's tables were consulted")
+
+    for cls in (IPv4Address, IPv6Address):
+        for name in ("is_global", "is_private", "is_reserved", "is_loopback", "is_link_local"):
+            monkeypatch.setattr(cls, name, property(broken))
+    monkeypatch.setattr(IPv6Address, "is_site_local", property(broken))
+    for cidr, reachable in REGISTRY:
+        network = ip_network(cidr)
+        assert (is_public(network[0]), is_public(network[-1])) == (reachable, reachable), cidr
+    assert is_public(ip_address("192.0.0.9"))
+    assert not is_public(ip_address("192.0.0.8"))
+    assert not is_public(ip_address("3fff::1"))
+
+
 def _infos(*addresses: str) -> list[tuple[object, ...]]:
     """getaddrinfo's answer for `addresses`, as it would give them."""
     infos: list[tuple[object, ...]] = []
@@ -88,10 +221,28 @@ def _infos(*addresses: str) -> list[tuple[object, ...]]:
 def test_every_address_must_be_public() -> None:
     # A name with one public and one private address: which a connection would use is
     # the resolver's choice, so the name is refused.
-    with pytest.raises(NotPublic, match=r"evil\.test resolves to 10\.0\.0\.1, a private"):
+    with pytest.raises(NotPublic, match=r"evil\.test resolves to 10\.0\.0\.1, a non-public"):
         check_addresses("evil.test", _infos("1.2.3.4", "10.0.0.1"), allow_private=False)
     found = check_addresses("ok.test", _infos("1.2.3.4", "1.2.3.4", "2606:4700::1"), False)
     assert found == [ip_address("1.2.3.4"), ip_address("2606:4700::1")]
+
+
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [
+        # The two the issue found accepted on Python 3.11.7.
+        ("192.0.0.8", "192.0.0.8 is a non-public address (IPv4 dummy address, RFC 7600)"),
+        ("3fff::1", "3fff::1 is a non-public address (documentation, RFC 9637)"),
+        ("::ffff:10.0.0.1", "(private-use, RFC 1918)"),
+        ("2002:a00:1::1", "(6to4 form of 10.0.0.1: private-use, RFC 1918)"),
+        ("2002:808:808::1", "(6to4, RFC 3056)"),
+        ("4000::1", "(reserved by the IETF, RFC 4291)"),
+    ],
+)
+def test_refusal_names_the_registry_block(host: str, said: str) -> None:
+    with pytest.raises(NotPublic) as refused:
+        resolve_public(host, 443, allow_private=False)
+    assert said in str(refused.value)
 
 
 def test_a_zone_is_read_off_a_link_local_address() -> None:

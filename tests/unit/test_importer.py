@@ -29,6 +29,7 @@ from cli.importer import (
     delimiter,
     number_column,
     paired,
+    safe_cell,
 )
 from cli.main import parser
 from shared.settings import Settings
@@ -293,13 +294,47 @@ def test_a_repeated_number_is_sent_once_and_every_row_says_so() -> None:
     assert written[-1] == ("509.555.0002", "+15095550002", ENDED, "duplicate of row 3")
 
 
+@pytest.mark.parametrize(
+    ("cell", "written"),
+    [
+        ('=HYPERLINK("http://x","y")', '\'=HYPERLINK("http://x","y")'),
+        ("+1 509 555 0001", "'+1 509 555 0001"),
+        ("+1509555000", "+1509555000"),  # E.164: as it is
+        ("+", "'+"),
+        ("+\u0661\u0662", "'+\u0661\u0662"),  # digits, but not 0-9
+        ("+15095550001\n", "'+15095550001\n"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("\r=1", "'\r=1"),
+        ("'=1", "'=1"),  # made safe already: unchanged
+        (" =1", " =1"),
+        ("(509) 555-0001", "(509) 555-0001"),
+        ("", ""),
+    ],
+)
+def test_a_cell_a_spreadsheet_would_run_is_written_as_text(cell: str, written: str) -> None:
+    assert safe_cell(cell) == written
+
+
+def test_formulas_in_the_input_come_back_as_text() -> None:
+    texts = ['=HYPERLINK("http://x","y")', "+1 509 555 0001", "+15095550002", "@cmd"]
+    written = run(texts, Service())
+    assert written == [
+        ('\'=HYPERLINK("http://x","y")', "", INVALID, "not a phone number"),
+        ("'+1 509 555 0001", "+15095550001", ENDED, ""),
+        ("+15095550002", "+15095550002", ENDED, ""),
+        ("'@cmd", "", INVALID, "not a phone number"),
+    ]
+
+
 def test_a_repeat_of_a_failed_number_failed_too() -> None:
     texts = ["(509) 555-0001", "(509) 555-0002", "+1 509 555 0001"]
     written = run(texts, Service(failing={"+15095550001"}))
     assert written[0] == ("(509) 555-0001", "+15095550001", FAILED, "kept failing")
     assert written[1][2] == ENDED
     assert written[2] == (
-        "+1 509 555 0001",
+        "'+1 509 555 0001",
         "+15095550001",
         FAILED,
         "duplicate of row 2: kept failing",
@@ -450,6 +485,23 @@ def test_a_results_file_pairs_with_its_input(tmp_path: Path) -> None:
         Previous("(509) 555-0001", "+15095550001", ENDED, ""),
         Previous("(509) 555-0002", "+15095550002", FAILED, "no answer"),
         None,
+    ]
+
+
+def test_a_results_file_pairs_with_its_input_made_safe(tmp_path: Path) -> None:
+    # The input's cells as the results file writes them back, or as it wrote them before.
+    source = csv_file(tmp_path, 'phone\n=1+2\n"=HYPERLINK(""http://x"",""y"")"\n')
+    results = csv_file(
+        tmp_path,
+        "input,phoneNumber,status,detail\r\n'=1+2,,invalid,not a phone number\r\n"
+        '"=HYPERLINK(""http://x"",""y"")",,invalid,not a phone number\r\n',
+        "numbers.results.csv",
+    )
+    with CsvInput(source) as rows, ResultsInput(results) as previous:
+        pairs = list(paired(rows, previous))
+    assert [before and before.input for _, before in pairs] == [
+        "'=1+2",
+        '=HYPERLINK("http://x","y")',
     ]
 
 
