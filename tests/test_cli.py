@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
-import pytest
 import redis
 
-from shared.apikeys import Scope, digest
-from shared.broker import WORKERS
-from shared.embedded import BROKER_DIR, PORT_FILE, free_port, running_url
-from shared.store import ended_key, key_record
-from shared.tasks import RESULT_KEY_PREFIX
+from shared.apikeys import digest
+from shared.embedded import free_port
+from shared.store import key_record
 from tests.helpers import URL
-from tests.processes import ROOT, http_ready, spawn, stop, wait_for
+from tests.processes import ROOT
 
 
 def endcontact(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -116,74 +111,6 @@ def test_unreachable_redis_is_a_clear_error() -> None:
     assert result.returncode == 1
     assert "Redis did not answer" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-@pytest.mark.timeout(180)
-def test_run_starts_everything_embedded_and_persists(tmp_path: Path) -> None:
-    data = tmp_path / "var"
-    env = {"ENDCONTACT_DATA_DIR": str(data)}
-
-    def start() -> tuple[str, subprocess.Popen[bytes]]:
-        port = free_port()
-        process = spawn(["run", f"--port={port}", "--concurrency=1"], env, tmp_path / "run.log")
-        base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: http_ready(base), process, tmp_path / "run.log", timeout=60)
-        return base, process
-
-    base, process = start()
-    # `keys create` beside a running `run` uses the same embedded server.
-    created = endcontact("keys", "create", "--company", "acme", "--campaign", "spring", env=env)
-    assert created.returncode == 0, created.stderr
-    headers = {"x-api-key": created.stdout.splitlines()[-1]}
-    response = httpx.post(
-        f"{base}{URL}", json={"phoneNumberList": ["(509) 555-1234"]}, headers=headers, timeout=30
-    )
-    assert response.json() == {"success": ["+15095551234"], "failure": []}
-    ended_at = httpx.get(f"{base}{URL}/+15095551234", headers=headers).json()["endedAt"]
-    _two_servers_split_as_configured(data, env)
-
-    # Ctrl-C stops all of it: web, worker and both embedded servers.
-    assert stop(process, signal.SIGINT) == 0
-    assert running_url(data) is None
-    assert running_url(data / BROKER_DIR) is None
-    assert "endcontact is running on" in (tmp_path / "run.log").read_text()
-
-    # Keys and marks survive a restart (the append-only file in the data directory).
-    base, process = start()
-    try:
-        found = httpx.get(f"{base}{URL}/+15095551234", headers=headers)
-        assert found.status_code == 200
-        assert found.json()["endedAt"] == ended_at
-    finally:
-        assert stop(process, signal.SIGINT) == 0
-    assert (data / PORT_FILE).exists()
-    assert running_url(data) is None
-    assert running_url(data / BROKER_DIR) is None
-
-
-def _two_servers_split_as_configured(data: Path, env: dict[str, str]) -> None:
-    """The store fsyncs every write; the broker keeps nothing on disk; each holds its
-    own part (one request made: its mark on the store, its result on the broker)."""
-    store_url, broker_url = running_url(data), running_url(data / BROKER_DIR)
-    assert store_url is not None
-    assert broker_url is not None
-    assert store_url != broker_url
-    store = redis.Redis.from_url(store_url, decode_responses=True)
-    broker = redis.Redis.from_url(broker_url, decode_responses=True)
-    assert store.config_get("appendonly") == {"appendonly": "yes"}
-    assert store.config_get("appendfsync") == {"appendfsync": "always"}
-    assert broker.config_get("appendonly") == {"appendonly": "no"}
-    assert broker.config_get("save") == {"save": ""}
-    marks = ended_key(Scope("acme", "spring"))
-    assert (store.hlen(marks), broker.exists(marks)) == (1, 0)
-    assert broker.keys(f"{RESULT_KEY_PREFIX}*")
-    assert not store.keys(f"{RESULT_KEY_PREFIX}*")
-    assert broker.zcard(WORKERS) == 1
-    assert not store.exists(WORKERS)
-    # The CLI beside a running `run` finds both.
-    assert endcontact("check", "worker", env=env).returncode == 0
-    store.close()
-    broker.close()
 
 
 def test_checks_fail_without_what_they_check(
