@@ -66,7 +66,7 @@ class HookStack(Stack):
 
     def stored_hook(self, caller: Caller, url: str) -> Hook:
         """A webhook stored as the API stores one, bypassing its checks of the URL."""
-        made = new_webhook(caller.key.scope, url, EVENT_TYPES)
+        made = new_webhook(caller.key.scope, url, EVENT_TYPES, caller.key.id)
         keys, args = create_call(made, feed_name(caller.key.scope))
         assert self.client.register_script(CREATE_SCRIPT)(keys=keys, args=args) == 1
         return Hook(made.id, made.secret, caller)
