@@ -217,6 +217,8 @@ EVENT_ID = {
     "example": "1764450000000-0-7",
 }
 EVENT_REF = {"$ref": "#/components/schemas/Event"}
+# An API key's public id (shared.apikeys.generate_id).
+KEY_ID = {"type": "string", "pattern": "^key_[0-9a-f]{16}$"}
 EVENT: dict[str, Any] = {
     "type": "object",
     "description": "One change of a number's mark. Only changes are events: ending an "
@@ -232,8 +234,7 @@ EVENT: dict[str, Any] = {
             "description": "When the change was made; for `ended`, the number's `endedAt`.",
         },
         "keyId": {
-            "type": "string",
-            "pattern": "^key_[0-9a-f]{16}$",
+            **KEY_ID,
             "description": "The public id of the key that asked for it (`endcontact keys list`).",
         },
         "requestId": {
@@ -517,17 +518,25 @@ WEBHOOK_SECRET = {
 }
 WEBHOOK: dict[str, Any] = {
     "type": "object",
-    "required": ["id", "url", "events", "createdAt"],
+    "required": ["id", "url", "events", "createdBy", "createdAt"],
     "properties": {
         "id": WEBHOOK_ID,
         "url": {"type": "string", "maxLength": MAX_URL_LENGTH},
         "events": WEBHOOK_EVENTS,
+        "createdBy": {
+            **KEY_ID,
+            "nullable": True,
+            "description": "The public id of the key that created it (`endcontact keys "
+            "list`); revoking that key disables it. null for a webhook created before "
+            "the creating key was recorded.",
+        },
         "createdAt": {"type": "string", "format": "date-time"},
         "disabledAt": {
             "type": "string",
             "format": "date-time",
-            "description": "When its receiver answered 410 Gone: nothing is sent to it "
-            "since. Delete it and create it again to receive again.",
+            "description": "When its receiver answered 410 Gone, or the key that created "
+            "it was revoked: nothing is sent to it since. Delete it and create it again "
+            "to receive again.",
         },
     },
 }

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
 
 from api.body import check_content_type, json_document, read_body
-from api.problems import Problem, invalid, or_unavailable
+from api.problems import Problem, invalid, or_unavailable, unauthorized
 from shared.addresses import AddressError, resolve_public_async, target
 from shared.events import iso
 from shared.store import feed_name
-from shared.webhooks import EVENT_TYPES, MAX_PER_CAMPAIGN, Webhook, new_webhook
+from shared.webhooks import EVENT_TYPES, MAX_PER_CAMPAIGN, Creation, Webhook, new_webhook
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -32,7 +31,6 @@ log = logging.getLogger("endcontact.api")
 MAX_BODY_BYTES = 16 * 1024
 DEFAULT_DELIVERIES = 20
 MAX_DELIVERIES = 100
-_ID = re.compile(r"wh_[0-9a-f]{16}")
 
 
 def _not_found() -> Problem:
@@ -113,12 +111,15 @@ def _json_object(raw: bytes) -> dict[str, Any]:
 
 async def create(request: Request, svc: Services, key: ApiKey) -> Response:
     url, events = await _request(request, svc.settings.webhook_allow_private)
-    webhook = new_webhook(key.scope, url, events)
+    webhook = new_webhook(key.scope, url, events, key.id)
     created = await or_unavailable(
         svc.webhooks.create(webhook, feed_name(key.scope)),
         "The webhook cannot be created right now; retry shortly.",
     )
-    if not created:
+    if created is Creation.REVOKED:
+        # Revoked while this request was under way: refused as it now would be.
+        raise unauthorized()
+    if created is Creation.FULL:
         # 409, not 400: the request is sound, the campaign's state refuses it, and
         # deleting a webhook makes the same request succeed.
         raise Problem(
@@ -142,11 +143,8 @@ async def listing(svc: Services, key: ApiKey) -> Response:
 
 async def _own(request: Request, svc: Services, key: ApiKey) -> Webhook:
     """The path's webhook, if it is the key's campaign's; else a 404."""
-    webhook_id = request.path_params["id"]
-    if not _ID.fullmatch(webhook_id):
-        raise _not_found()
     found = await or_unavailable(
-        svc.webhooks.get(webhook_id, key.scope),
+        svc.webhooks.get(request.path_params["id"], key.scope),
         "The webhook cannot be read right now; retry shortly.",
     )
     if found is None:

@@ -1,10 +1,11 @@
-"""`endcontact run | web | worker | check web|worker | keys create|list|revoke | export |
-import`."""
+"""`endcontact run | web | worker | check web|worker | keys create|list|revoke |
+webhooks list|delete | export | import`."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import socket
 import sys
@@ -23,7 +24,7 @@ from shared.broker import WORKER_SILENCE, Broker
 from shared.embedded import EmbeddedServerError, embedded_broker, embedded_redis
 from shared.marks import CSV_HEADER
 from shared.settings import Settings, SettingsError
-from shared.store import Store
+from shared.store import Store, feed_name
 
 # One more than the cores: each worker waits on Redis for part of every task, and a
 # third process fills those waits on two cores (measured: bench/README.md).
@@ -154,10 +155,61 @@ def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     with _store(settings) as store:
         key = store.revoke_key(args.key_id)
-    if key is None:
-        print(f"endcontact: no key with id {args.key_id!r}", file=sys.stderr)
-        return 1
+        if key is None:
+            print(f"endcontact: no key with id {args.key_id!r}", file=sys.stderr)
+            return 1
+        disable = not args.keep_webhooks
+        hooks = store.webhooks().key_revoked(key.id, feed_name(key.scope), disable=disable)
     print(f"Revoked {key.id} at {key.revoked_at}.")
+    if not hooks:
+        print(f"No webhook it created was {'disabled' if disable else 'kept'}.")
+        return 0
+    plural = "" if len(hooks) == 1 else "s"
+    if disable:
+        print(f"Disabled {len(hooks)} webhook{plural} it created (nothing more is sent to them):")
+    else:
+        print(f"Kept {len(hooks)} webhook{plural} it created:")
+    for hook in hooks:
+        print("\t".join([hook.id, hook.scope.campaign, hook.url]))
+    return 0
+
+
+WEBHOOK_COLUMNS = ("id", "url", "events", "createdBy", "createdAt", "disabledAt")
+
+
+def cmd_webhooks_list(settings: Settings, args: argparse.Namespace) -> int:
+    with _store(settings) as store:
+        hooks = store.webhooks().of_feed(feed_name(Scope(args.company, args.campaign)))
+    if args.json:
+        # The API's GET /api/v1/webhooks body, as the web writes it.
+        body = {"webhooks": [hook.to_json() for hook in hooks]}
+        print(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
+        return 0
+    print("\t".join(WEBHOOK_COLUMNS))
+    for hook in hooks:
+        shown = hook.to_json()
+        print("\t".join(_cell(shown.get(column)) for column in WEBHOOK_COLUMNS))
+    return 0
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    return ",".join(value) if isinstance(value, list) else str(value)
+
+
+def cmd_webhooks_delete(settings: Settings, args: argparse.Namespace) -> int:
+    scope = Scope(args.company, args.campaign)
+    with _store(settings) as store:
+        webhooks = store.webhooks()
+        hook = webhooks.get(args.webhook_id, scope)
+        if hook is not None:
+            webhooks.delete(hook, feed_name(scope))
+    where = f"company {scope.company!r}, campaign {scope.campaign!r}"
+    if hook is None:
+        print(f"endcontact: no webhook {args.webhook_id!r} in {where}", file=sys.stderr)
+        return 1
+    print(f"Deleted {hook.id} ({hook.url}) of {where}.")
     return 0
 
 
@@ -269,9 +321,36 @@ def parser() -> argparse.ArgumentParser:
     key_commands.add_parser(
         "list", help="id, label, company, campaign, created, revoked"
     ).set_defaults(handler=cmd_keys_list)
-    revoke = key_commands.add_parser("revoke", help="refuse the key from now on")
+    revoke = key_commands.add_parser(
+        "revoke", help="refuse the key from now on and disable the webhooks it created"
+    )
     revoke.add_argument("key_id")
+    revoke.add_argument(
+        "--keep-webhooks",
+        action="store_true",
+        help="keep the webhooks it created enabled (a rotation; default: disable them)",
+    )
     revoke.set_defaults(handler=cmd_keys_revoke)
+
+    webhooks = commands.add_parser("webhooks", help="list and delete a campaign's webhooks")
+    webhook_commands = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    listing = webhook_commands.add_parser(
+        "list", help="id, url, events, createdBy, createdAt, disabledAt; never a secret"
+    )
+    listing.add_argument(
+        "--json",
+        action="store_true",
+        help="the body GET /api/v1/webhooks answers (default: a table)",
+    )
+    delete = webhook_commands.add_parser(
+        "delete", help="as the API's DELETE: nothing more is sent to it"
+    )
+    delete.add_argument("webhook_id")
+    for command in (listing, delete):
+        command.add_argument("--company", required=True)
+        command.add_argument("--campaign", required=True)
+    listing.set_defaults(handler=cmd_webhooks_list)
+    delete.set_defaults(handler=cmd_webhooks_delete)
 
     export = commands.add_parser("export", help="a campaign's marks as CSV")
     export.add_argument("--company", required=True)

@@ -38,6 +38,7 @@ from shared.metrics import METRICS_KEY
 from shared.webhooks import (
     ADDED,
     CURSORS,
+    Webhooks,
     campaign_webhooks_key,
     feed_stream_key,
     pending_events,
@@ -278,6 +279,10 @@ class Store:
 
     def close(self) -> None:
         self._redis.close()
+
+    def webhooks(self) -> Webhooks:
+        """The webhooks' operations (shared.webhooks) on this store's client."""
+        return Webhooks(self._redis)
 
     def apply_changes(self, changes: Sequence[Change]) -> list[bool | None]:
         """Apply every change, each mark with its event, on disk, in one round trip: a

@@ -2,9 +2,15 @@
 
 Keys (on the store, with the marks: a webhook and its pending deliveries must last):
   ec:webhook:<id>              hash: id, company, campaign, url, events, secret,
-                               created_at[, previous_secret, previous_until][, disabled_at]
+                               created_at[, created_by][, previous_secret,
+                               previous_until][, disabled_at] (created_by: the id of
+                               the key that created it; none on webhooks older than it)
   ec:webhooks:<feed name>      set: the campaign's webhook ids (the write script reads
                                it to know whether a change has somewhere to go)
+  ec:webhooks-by-key:<feed name>:<key id>
+                               set: the ids of the webhooks that key created (a key has
+                               one campaign), and REVOKED once the key is revoked, so
+                               that revoking it finds them without a scan
   ec:webhook-log:<id>          list: the latest LOG_LENGTH delivery attempts, newest
                                first, each a JSON object {eventId, attempt, at,
                                status | error, durationMs} (written by the deliveries)
@@ -24,17 +30,23 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from shared.apikeys import Scope
+from shared.deliveries import DUE, due_key
 from shared.events import ENDED, RESUMED, iso
 
 if TYPE_CHECKING:
+    import redis
     import redis.asyncio
+    import redis.asyncio.client
+    import redis.client
 
 log = logging.getLogger("endcontact.webhooks")
 
@@ -57,6 +69,25 @@ def webhook_key(webhook_id: str) -> str:
 def campaign_webhooks_key(feed: str) -> str:
     """`feed` is the campaign's feed name (shared.store.feed_name)."""
     return f"ec:webhooks:{feed}"
+
+
+def key_webhooks_key(feed: str, key_id: str) -> str:
+    """The webhooks the key `key_id` created in its campaign `feed`. Named after the
+    campaign, as the campaign's other keys are: when the store moves to a Valkey Cluster
+    and a campaign's keys share a hash tag, the scripts that touch this one with them
+    (CREATE_SCRIPT) stay in one slot."""
+    return f"ec:webhooks-by-key:{feed}:{key_id}"
+
+
+# In a key's set once the key is revoked: CREATE_SCRIPT then refuses a webhook by it
+# (a creation admitted just before the revoke, writing after it). Never a webhook id.
+REVOKED = "revoked"
+_ID = re.compile(r"wh_[0-9a-f]{16}")
+
+
+def looks_like_id(webhook_id: str) -> bool:
+    """Shaped as new_id makes them: anything else is no webhook, without a lookup."""
+    return _ID.fullmatch(webhook_id) is not None
 
 
 def log_key(webhook_id: str) -> str:
@@ -121,6 +152,7 @@ class Webhook:
     events: tuple[str, ...]
     secret: str
     created_at: str
+    created_by: str | None  # the creating key's id; None: created before it was kept
     previous_secret: str | None = None
     previous_until: int | None = None  # ms since the epoch
     disabled_at: str | None = None
@@ -139,6 +171,7 @@ class Webhook:
             "id": self.id,
             "url": self.url,
             "events": list(self.events),
+            "createdBy": self.created_by,
             "createdAt": self.created_at,
         }
         if self.disabled_at is not None:
@@ -155,6 +188,8 @@ class Webhook:
             "secret": self.secret,
             "created_at": self.created_at,
         }
+        if self.created_by is not None:
+            fields["created_by"] = self.created_by
         if self.previous_secret is not None and self.previous_until is not None:
             fields["previous_secret"] = self.previous_secret
             fields["previous_until"] = str(self.previous_until)
@@ -175,26 +210,39 @@ def from_record(raw: Mapping[Any, Any]) -> Webhook | None:
         events=tuple(kind for kind in fields["events"].split(",") if kind),
         secret=fields["secret"],
         created_at=fields["created_at"],
+        created_by=fields.get("created_by") or None,
         previous_secret=fields.get("previous_secret") or None,
         previous_until=int(until) if until else None,
         disabled_at=fields.get("disabled_at") or None,
     )
 
 
-def new_webhook(scope: Scope, url: str, events: tuple[str, ...]) -> Webhook:
-    return Webhook(new_id(), scope, url, events, new_secret(), iso(now_ms()))
+def new_webhook(scope: Scope, url: str, events: tuple[str, ...], created_by: str) -> Webhook:
+    """A webhook the key `created_by` (its id) creates for its campaign `scope`."""
+    return Webhook(new_id(), scope, url, events, new_secret(), iso(now_ms()), created_by)
 
 
-# A webhook, its place in the campaign's set and its cursor at the feed's end (it gets
-# the changes made after it), unless the campaign has its fill: one script, so that
-# concurrent creations cannot together pass the limit, and no change falls between
-# the cursor and the first the write script counts for it.
-# KEYS: webhook, campaign set, CURSORS, the feed, ADDED; ARGV: limit, id, feed name,
-# then the record's fields and values.
+class Creation(Enum):
+    CREATED = 1
+    FULL = 0  # the campaign has MAX_PER_CAMPAIGN
+    REVOKED = -1  # its key was revoked since it was admitted
+
+
+# A webhook, its place in the campaign's set and in its key's, and its cursor at the
+# feed's end (it gets the changes made after it), unless the campaign has its fill or
+# the key was revoked: one script, so that concurrent creations cannot together pass
+# the limit, none lands after its key's revoke made the list of what to disable, and
+# no change falls between the cursor and the first the write script counts for it.
+# KEYS: webhook, campaign set, CURSORS, the feed, ADDED, the key's set (the campaign
+# set, the feed and the key's set are named after the campaign, to share its hash tag
+# in a Cluster; the others are not, as before); ARGV: limit, id, feed name, REVOKED,
+# then the record's fields and values. Returns a Creation's value.
 CREATE_SCRIPT = """
+if redis.call('SISMEMBER', KEYS[6], ARGV[4]) == 1 then return -1 end
 if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[6], ARGV[2])
 local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)[1]
 local entry = last and last[1] or '0-0'
 local passed = redis.call('HGET', KEYS[5], ARGV[3]) or '0'
@@ -205,6 +253,8 @@ return 1
 
 def create_call(webhook: Webhook, feed: str) -> tuple[list[str], list[str | int]]:
     """CREATE_SCRIPT's keys and arguments for `webhook` in the campaign `feed`."""
+    if webhook.created_by is None:
+        raise ValueError("a new webhook records the key that creates it")
     fields = [item for pair in webhook.record().items() for item in pair]
     keys = [
         webhook_key(webhook.id),
@@ -212,8 +262,65 @@ def create_call(webhook: Webhook, feed: str) -> tuple[list[str], list[str | int]
         CURSORS,
         feed_stream_key(feed),
         ADDED,
+        key_webhooks_key(feed, webhook.created_by),
     ]
-    return keys, [MAX_PER_CAMPAIGN, webhook.id, feed, *fields]
+    return keys, [MAX_PER_CAMPAIGN, webhook.id, feed, REVOKED, *fields]
+
+
+def queue_delete(
+    pipe: redis.client.Pipeline | redis.asyncio.client.Pipeline, webhook: Webhook, feed: str
+) -> None:
+    """Queue the deletion of `webhook` of the campaign `feed`: its record, its log, its
+    place in the campaign's and its key's sets, its cursor (the caller's MULTI applies
+    them all or none). Deliveries still due find no webhook and are dropped by the
+    dispatcher."""
+    pipe.delete(webhook_key(webhook.id), log_key(webhook.id))
+    pipe.srem(campaign_webhooks_key(feed), webhook.id)
+    if webhook.created_by is not None:
+        pipe.srem(key_webhooks_key(feed, webhook.created_by), webhook.id)
+    pipe.hdel(CURSORS, webhook.id)
+
+
+# Disables webhooks as a receiver's 410 does (worker/deliveries.py, COMMIT_SCRIPT):
+# `disabled_at` set, out of the deliveries' registry (CURSORS; the dispatcher that
+# follows one lets go at its next look, within a second), and first in DUE when it
+# has retries, so that the next claim drops them rather than sends them. KEYS:
+# CURSORS, DUE, then per webhook its record and its due set (none named after the
+# campaign, as for the deliveries' scripts); ARGV: when, then the webhook ids.
+# Returns the ids it disabled (not those deleted or disabled before).
+DISABLE_SCRIPT = """
+local disabled = {}
+for i = 2, #ARGV do
+  local hook, record, due = ARGV[i], KEYS[2 * i - 1], KEYS[2 * i]
+  if redis.call('EXISTS', record) == 1
+      and redis.call('HSETNX', record, 'disabled_at', ARGV[1]) == 1 then
+    redis.call('HDEL', KEYS[1], hook)
+    if redis.call('EXISTS', due) == 1 then redis.call('ZADD', KEYS[2], 0, hook) end
+    disabled[#disabled + 1] = hook
+  end
+end
+return disabled
+"""
+
+
+def disable_call(webhook_ids: list[str], at: str) -> tuple[list[str], list[str]]:
+    """DISABLE_SCRIPT's keys and arguments: these webhooks disabled at `at`."""
+    keys = [CURSORS, DUE]
+    for webhook_id in webhook_ids:
+        keys += [webhook_key(webhook_id), due_key(webhook_id)]
+    return keys, [at, *webhook_ids]
+
+
+def in_scope(raw: Mapping[Any, Any], scope: Scope) -> Webhook | None:
+    """A stored record as a webhook, if there is one and it is this campaign's."""
+    found = from_record(raw)
+    return found if found is not None and found.scope == scope else None
+
+
+def listing(records: list[Mapping[Any, Any]]) -> list[Webhook]:
+    """Stored records as webhooks, oldest first (those deleted meanwhile left out)."""
+    found = [hook for hook in map(from_record, records) if hook is not None]
+    return sorted(found, key=lambda hook: (hook.created_at, hook.id))
 
 
 # A new secret, the current one kept as the previous until ARGV[2]; nothing if the
@@ -258,33 +365,28 @@ class AsyncWebhooks:
         self._create = client.register_script(CREATE_SCRIPT)
         self._rotate = client.register_script(ROTATE_SCRIPT)
 
-    async def create(self, webhook: Webhook, feed: str) -> bool:
-        """Store `webhook`; False (nothing stored) when the campaign already has
-        MAX_PER_CAMPAIGN."""
+    async def create(self, webhook: Webhook, feed: str) -> Creation:
+        """Store `webhook`, unless the campaign already has MAX_PER_CAMPAIGN or its
+        key was revoked (then nothing is stored)."""
         keys, args = create_call(webhook, feed)
-        return bool(await self._create(keys=keys, args=args))
+        return Creation(int(await self._create(keys=keys, args=args)))
 
     async def get(self, webhook_id: str, scope: Scope) -> Webhook | None:
         """The webhook, if it exists and is this campaign's."""
-        found = from_record(await self._redis.hgetall(webhook_key(webhook_id)))
-        return found if found is not None and found.scope == scope else None
+        if not looks_like_id(webhook_id):
+            return None
+        return in_scope(await self._redis.hgetall(webhook_key(webhook_id)), scope)
 
     async def of_feed(self, feed: str) -> list[Webhook]:
-        ids = sorted(await self._redis.smembers(campaign_webhooks_key(feed)))
+        ids = await self._redis.smembers(campaign_webhooks_key(feed))
         async with self._redis.pipeline(transaction=False) as pipe:
             for webhook_id in ids:
                 pipe.hgetall(webhook_key(str(webhook_id)))
-            records = await pipe.execute()
-        found = [hook for hook in map(from_record, records) if hook is not None]
-        return sorted(found, key=lambda hook: (hook.created_at, hook.id))
+            return listing(await pipe.execute())
 
     async def delete(self, webhook: Webhook, feed: str) -> None:
-        """The webhook, its log and its cursor. Deliveries still due find no webhook
-        and are dropped by the dispatcher."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(webhook_key(webhook.id), log_key(webhook.id))
-            pipe.srem(campaign_webhooks_key(feed), webhook.id)
-            pipe.hdel(CURSORS, webhook.id)
+            queue_delete(pipe, webhook, feed)
             await pipe.execute()
 
     async def rotate(self, webhook: Webhook) -> Rotated | None:
@@ -298,3 +400,49 @@ class AsyncWebhooks:
     async def attempts(self, webhook_id: str, limit: int) -> list[dict[str, Any]]:
         """The latest `limit` delivery attempts, newest first, as the deliveries wrote them."""
         return _parse_attempts(await self._redis.lrange(log_key(webhook_id), 0, limit - 1))
+
+
+class Webhooks:
+    """The operator's operations (the CLI's), on a synchronous client: those the web
+    has too are the same reads and writes (get, of_feed, delete), and a key's revoke."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._disable = client.register_script(DISABLE_SCRIPT)
+
+    def get(self, webhook_id: str, scope: Scope) -> Webhook | None:
+        """The webhook, if it exists and is this campaign's."""
+        if not looks_like_id(webhook_id):
+            return None
+        return in_scope(self._redis.hgetall(webhook_key(webhook_id)), scope)
+
+    def of_feed(self, feed: str) -> list[Webhook]:
+        return self._records(self._redis.smembers(campaign_webhooks_key(feed)))
+
+    def delete(self, webhook: Webhook, feed: str) -> None:
+        with self._redis.pipeline(transaction=True) as pipe:
+            queue_delete(pipe, webhook, feed)
+            pipe.execute()
+
+    def key_revoked(self, key_id: str, feed: str, *, disable: bool) -> list[Webhook]:
+        """After the key `key_id` of the campaign `feed` was revoked: no webhook may be
+        created by it from now on, and those it created are disabled (`disable`) or
+        kept. Returns those disabled now (or, kept, all of them), oldest first.
+        Webhooks created before keys were recorded are not known to be its."""
+        index = key_webhooks_key(feed, key_id)
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(index, REVOKED)
+            pipe.smembers(index)
+            members = pipe.execute()[1]
+        # From here on its set can only shrink (CREATE_SCRIPT refuses it).
+        ids = sorted(str(member) for member in members if str(member) != REVOKED)
+        if disable and ids:
+            keys, args = disable_call(ids, iso(now_ms()))
+            ids = [str(hook) for hook in self._disable(keys=keys, args=args)]
+        return self._records(ids)
+
+    def _records(self, ids: Iterable[Any]) -> list[Webhook]:
+        with self._redis.pipeline(transaction=False) as pipe:
+            for webhook_id in ids:
+                pipe.hgetall(webhook_key(str(webhook_id)))
+            return listing(pipe.execute())

@@ -11,7 +11,9 @@ import redis
 
 from shared.apikeys import digest
 from shared.embedded import free_port
-from shared.store import key_record
+from shared.store import Store, feed_name, key_record
+from shared.webhooks import key_webhooks_key, webhook_key
+from tests.conftest import new_caller
 from tests.helpers import URL
 from tests.processes import ROOT
 
@@ -65,6 +67,57 @@ def test_keys_create_list_revoke(redis_url: str, web: str) -> None:
     assert httpx.post(f"{web}{URL}", json=body, headers=headers).status_code == 401
     relisted = endcontact("keys", "list", env=env).stdout
     assert next(r for r in relisted.splitlines() if r.startswith(key_id)).split("\t")[5] != "-"
+
+
+def test_webhooks_list_and_delete(redis_url: str, web: str, store: Store) -> None:
+    env = {"REDIS_URL": redis_url}
+    owner = new_caller(store, "Acme: Inc")
+    scope = owner.key.scope
+    api = f"{web}/api/v1/webhooks"
+    made = [
+        httpx.post(api, json={"url": f"https://1.2.3.4/{path}"}, headers=owner.headers).json()
+        for path in ("a", "b")
+    ]
+    first, old = sorted(made, key=lambda hook: (hook["createdAt"], hook["id"]))
+    # As a webhook created before the creating key was kept.
+    with redis.Redis.from_url(redis_url) as raw:
+        raw.hdel(webhook_key(old["id"]), "created_by")
+    where = ["--company", scope.company, "--campaign", scope.campaign]
+
+    table = endcontact("webhooks", "list", *where, env=env)
+    assert table.returncode == 0, table.stderr
+    assert [row.split("\t") for row in table.stdout.splitlines()] == [
+        ["id", "url", "events", "createdBy", "createdAt", "disabledAt"],
+        [first["id"], first["url"], "ended,resumed", owner.key.id, first["createdAt"], "-"],
+        [old["id"], old["url"], "ended,resumed", "-", old["createdAt"], "-"],
+    ]
+    as_json = endcontact("webhooks", "list", "--json", *where, env=env)
+    assert as_json.returncode == 0, as_json.stderr
+    listed = httpx.get(api, headers=owner.headers)
+    assert as_json.stdout == listed.text + "\n"
+    assert listed.json()["webhooks"][1]["createdBy"] is None
+
+    elsewhere = ["--company", scope.company, "--campaign", "another"]
+    for missing in (
+        endcontact("webhooks", "delete", *elsewhere, first["id"], env=env),
+        endcontact("webhooks", "delete", *where, "wh_0000000000000000", env=env),
+    ):
+        assert missing.returncode == 1
+        assert missing.stderr.startswith("endcontact: no webhook 'wh_")
+    deleted = endcontact("webhooks", "delete", *where, first["id"], env=env)
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout == (
+        f"Deleted {first['id']} ({first['url']}) of company 'Acme: Inc', "
+        f"campaign {scope.campaign!r}.\n"
+    )
+    # What the API's DELETE does: gone from the campaign and from its key's webhooks.
+    assert [hook["id"] for hook in httpx.get(api, headers=owner.headers).json()["webhooks"]] == [
+        old["id"]
+    ]
+    with redis.Redis.from_url(redis_url, decode_responses=True) as raw:
+        assert first["id"] not in raw.smembers(key_webhooks_key(feed_name(scope), owner.key.id))
+        assert not raw.exists(webhook_key(first["id"]))
+    assert endcontact("webhooks", "delete", *where, first["id"], env=env).returncode == 1
 
 
 def test_keys_list_leaves_out_an_unreadable_record_and_lists_the_rest(redis_url: str) -> None:

@@ -5,6 +5,7 @@ process), a real worker's dispatcher, a real store; signatures checked with the
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +16,22 @@ import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 
 from bench.receiver import Answer, Received, Receiver, always, hang, statuses
-from shared.deliveries import due_key, lease_key
+from shared.deliveries import DUE, PENDING, delivery_key, due_key, lease_key
 from shared.embedded import stop_server
 from shared.store import Store, feed_name
-from shared.webhooks import ADDED, CREATE_SCRIPT, EVENT_TYPES, create_call, new_webhook
+from shared.webhooks import (
+    ADDED,
+    CREATE_SCRIPT,
+    EVENT_TYPES,
+    Creation,
+    create_call,
+    new_webhook,
+    webhook_key,
+)
 from tests.conftest import Caller, new_caller
 from tests.helpers import URL, post_numbers, wait_until
 from tests.processes import Stack, stop
+from tests.test_cli import endcontact
 
 WAIT = 30.0
 WEBHOOKS = "/api/v1/webhooks"
@@ -66,7 +76,7 @@ class HookStack(Stack):
 
     def stored_hook(self, caller: Caller, url: str) -> Hook:
         """A webhook stored as the API stores one, bypassing its checks of the URL."""
-        made = new_webhook(caller.key.scope, url, EVENT_TYPES)
+        made = new_webhook(caller.key.scope, url, EVENT_TYPES, caller.key.id)
         keys, args = create_call(made, feed_name(caller.key.scope))
         assert self.client.register_script(CREATE_SCRIPT)(keys=keys, args=args) == 1
         return Hook(made.id, made.secret, caller)
@@ -479,3 +489,61 @@ def test_dispatchers_share_the_webhooks_and_send_each_event_once(
         assert {verified(hook, one)["data"]["id"] for one in at.received} == {
             event["id"] for event in own.feed(hook.caller)
         }
+
+
+def test_revoking_a_key_disables_the_webhooks_it_created(
+    hooks: HookStack, receivers: list[Receiver]
+) -> None:
+    """A leaked key's webhooks stop at its revoke, first attempts and retries; another
+    key's of the same campaign go on, and so does one kept with --keep-webhooks."""
+    leaked = hooks.caller()
+    scope = leaked.key.scope
+    other, rotated = (new_caller(Store(hooks.client), scope.company, scope.campaign) for _ in "ab")
+    at_leaked, at_other, at_rotated = (receiver(receivers) for _ in "abc")
+    hook = hooks.hook(leaked, at_leaked.url)
+    witness = hooks.hook(other, at_other.url)
+    kept = hooks.hook(rotated, at_rotated.url)
+    hooks.end(other, phones(3000, 1))
+    for at in (at_leaked, at_other, at_rotated):
+        arrived(at, 1)
+    # A retry of the leaked key's webhook, due in a minute, as a failed attempt leaves it.
+    hooks.client.hset(delivery_key(hook.id, "1-0-0"), mapping={"attempts": 1, "body": "{}"})
+    hooks.client.zadd(due_key(hook.id), {"1-0-0": int(time.time() * 1000) + 60_000})
+    hooks.client.zadd(DUE, {hook.id: int(time.time() * 1000) + 60_000})
+    hooks.client.incr(PENDING)
+
+    env = {"REDIS_URL": hooks.url}
+    keeping = endcontact("keys", "revoke", "--keep-webhooks", rotated.key.id, env=env)
+    assert keeping.returncode == 0, keeping.stderr
+    assert keeping.stdout.splitlines()[1:] == [
+        "Kept 1 webhook it created:",
+        f"{kept.id}\t{scope.campaign}\t{at_rotated.url}",
+    ]
+    revoked = endcontact("keys", "revoke", leaked.key.id, env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    assert revoked.stdout.splitlines()[1:] == [
+        "Disabled 1 webhook it created (nothing more is sent to them):",
+        f"{hook.id}\t{scope.campaign}\t{at_leaked.url}",
+    ]
+
+    answer = httpx.get(f"{hooks.base}{WEBHOOKS}", headers=other.headers)
+    shown = {one["id"]: one for one in answer.json()["webhooks"]}
+    assert shown[hook.id]["createdBy"] == leaked.key.id
+    assert "disabledAt" in shown[hook.id]
+    assert "disabledAt" not in shown[witness.id]
+    assert "disabledAt" not in shown[kept.id]
+    # The retry is dropped at once, not sent when due.
+    wait_until(lambda: not hooks.client.exists(due_key(hook.id)), WAIT, "the retry dropped")
+    assert not hooks.client.exists(delivery_key(hook.id, "1-0-0"))
+
+    hooks.end(other, phones(3001, 2))
+    arrived(at_other, 3)
+    arrived(at_rotated, 3)
+    wait_until(lambda: len(hooks.attempts(witness)) == 3, WAIT, "3 logged")
+    assert len(at_leaked.received) == 1
+    # A creation admitted before the revoke and written after it is refused too.
+    late = new_webhook(scope, at_leaked.url, EVENT_TYPES, leaked.key.id)
+    keys, args = create_call(late, feed_name(scope))
+    refused = hooks.client.register_script(CREATE_SCRIPT)(keys=keys, args=args)
+    assert Creation(refused) is Creation.REVOKED
+    assert not hooks.client.exists(webhook_key(late.id))

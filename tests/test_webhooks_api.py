@@ -15,8 +15,8 @@ import httpx
 import pytest
 import redis
 
-from shared.store import Store
-from shared.webhooks import MAX_PER_CAMPAIGN, log_key, webhook_key
+from shared.store import Store, feed_name
+from shared.webhooks import MAX_PER_CAMPAIGN, key_webhooks_key, log_key, webhook_key
 from tests.conftest import Caller, new_caller
 from tests.processes import start_web, stop
 
@@ -76,13 +76,14 @@ def listed(http: httpx.Client) -> list[dict[str, Any]]:
     return hooks
 
 
-def test_create_list_delete(http: httpx.Client) -> None:
+def test_create_list_delete(http: httpx.Client, caller: Caller, raw: redis.Redis) -> None:
     answer = http.post(HOOKS, json={"url": PUBLIC_URL})
     assert answer.status_code == 201, answer.text
     assert "RateLimit-Remaining" in answer.headers  # admitted like every keyed route
     created = answer.json()
-    assert set(created) == {"id", "url", "events", "secret", "createdAt"}
+    assert set(created) == {"id", "url", "events", "createdBy", "secret", "createdAt"}
     assert ID.fullmatch(created["id"])
+    assert created["createdBy"] == caller.key.id
     assert created["url"] == PUBLIC_URL
     assert created["events"] == ["ended", "resumed"]
     assert_secret(created["secret"])
@@ -92,8 +93,12 @@ def test_create_list_delete(http: httpx.Client) -> None:
     assert "secret" not in listing.text
     assert listed(http) == [{k: v for k, v in created.items() if k != "secret"}]
 
+    # Found by its key without a scan, as long as it exists.
+    of_key = key_webhooks_key(feed_name(caller.key.scope), caller.key.id)
+    assert raw.smembers(of_key) == {created["id"]}
     assert http.delete(f"{HOOKS}/{created['id']}").status_code == 204
     assert listed(http) == []
+    assert raw.exists(of_key) == 0
     gone = http.delete(f"{HOOKS}/{created['id']}")
     assert gone.status_code == 404
     assert gone.headers["content-type"] == "application/problem+json"
@@ -145,13 +150,16 @@ def test_events_refused(http: httpx.Client, events: object, pointer: str) -> Non
     assert listed(http) == []
 
 
-def test_every_fault_at_once_and_unknown_fields_ignored(http: httpx.Client) -> None:
+def test_every_fault_at_once_and_unknown_fields_ignored(http: httpx.Client, caller: Caller) -> None:
     answer = http.post(HOOKS, json={"url": "http://1.2.3.4/", "events": ["x"]})
     assert answer.status_code == 400
     assert [error["pointer"] for error in answer.json()["errors"]] == ["/url", "/events/0"]
-    created = create(http, description="ignored", secret="whsec_AAAA", id="wh_mine")
-    assert set(created) == {"id", "url", "events", "secret", "createdAt"}
+    created = create(
+        http, description="ignored", secret="whsec_AAAA", id="wh_mine", createdBy="key_mine"
+    )
+    assert set(created) == {"id", "url", "events", "createdBy", "secret", "createdAt"}
     assert created["id"] != "wh_mine"
+    assert created["createdBy"] == caller.key.id
     assert created["secret"] != "whsec_AAAA"
 
 

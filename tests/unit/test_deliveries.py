@@ -102,7 +102,7 @@ def test_key_names() -> None:
 
 
 def test_a_claim_reply_becomes_jobs_of_live_webhooks() -> None:
-    hook = new_webhook(Scope("c", "k"), "https://example.com/", ("ended",))
+    hook = new_webhook(Scope("c", "k"), "https://example.com/", ("ended",), "key_0123abcd4567ef89")
     flat = [item for pair in hook.record().items() for item in pair]
     claimed = [hook.id, "1-0-0", "0", "{}", hook.id, "1-0-1", "2", "[]"]
     claimed += ["wh_gone", "1-0-0", "0", "{}"]
