@@ -34,7 +34,6 @@ import redis
 
 from api.body import MAX_NUMBERS
 from api.problems import Problem
-from shared.broker import WORKER_SILENCE
 
 if TYPE_CHECKING:
     from shared.broker import Admitted, AsyncBroker
@@ -102,18 +101,15 @@ class Admission:
     async def _check(self, tasks: int) -> None:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):
-                seen = await self._broker.room(tasks, self._since(), self._budget)
+                seen = await self._broker.room(tasks, self._budget)
         except (TimeoutError, redis.RedisError, OSError):
             return  # the request's own steps will meet the broker's trouble
         self._decide(seen, tasks)
 
     async def push(self, messages: list[str]) -> None:
         """Queue the messages, or raise a 503 problem if they cannot be done in time."""
-        pushed = await self._broker.push(messages, self._since(), self._budget)
+        pushed = await self._broker.push(messages, self._budget)
         self._decide(pushed, len(messages))
-
-    def _since(self) -> float:
-        return time.time() - WORKER_SILENCE
 
     def _decide(self, seen: Admitted, count: int) -> None:
         if seen.admitted:

@@ -43,7 +43,8 @@ from api.reads import CsvExport, export_query, feed_query, page_query, wants_csv
 from api.results import ResultListener
 from shared import logs, metrics
 from shared.apikeys import ApiKey
-from shared.broker import WORKER_SILENCE, AsyncBroker
+from shared.broker import AsyncBroker
+from shared.clock import ServerClock
 from shared.connection import async_client
 from shared.events import ENDED, RESUMED, Context, FeedTrimmed
 from shared.phones import InvalidPhoneNumber, to_e164
@@ -286,7 +287,7 @@ async def readyz(request: Request) -> Response:
     svc = services(request)
     writes, workers, listening = await asyncio.gather(
         _answers(svc.store.takes_writes()),
-        _answers(svc.broker.live_workers(time.time() - WORKER_SILENCE)),
+        _answers(svc.broker.live_workers()),
         _listening(svc.results),
     )
     store = "ok" if writes else "refuses writes" if await _answers(svc.store.ping()) else "down"
@@ -322,7 +323,7 @@ async def metrics_text(request: Request) -> Response:
     stored, (workers, queued), pending = await or_unavailable(
         asyncio.gather(
             svc.store.metrics(),
-            svc.broker.gauges(time.time() - WORKER_SILENCE),
+            svc.broker.gauges(),
             svc.store.pending_deliveries(),
         ),
         "Metrics are unavailable right now.",
@@ -371,6 +372,9 @@ def create_app(settings: Settings) -> Starlette:
             opened.push_async_callback(client.aclose)
             broker_client = async_client(settings.broker(), **options)
             opened.push_async_callback(broker_client.aclose)
+            # Tasks expire, and rate-limit windows turn, on the broker's clock.
+            broker_clock = ServerClock()
+            await opened.enter_async_context(broker_clock.kept(broker_client))
             listener = ResultListener(broker_client)
             await listener.start()
             opened.push_async_callback(listener.stop)
@@ -386,12 +390,15 @@ def create_app(settings: Settings) -> Starlette:
                 broker=broker,
                 admission=admission,
                 fanout=FanOut(
-                    TaskPublisher(broker_client, admission), listener, settings.result_timeout
+                    TaskPublisher(broker_client, admission),
+                    listener,
+                    settings.result_timeout,
+                    broker_clock,
                 ),
                 metrics=registry,
                 webhooks=AsyncWebhooks(client),
                 results=listener,
-                rates=RateLimiter(broker, settings),
+                rates=RateLimiter(broker, settings, broker_clock),
             )
             # What start-up made lives as long as the process: out of the garbage
             # collector's sight, full collections stay short (worker/app.py).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import redis
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from api.publisher import TaskPublisher
     from api.results import ResultListener, Watch
     from shared.apikeys import Scope
+    from shared.clock import ServerClock
     from shared.events import Context
 
 log = logging.getLogger(__name__)
@@ -36,18 +37,28 @@ class Outcome:
 
 
 class FanOut:
-    def __init__(self, publisher: TaskPublisher, listener: ResultListener, timeout: float) -> None:
+    def __init__(
+        self,
+        publisher: TaskPublisher,
+        listener: ResultListener,
+        timeout: float,
+        broker_clock: ServerClock,
+    ) -> None:
         self._publisher = publisher
         self._listener = listener
         self._timeout = timeout
+        self._broker_clock = broker_clock
 
     async def change(self, kind: str, scope: Scope, phones: list[str], context: Context) -> Outcome:
         """Run one task per number to end or resume contact (`kind`, shared.events); a
         task not known to have succeeded is a failure."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
-        # Past its request's deadline a task is pointless: the worker discards it.
-        expires = datetime.now(UTC) + timedelta(seconds=self._timeout)
+        # Past its request's deadline a task is pointless: the worker discards it. On
+        # the broker's clock, which the worker reads too (worker.batch): neither
+        # machine's clock need be right. Read in the background (ServerClock.kept),
+        # not in this request's path.
+        expires = datetime.fromtimestamp(self._broker_clock.now() + self._timeout, UTC)
         task_ids = [self._listener.new_task_id() for _ in phones]
         messages = self._publisher.messages(
             task_ids,

@@ -16,6 +16,7 @@ from api.problems import Problem
 if TYPE_CHECKING:
     from shared.apikeys import ApiKey
     from shared.broker import AsyncBroker
+    from shared.clock import ServerClock
     from shared.settings import Settings
 
 log = logging.getLogger("endcontact.api")
@@ -37,8 +38,9 @@ class RateLimiter:
     so the limit holds per process, not for the whole service, until the broker is back.
     """
 
-    def __init__(self, broker: AsyncBroker, settings: Settings) -> None:
+    def __init__(self, broker: AsyncBroker, settings: Settings, broker_clock: ServerClock) -> None:
         self._broker = broker
+        self._broker_clock = broker_clock
         self._limit = settings.rate_limit
         self._window = settings.rate_window
         # While the broker did not answer: until when requests are counted here (0: the
@@ -52,7 +54,9 @@ class RateLimiter:
         limit, window = self._limit, self._window
         if limit == 0:
             return {}
-        now = time.time()
+        # The broker's time, as every web process reads it: their windows begin and
+        # end together, whatever their own clocks say.
+        now = self._broker_clock.now()
         slot = int(now // window)
         count = await self._count(key.id, slot)
         reset = max(1, int((slot + 1) * window - now + 0.999))

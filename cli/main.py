@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import TextIO
@@ -20,7 +19,7 @@ from cli import importer
 from cli.supervisor import cli_command, supervise
 from shared import logs
 from shared.apikeys import Scope
-from shared.broker import WORKER_SILENCE, Broker
+from shared.broker import Broker
 from shared.embedded import EmbeddedServerError, embedded_broker, embedded_redis
 from shared.marks import CSV_HEADER
 from shared.settings import Settings, SettingsError
@@ -261,7 +260,7 @@ def cmd_check_worker(settings: Settings, args: argparse.Namespace) -> int:
     with servers(settings, store=False) as resolved:
         broker = Broker.connect(resolved)
         try:
-            alive = broker.live_workers_on(socket.gethostname(), time.time() - WORKER_SILENCE)
+            alive = broker.live_workers_on(socket.gethostname())
         finally:
             broker.close()
     if alive == 0:

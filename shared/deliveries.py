@@ -12,10 +12,12 @@ of the store):
   ec:webhook-lease:<webhook id>  string: the dispatcher that follows the webhook, for
                                  LEASE_MS unless renewed
   ec:dispatchers                 sorted set: dispatcher name -> when it last said it
-                                 was alive (ms): how many share the webhooks
+                                 was alive (ms, the store's clock): how many share the
+                                 webhooks
   ec:deliveries:due:<webhook id> sorted set: the webhook's retries, event id -> when
-                                 its next attempt is due (ms); while one is in flight,
-                                 when the lease of the worker sending it ends
+                                 its next attempt is due (ms, the store's clock); while
+                                 one is in flight, when the lease of the worker sending
+                                 it ends
   ec:deliveries:due              sorted set: webhook id -> the earliest score of its own
                                  set (so a claim looks at webhooks, not at deliveries:
                                  a backlog of one receiver costs the others nothing)

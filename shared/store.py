@@ -30,6 +30,7 @@ import redis
 
 from shared import events
 from shared.apikeys import ApiKey, Scope, check_name, digest, generate_id, generate_secret
+from shared.clock import SERVER_TIME
 from shared.connection import sync_client
 from shared.deliveries import PENDING
 from shared.events import CODES, ORIGIN, Change, Event, EventId, FeedPage, FeedTrimmed
@@ -102,7 +103,9 @@ def events_key(scope: Scope) -> str:
 # write of its own. Only the count of events added to a feed with webhooks (ADDED, for
 # the pending gauge) is kept, one HINCRBY per feed entry; a campaign without webhooks
 # pays one SCARD per script that adds an entry.
-WRITE_SCRIPT = """
+WRITE_SCRIPT = (
+    SERVER_TIME
+    + """
 local marks, stream = KEYS[1], KEYS[2]
 local flags = {}
 local hooked = nil
@@ -145,8 +148,7 @@ while i <= #ARGV do
 end
 -- Past the retention, entries leave the feed, oldest first. A number whose resume
 -- leaves the feed, unchanged since, leaves the hash with its history.
-local now = redis.call('TIME')
-local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[1])
+local cutoff = now_ms - tonumber(ARGV[1])
 if cutoff > 0 then
   local old = redis.call('XRANGE', stream, '-', '(' .. cutoff .. '-0', 'COUNT', ARGV[2])
   local last = nil
@@ -172,6 +174,7 @@ if cutoff > 0 then
 end
 return flags
 """
+)
 
 
 def _script_keys(scope: Scope) -> list[str]:

@@ -39,6 +39,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from shared.apikeys import Scope
+from shared.clock import SERVER_TIME
 from shared.deliveries import DUE, due_key
 from shared.events import ENDED, RESUMED, iso
 
@@ -323,16 +324,22 @@ def listing(records: list[Mapping[Any, Any]]) -> list[Webhook]:
     return sorted(found, key=lambda hook: (hook.created_at, hook.id))
 
 
-# A new secret, the current one kept as the previous until ARGV[2]; nothing if the
-# webhook was deleted meanwhile (an HSET would leave a record with only secrets).
-# Read and written in one script, so two rotations at once each keep a real secret.
-ROTATE_SCRIPT = """
+# A new secret, the current one kept as the previous for ARGV[2] ms of the store's clock
+# (the dispatchers sign on it: worker.deliveries); nothing if the webhook was deleted
+# meanwhile (an HSET would leave a record with only secrets). Read and written in one
+# script, so two rotations at once each keep a real secret. Returns until when (ms),
+# or 0.
+ROTATE_SCRIPT = (
+    SERVER_TIME
+    + """
 local current = redis.call('HGET', KEYS[1], 'secret')
 if not current then return 0 end
+local previous_until = now_ms + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'secret', ARGV[1], 'previous_secret', current,
-           'previous_until', ARGV[2])
-return 1
+           'previous_until', previous_until)
+return previous_until
 """
+)
 
 
 @dataclass(frozen=True)
@@ -393,9 +400,10 @@ class AsyncWebhooks:
         """A new secret; the current one keeps signing for ROTATION_OVERLAP_MS. None
         if the webhook is gone."""
         secret = new_secret()
-        until = now_ms() + ROTATION_OVERLAP_MS
-        done = await self._rotate(keys=[webhook_key(webhook.id)], args=[secret, until])
-        return Rotated(secret, until) if done else None
+        until = await self._rotate(
+            keys=[webhook_key(webhook.id)], args=[secret, ROTATION_OVERLAP_MS]
+        )
+        return Rotated(secret, int(until)) if until else None
 
     async def attempts(self, webhook_id: str, limit: int) -> list[dict[str, Any]]:
         """The latest `limit` delivery attempts, newest first, as the deliveries wrote them."""

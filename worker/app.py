@@ -24,6 +24,7 @@ from kombu.utils.objects import cached_property
 
 from shared import logs
 from shared.broker import Broker
+from shared.clock import ServerClock
 from shared.connection import group
 from shared.metrics import TASKS, Registry
 from shared.settings import Settings
@@ -157,10 +158,12 @@ def create_celery(settings: Settings) -> Celery:
     beats: list[Heartbeat] = []
     metrics = Registry()
     meter = DrainMeter(metrics)
+    # The broker's clock, read at each heartbeat: tasks expire on it (worker.batch).
+    broker_clock = ServerClock()
 
     def start_heartbeat(sender: object, **kwargs: object) -> None:
         name = str(getattr(sender, "hostname", "worker"))
-        beat = Heartbeat(heartbeat_store, heartbeat_broker, name, metrics, meter)
+        beat = Heartbeat(heartbeat_store, heartbeat_broker, name, metrics, meter, broker_clock)
         beat.start()
         beats.append(beat)
 
@@ -218,7 +221,7 @@ def create_celery(settings: Settings) -> Celery:
 
     # The worker runs these tasks in batches (worker/batch.py); the functions below are
     # what one task does, for anyone who calls them directly.
-    batches = Batches(store, metrics)
+    batches = Batches(store, metrics, broker_clock)
     strategy = staticmethod(batches.strategy)
 
     def change(name: str, args: tuple[str, ...]) -> bool:

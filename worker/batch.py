@@ -35,6 +35,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 import redis
@@ -46,6 +47,7 @@ from celery.worker.strategy import default, hybrid_to_proto2, proto1_to_proto2
 from kombu.utils.json import loads
 from kombu.utils.uuid import uuid
 
+from shared.clock import ServerClock
 from shared.events import Change
 from shared.metrics import Registry
 from shared.store import Store
@@ -83,9 +85,10 @@ Handler = Callable[..., Any]
 class Batches:
     """The strategy of the change tasks: `Strategy = staticmethod(batches.strategy)`."""
 
-    def __init__(self, store: Store, metrics: Registry) -> None:
+    def __init__(self, store: Store, metrics: Registry, broker_clock: ServerClock) -> None:
         self._store = store
         self._metrics = metrics
+        self._broker_clock = broker_clock
         # Redis before 6.2 has no RPOP with a count: there a batch is one message.
         self._take = True
         self._share: Any = None
@@ -118,6 +121,7 @@ class Batches:
 
         # Configuration, the same for every message: asked once.
         utc_default = app.uses_utc_timezone()
+        broker_clock = self._broker_clock
 
         def handler(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any) -> None:
             received = body
@@ -146,6 +150,12 @@ class Batches:
                 decoded=decoded,
                 utc=utc,
             )
+            if request.expires:
+                # The web set it on the broker's clock (api.fanout); Celery compares it
+                # with this worker's: moved onto it by the offset the heartbeat read
+                # (no round trip here), so a worker whose clock is ahead expires none
+                # too soon.
+                request.expires -= timedelta(seconds=broker_clock.offset)
             # Expired (its request gave up on it): stored as REVOKED, acked, announced.
             if (request.expires or request.id in revoked) and request.revoked():
                 return

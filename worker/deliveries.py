@@ -20,6 +20,12 @@ it stops with its worker (and dies with it, SIGKILL included). In it:
   score moves to the end of its lease, so no other worker sends it meanwhile; a dead
   worker's lease runs out and someone sends it again, with the same webhook-id), a
   webhook at a time, sends them in a pool of its own and records each outcome.
+
+Due times, leases and signs of life are on the store's clock, read by the scripts that
+write and compare them (shared.clock): dispatchers whose clocks differ still agree on
+when a retry is due and whose lease has run out. An attempt is signed at the store's
+time too, as this process reads it at each tend (a rotated secret's overlap ends on
+that clock).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import redis
 
 from shared import deliveries, logs
 from shared.addresses import AddressError, resolve_public, target
+from shared.clock import SERVER_TIME, ServerClock, seconds
 from shared.connection import sync_client
 from shared.deliveries import DISPATCHERS, DUE, PENDING, Attempt
 from shared.events import entry_events, iso
@@ -60,7 +67,6 @@ from shared.webhooks import (
     feed_stream_key,
     from_record,
     log_key,
-    now_ms,
     webhook_key,
 )
 from worker.senders import USER_AGENT, Connections, Request, error_of, request_target
@@ -119,20 +125,21 @@ end
 """
 
 # Claims due retries, a webhook at a time. KEYS: DUE, PENDING. ARGV: the three
-# prefixes, now ms, lease ms, most to claim, most webhooks to look at, per-webhook cap,
-# drop chunk, then per webhook with attempts in flight here: its id, how many. A
-# claimed delivery's score becomes the end of its lease. A deleted or disabled
-# webhook's deliveries are dropped, not sent. Returns the claimed deliveries (webhook
-# id, event id, attempts so far, body) flat, the records of their webhooks (id,
-# HGETALL reply) flat, and how many deliveries were dropped.
+# prefixes, lease ms, most to claim, most webhooks to look at, per-webhook cap, drop
+# chunk, then per webhook with attempts in flight here: its id, how many. A claimed
+# delivery's score becomes the end of its lease. A deleted or disabled webhook's
+# deliveries are dropped, not sent. Returns the claimed deliveries (webhook id, event
+# id, attempts so far, body) flat, the records of their webhooks (id, HGETALL reply)
+# flat, and how many deliveries were dropped.
 CLAIM_SCRIPT = (
     _PREFIXES
     + _PLACE
+    + SERVER_TIME
     + """
-local now, lease, want = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local scan, cap, chunk = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local now, lease, want = now_ms, tonumber(ARGV[4]), tonumber(ARGV[5])
+local scan, cap, chunk = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local busy = {}
-for i = 10, #ARGV, 2 do busy[ARGV[i]] = tonumber(ARGV[i + 1]) end
+for i = 9, #ARGV, 2 do busy[ARGV[i]] = tonumber(ARGV[i + 1]) end
 local claimed, records, dropped, taken = {}, {}, 0, 0
 for _, hook in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, scan)) do
   if taken >= want then break end
@@ -183,13 +190,14 @@ return {claimed, records, dropped}
 )
 
 # Records one attempt's outcome. KEYS: DUE, PENDING. ARGV: the three prefixes, webhook
-# id, event id, outcome, next attempt (ms), attempts made, log entry, disabled at, log
-# length, log key. A retry is scheduled only while the delivery is still there (not
-# dropped meanwhile) and its webhook still exists; a deleted webhook keeps no log. A
-# disabled webhook comes first in DUE, so that the next claim drops its deliveries.
+# id, event id, outcome, ms until the next attempt, attempts made, log entry, disabled
+# at, log length, log key. A retry is scheduled only while the delivery is still there
+# (not dropped meanwhile) and its webhook still exists; a deleted webhook keeps no log.
+# A disabled webhook comes first in DUE, so that the next claim drops its deliveries.
 RECORD_SCRIPT = (
     _PREFIXES
     + _PLACE
+    + SERVER_TIME
     + """
 local hook, event, outcome = ARGV[4], ARGV[5], ARGV[6]
 local set, delivery, record = due_prefix .. hook, delivery_prefix .. hook .. ':' .. event,
@@ -200,7 +208,7 @@ if exists then
   redis.call('LTRIM', ARGV[12], 0, tonumber(ARGV[11]) - 1)
 end
 if outcome == 'retry' and exists and redis.call('ZSCORE', set, event) then
-  redis.call('ZADD', set, ARGV[7], event)
+  redis.call('ZADD', set, now_ms + tonumber(ARGV[7]), event)
   redis.call('HSET', delivery, 'attempts', ARGV[8])
 else
   if redis.call('ZREM', set, event) == 1 then redis.call('DECR', KEYS[2]) end
@@ -225,7 +233,8 @@ def _prefixes() -> list[str | int]:
 # PENDING, CURSORS, the webhook, its log, its due set, its lease. ARGV: the three
 # prefixes, webhook id, this dispatcher, the new cursor (or ''), disabled at (or ''),
 # log length, number of log entries, the entries (oldest first), then per retry: event
-# id, when due (ms), body. The log and the retries are written while the webhook
+# id, ms until it is due (counted from this commit, at most COMMIT_EVERY after the
+# attempt failed), body. The log and the retries are written while the webhook
 # exists; the cursor only while this dispatcher holds the lease (else the one that
 # took it over sends from the old cursor: duplicates, never a loss). A disabled
 # webhook leaves the registry and comes first in DUE, so the next claim drops its
@@ -233,6 +242,7 @@ def _prefixes() -> list[str | int]:
 COMMIT_SCRIPT = (
     _PREFIXES
     + _PLACE
+    + SERVER_TIME
     + """
 local hook, me, cursor, disabled = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
@@ -243,7 +253,7 @@ if logged > 0 then
 end
 local added = 0
 for i = 10 + logged, #ARGV, 3 do
-  if redis.call('ZADD', KEYS[6], 'NX', ARGV[i + 1], ARGV[i]) == 1 then
+  if redis.call('ZADD', KEYS[6], 'NX', now_ms + tonumber(ARGV[i + 1]), ARGV[i]) == 1 then
     local delivery = delivery_prefix .. hook .. ':' .. ARGV[i]
     redis.call('HSET', delivery, 'attempts', 1, 'body', ARGV[i + 2])
     added = added + 1
@@ -264,6 +274,17 @@ if cursor ~= '' and redis.call('HEXISTS', KEYS[3], hook) == 1 then
   redis.call('HSET', KEYS[3], hook, cursor)
 end
 return 1
+"""
+)
+
+# Says this dispatcher is alive, forgets those silent for a lease. KEYS: DISPATCHERS.
+# ARGV: this dispatcher, lease ms. Returns how many are alive, and the store's TIME.
+ALIVE_SCRIPT = (
+    SERVER_TIME
+    + """
+redis.call('ZADD', KEYS[1], now_ms, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - tonumber(ARGV[2]))
+return {redis.call('ZCARD', KEYS[1]), server_time}
 """
 )
 
@@ -377,7 +398,7 @@ class Follow:
     todo: deque[Todo] = field(default_factory=deque)
     runners: int = 0
     logs: list[str] = field(default_factory=list)
-    retries: list[str | int] = field(default_factory=list)  # event id, due ms, body
+    retries: list[str | int] = field(default_factory=list)  # event id, delay ms, body
     disabled_at: str | None = None
     more: bool = True  # the last read was full: more may wait
     seen: int = -1  # the feed's ADDED count when it was last read
@@ -398,10 +419,12 @@ class Follow:
         return None if entry is None else (entry, passed)
 
 
-def attempt(job: Job, connections: Connections, allow_private: bool) -> Finished:
+def attempt(
+    job: Job, connections: Connections, allow_private: bool, store_clock: ServerClock
+) -> Finished:
     """Make one attempt: the address checked after resolution, the request sent to
     that address (Host header and TLS name kept), signed at this moment."""
-    at = now_ms()
+    at = store_clock.now_ms()
     started = time.perf_counter()
     status: int | None = None
     error: str | None = None
@@ -452,6 +475,10 @@ class Dispatcher:
         self._redis = sync_client(
             settings, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
         )
+        # The store's clock as this process reads it at each tend: attempts are
+        # signed on it (its due times and leases are the scripts' own reading).
+        self._store_clock = ServerClock()
+        self._alive = self._follower.register_script(ALIVE_SCRIPT)
         self._commit_script = self._follower.register_script(COMMIT_SCRIPT)
         self._renew = self._follower.register_script(RENEW_SCRIPT)
         self._release = self._follower.register_script(RELEASE_SCRIPT)
@@ -515,23 +542,22 @@ class Dispatcher:
     def _tend(self) -> None:
         """Say this dispatcher is alive, renew its leases, and follow its fair share
         of the webhooks: take free ones below it, let go of some above it."""
-        now = now_ms()
         with self._lock:
             owned = list(self._follows)
         with self._follower.pipeline(transaction=False) as pipe:
-            pipe.zadd(DISPATCHERS, {self._name: now})
-            pipe.zremrangebyscore(DISPATCHERS, "-inf", now - LEASE_MS)
-            pipe.zcard(DISPATCHERS)
+            self._alive(keys=[DISPATCHERS], args=[self._name, LEASE_MS], client=pipe)
             pipe.hgetall(CURSORS)
             for hook in owned:
                 self._renew(
                     keys=[deliveries.lease_key(hook)], args=[self._name, LEASE_MS], client=pipe
                 )
                 pipe.hgetall(webhook_key(hook))
+            sent = time.time()
             replies = pipe.execute()
-        live, registry = int(replies[2]), replies[3]
+        self._store_clock.observe(seconds(replies[0][1]), sent, time.time())
+        live, registry = int(replies[0][0]), replies[1]
         with self._lock:
-            for hook, renewed, record in zip(owned, replies[4::2], replies[5::2], strict=True):
+            for hook, renewed, record in zip(owned, replies[2::2], replies[3::2], strict=True):
                 follow = self._follows.get(hook)
                 found = from_record(record)
                 if follow is None:
@@ -655,7 +681,7 @@ class Dispatcher:
                         return
                     todo = follow.todo.popleft()
                     job = Job(follow.webhook, todo.event_id, 0, todo.body)
-                finished = attempt(job, self._connections, self._allow_private)
+                finished = attempt(job, self._connections, self._allow_private, self._store_clock)
                 result = self._finished(follow, todo, finished)
                 self._count(finished, result)
         finally:
@@ -670,10 +696,10 @@ class Dispatcher:
             follow.logs.append(entry)
             todo.entry.left -= 1
             if result == deliveries.RETRY:
-                due = now_ms() + deliveries.retry_delay(1, self._schedule) * 1000
-                follow.retries.extend((todo.event_id, due, todo.body))
+                delay = deliveries.retry_delay(1, self._schedule) * 1000
+                follow.retries.extend((todo.event_id, delay, todo.body))
             elif result == deliveries.DISABLED and follow.disabled_at is None:
-                follow.disabled_at = iso(now_ms())
+                follow.disabled_at = iso(self._store_clock.now_ms())
                 follow.todo.clear()
         return result
 
@@ -819,7 +845,7 @@ class Dispatcher:
             for _, args in outcomes:
                 self._record(keys=[DUE, PENDING], args=args, client=pipe)
             if room > 0:
-                args = [*_prefixes(), now_ms(), LEASE_MS, room, SCAN, WINDOW, DROP_CHUNK]
+                args = [*_prefixes(), LEASE_MS, room, SCAN, WINDOW, DROP_CHUNK]
                 args += self._in_flight.claim_args()
                 self._claim(keys=[DUE, PENDING], args=args, client=pipe)
             replies = pipe.execute()
@@ -831,7 +857,9 @@ class Dispatcher:
         jobs, _ = parse_claim(replies[-1])
         for job in jobs:
             self._in_flight.add(job.webhook.id)
-            future = self._pool.submit(attempt, job, self._connections, self._allow_private)
+            future = self._pool.submit(
+                attempt, job, self._connections, self._allow_private, self._store_clock
+            )
             future.add_done_callback(self._attempted)
         return bool(jobs) or bool(recording)
 
@@ -845,9 +873,9 @@ class Dispatcher:
         job = finished.job
         made = job.attempts + 1
         result = deliveries.outcome(finished.attempt, made, self._schedule)
-        next_ms = 0
+        delay = 0
         if result == deliveries.RETRY:
-            next_ms = now_ms() + deliveries.retry_delay(made, self._schedule) * 1000
+            delay = deliveries.retry_delay(made, self._schedule) * 1000
         hook = job.webhook.id
         entry = deliveries.log_entry(job.event_id, made, finished.at_ms, finished.attempt, result)
         args: list[str | int] = [
@@ -855,10 +883,10 @@ class Dispatcher:
             hook,
             job.event_id,
             result,
-            next_ms,
+            delay,
             made,
             entry,
-            iso(now_ms()),
+            iso(self._store_clock.now_ms()),
             LOG_LENGTH,
             log_key(hook),
         ]

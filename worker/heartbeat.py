@@ -3,7 +3,8 @@ tell whether anyone will run its tasks without a broadcast round to every worker
 says how many tasks a second it runs, so the web can refuse what cannot be done in
 time (api.admission); on the same beat it adds its metrics to everyone's in the store
 (shared.metrics), and now and then it trims the change feeds nobody writes to
-(Store.trim_feeds: writes trim their own campaign's as they go)."""
+(Store.trim_feeds: writes trim their own campaign's as they go). Each beat also reads
+the broker's clock, on which the web sets a task's expiry (shared.clock, worker.batch)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import redis
 
 from shared.broker import Broker
+from shared.clock import ServerClock
 from shared.metrics import TASKS, Registry
 from shared.store import Store
 
@@ -108,10 +110,17 @@ class DrainMeter:
 
 class Heartbeat:
     def __init__(
-        self, store: Store, broker: Broker, name: str, metrics: Registry, meter: DrainMeter
+        self,
+        store: Store,
+        broker: Broker,
+        name: str,
+        metrics: Registry,
+        meter: DrainMeter,
+        clock: ServerClock,
     ) -> None:
         self._store = store
         self._broker = broker
+        self._clock = clock
         self._name = name
         self._metrics = metrics
         self._meter = meter
@@ -119,6 +128,8 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def start(self) -> None:
+        # The first beat before the worker takes a task: it reads the broker's clock.
+        self._beat()
         self._thread.start()
 
     def stop(self) -> None:
@@ -131,12 +142,7 @@ class Heartbeat:
 
     def _run(self) -> None:
         trimmed = -math.inf  # a first sweep at start-up
-        while not self._stop.is_set():
-            try:
-                waiting = self._broker.queued() > 0
-                self._broker.heartbeat(self._name, time.time(), self._meter.rate(waiting))
-            except (redis.RedisError, OSError) as exc:
-                log.warning("heartbeat failed: %s", exc.__class__.__name__)
+        while True:
             self._flush()
             if time.monotonic() - trimmed >= TRIM_EVERY:
                 trimmed = time.monotonic()
@@ -144,7 +150,19 @@ class Heartbeat:
                     self._store.trim_feeds(every_ms=int(TRIM_EVERY * 1000))
                 except (redis.RedisError, OSError) as exc:
                     log.warning("trimming the feeds failed: %s", exc.__class__.__name__)
-            self._stop.wait(INTERVAL)
+            if self._stop.wait(INTERVAL):
+                return
+            self._beat()
+
+    def _beat(self) -> None:
+        try:
+            waiting = self._broker.queued() > 0
+            rate = self._meter.rate(waiting)
+            sent = time.time()
+            server = self._broker.heartbeat(self._name, rate)
+            self._clock.observe(server, sent, time.time())
+        except (redis.RedisError, OSError) as exc:
+            log.warning("heartbeat failed: %s", exc.__class__.__name__)
 
     def _flush(self) -> None:
         with self._metrics.flushing() as counts:
