@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -314,8 +316,9 @@ def _outcome(
     if change is None:
         failed = BatchFailed("arguments are not those of a change (shared.tasks)")
     elif (changed := next(stored)) is None:
-        # The store refused this campaign's changes (e.g. WRONGTYPE); the others stand.
-        failed = BatchFailed("refused by the store")
+        # The store refused this campaign's changes (e.g. WRONGTYPE), or this request's
+        # deadline had passed; the others stand.
+        failed = BatchFailed("refused by the store (its campaign's keys, or past its deadline)")
     else:
         return changed
     # As Celery logs a task that raised: its id and its arguments' repr (masked).
@@ -324,7 +327,12 @@ def _outcome(
 
 
 def _change(request: Any) -> Change | None:
-    """The change a request asks for, if its arguments are ours."""
+    """The change a request asks for, if its arguments are ours, with its expiry (its
+    request's deadline) for the store to check when it writes: the check on receipt
+    (Batches.strategy) cannot see a worker stopped, or a store stalled, after it."""
     if request.kwargs:
         return None
-    return change_of(request.name, request.args)
+    change = change_of(request.name, request.args)
+    if change is None or request.expires is None:
+        return change
+    return replace(change, deadline_ms=math.floor(request.expires.timestamp() * 1000))
