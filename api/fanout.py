@@ -52,13 +52,14 @@ class FanOut:
     async def change(self, kind: str, scope: Scope, phones: list[str], context: Context) -> Outcome:
         """Run one task per number to end or resume contact (`kind`, shared.events); a
         task not known to have succeeded is a failure."""
+        # Past its request's deadline a task is pointless: the worker discards it, and
+        # the store refuses its write. Taken before the deadline, so that it is never
+        # later: what is answered as a failure is never made afterwards. On the broker's
+        # clock, which the worker reads too (worker.batch): neither machine's clock need
+        # be right. Read in the background (ServerClock.kept), not in this request's path.
+        expires = datetime.fromtimestamp(self._broker_clock.now() + self._timeout, UTC)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
-        # Past its request's deadline a task is pointless: the worker discards it. On
-        # the broker's clock, which the worker reads too (worker.batch): neither
-        # machine's clock need be right. Read in the background (ServerClock.kept),
-        # not in this request's path.
-        expires = datetime.fromtimestamp(self._broker_clock.now() + self._timeout, UTC)
         task_ids = [self._listener.new_task_id() for _ in phones]
         messages = self._publisher.messages(
             task_ids,

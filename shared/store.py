@@ -30,7 +30,7 @@ import redis
 
 from shared import events
 from shared.apikeys import ApiKey, Scope, check_name, digest, generate_id, generate_secret
-from shared.clock import SERVER_TIME
+from shared.clock import SERVER_TIME, seconds
 from shared.connection import sync_client
 from shared.deliveries import PENDING
 from shared.events import CODES, ORIGIN, Change, Event, EventId, FeedPage, FeedTrimmed
@@ -96,8 +96,11 @@ def events_key(scope: Scope) -> str:
 
 # Applies one campaign's changes (shared.events): KEYS hash, stream, TRIMMED, FEEDS,
 # the campaign's webhooks set, ADDED; ARGV retention ms, trim budget, feed name, then
-# per request: code, key id, request id, stored reason, count, numbers. Returns 1 per
-# number it changed, 0 per other.
+# per request: code, key id, request id, stored reason, deadline (ms, 0: none), count,
+# numbers. Returns 1 per number it changed, 0 per other, -1 per number of a request
+# past its deadline by the store's clock: not applied, so that a change its request
+# gave up on (and answered as a failure) is never made later, by a worker that was
+# stopped with it in hand or whose write waited behind a stalled store.
 #
 # The deliveries follow the feed itself (worker/deliveries.py): a change costs them no
 # write of its own. Only the count of events added to a feed with webhooks (ADDED, for
@@ -107,42 +110,49 @@ WRITE_SCRIPT = (
     SERVER_TIME
     + """
 local marks, stream = KEYS[1], KEYS[2]
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local flags = {}
 local hooked = nil
 local i = 4
 while i <= #ARGV do
   local code, kid, rid, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local n = tonumber(ARGV[i + 4])
-  local first = i + 5
-  local olds = redis.call('HMGET', marks, unpack(ARGV, first, first + n - 1))
-  local changed = {}
-  for j = 1, n do
-    local old = olds[j]
-    local ended = old ~= false and string.sub(old, 1, 1) ~= 'r'
-    if ended ~= (code == 'e') then
-      changed[#changed + 1] = j
-      flags[#flags + 1] = 1
-    else
-      flags[#flags + 1] = 0
-    end
-  end
-  if #changed > 0 then
-    local phones = {}
-    for x, j in ipairs(changed) do phones[x] = ARGV[first + j - 1] end
-    local id = redis.call('XADD', stream, '*', 't', code, 'k', kid, 'q', rid, 'r', reason,
-      'n', table.concat(phones, ','))
-    if hooked == nil then hooked = redis.call('SCARD', KEYS[5]) > 0 end
-    if hooked then redis.call('HINCRBY', KEYS[6], ARGV[3], #phones) end
-    local tail = ' ' .. kid .. ' ' .. rid .. ' ' .. reason
-    local writes = {}
-    for x, j in ipairs(changed) do
-      local line = code .. id .. '-' .. (x - 1) .. tail
+  local deadline = tonumber(ARGV[i + 4])
+  local n = tonumber(ARGV[i + 5])
+  local first = i + 6
+  if deadline > 0 and now_ms > deadline then
+    for j = 1, n do flags[#flags + 1] = -1 end
+  else
+    local olds = redis.call('HMGET', marks, unpack(ARGV, first, first + n - 1))
+    local changed = {}
+    for j = 1, n do
       local old = olds[j]
-      writes[#writes + 1] = phones[x]
-      writes[#writes + 1] = old and (line .. '\\n' .. old) or line
+      local ended = old ~= false and string.sub(old, 1, 1) ~= 'r'
+      if ended ~= (code == 'e') then
+        changed[#changed + 1] = j
+        flags[#flags + 1] = 1
+      else
+        flags[#flags + 1] = 0
+      end
     end
-    redis.call('HSET', marks, unpack(writes))
-    redis.call('SADD', KEYS[4], ARGV[3])
+    if #changed > 0 then
+      local phones = {}
+      for x, j in ipairs(changed) do phones[x] = ARGV[first + j - 1] end
+      local id = redis.call('XADD', stream, '*', 't', code, 'k', kid, 'q', rid, 'r', reason,
+        'n', table.concat(phones, ','))
+      if hooked == nil then hooked = redis.call('SCARD', KEYS[5]) > 0 end
+      if hooked then redis.call('HINCRBY', KEYS[6], ARGV[3], #phones) end
+      local tail = ' ' .. kid .. ' ' .. rid .. ' ' .. reason
+      local writes = {}
+      for x, j in ipairs(changed) do
+        local line = code .. id .. '-' .. (x - 1) .. tail
+        local old = olds[j]
+        writes[#writes + 1] = phones[x]
+        writes[#writes + 1] = old and (line .. '\\n' .. old) or line
+      end
+      redis.call('HSET', marks, unpack(writes))
+      redis.call('SADD', KEYS[4], ARGV[3])
+    end
   end
   i = first + n
 end
@@ -200,13 +210,19 @@ class _Plan:
 
 
 def _plans(changes: Sequence[Change]) -> dict[Scope, _Plan]:
-    """The batch's changes by campaign, then by request (same kind, key, request id
-    and reason), each in the order first seen. Within a campaign the requests apply
-    in that order; changes of one request never change order."""
-    grouped: dict[Scope, dict[tuple[str, str, str, str], list[int]]] = {}
+    """The batch's changes by campaign, then by request (same kind, key, request id,
+    reason and deadline), each in the order first seen. Within a campaign the requests
+    apply in that order; changes of one request never change order."""
+    grouped: dict[Scope, dict[tuple[str, str, str, str, int], list[int]]] = {}
     for position, change in enumerate(changes):
         context = change.context
-        request = (CODES[change.kind], context.key_id, context.request_id, context.stored_reason())
+        request = (
+            CODES[change.kind],
+            context.key_id,
+            context.request_id,
+            context.stored_reason(),
+            change.deadline_ms,
+        )
         grouped.setdefault(change.scope, {}).setdefault(request, []).append(position)
     plans: dict[Scope, _Plan] = {}
     for scope, requests in grouped.items():
@@ -290,8 +306,9 @@ class Store:
     def apply_changes(self, changes: Sequence[Change]) -> list[bool | None]:
         """Apply every change, each mark with its event, on disk, in one round trip: a
         script per campaign (shared.events) and one WAITAOF. Per change: True if it
-        changed the number's state, False if the number was already so, None if Redis
-        refused its campaign's script (e.g. the campaign's key is not a hash).
+        changed the number's state, False if the number was already so, None if it was
+        not applied: Redis refused its campaign's script (e.g. the campaign's key is not
+        a hash), or its deadline (Change.deadline_ms) had passed by the store's clock.
 
         Raises (redis.RedisError, OSError, NotDurable) when no change can be vouched
         for. Errors are returned, not raised: redis-py's message for a failed
@@ -317,8 +334,14 @@ class Store:
         for plan, reply in zip(plans.values(), replies, strict=True):
             flags = None if isinstance(reply, Exception) else list(reply)
             for at, position in enumerate(plan.positions):
-                outcome[position] = None if flags is None else bool(flags[at])
+                flag = None if flags is None else int(flags[at])
+                # -1: past its deadline, not applied.
+                outcome[position] = None if flag is None or flag < 0 else bool(flag)
         return [outcome[position] for position in range(len(changes))]
+
+    def time(self) -> float:
+        """The store's clock (TIME), in seconds since the epoch."""
+        return seconds(self._redis.time())
 
     def trim_feeds(self, every_ms: int = 0) -> int:
         """Trim every campaign's feed of what is past the retention (writes trim as they

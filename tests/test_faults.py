@@ -437,3 +437,50 @@ def _reads_and_an_end(stack: Stack, caller: Caller, phone: str) -> None:
         ended = post_numbers(http, caller.headers, ["(509) 555-0124"])
         assert ended.status_code in (201, 503), ended.text
         assert time.monotonic() - started < stack.timeout + 3
+
+
+def test_a_change_answered_as_a_failure_is_never_made_later(tmp_path: Path) -> None:
+    """Issue 19, found by the chaos run (tests/chaos.py): a worker that had taken a task
+    in time, then was held up (stopped, or its write waiting on a stalled store), made
+    the change seconds after its request had answered it as a failure; a resume
+    acknowledged meanwhile could be undone by it. Now the store refuses a change past
+    its request's deadline, by its own clock."""
+    stack = Stack(tmp_path, timeout=2.0).start()
+    assert stack.worker is not None
+    assert stack.redis is not None
+    try:
+        caller = new_caller(store_for(stack))
+        # The worker stopped, and its BRPOP over (it waits 1 s): the task stays queued.
+        stack.worker.send_signal(signal.SIGSTOP)
+        wait_until(
+            lambda: stack.broker_client.info("clients")["blocked_clients"] == 0,
+            10,
+            "the worker's BRPOP over",
+        )
+        with ThreadPoolExecutor(1) as pool:
+            sent = pool.submit(post_numbers, stack.base, caller.headers, ["(509) 555-0100"])
+            wait_until(lambda: queued(stack) == 1, 10, "the task queued, its key checked")
+            # The store stalls; the worker takes the task in time and its write waits.
+            stack.redis.send_signal(signal.SIGSTOP)
+            stack.worker.send_signal(signal.SIGCONT)
+            wait_until(lambda: queued(stack) == 0, 10, "the task taken")
+            answer = sent.result()
+        assert answer.json() == {"success": [], "failure": ["+15095550100"]}
+        # The write reaches the store now, after the answer.
+        stack.redis.send_signal(signal.SIGCONT)
+        wait_until(
+            lambda: (
+                "refused by the store" in stack.logs()
+                or store_for(stack).ended_at(caller.key.scope, "+15095550100")
+            ),
+            10,
+            "the worker's write done",
+        )
+        with httpx.Client(base_url=stack.base, headers=caller.headers, timeout=10) as http:
+            assert http.get(lookup_path("+15095550100")).status_code == 404
+            assert http.get(f"{URL}/events").json()["events"] == []
+    finally:
+        for process in (stack.worker, stack.redis):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+        stack.stop()

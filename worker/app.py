@@ -158,12 +158,16 @@ def create_celery(settings: Settings) -> Celery:
     beats: list[Heartbeat] = []
     metrics = Registry()
     meter = DrainMeter(metrics)
-    # The broker's clock, read at each heartbeat: tasks expire on it (worker.batch).
+    # The broker's clock, read at each heartbeat: tasks expire on it (worker.batch). And
+    # the store's, on which the write script checks each change's deadline.
     broker_clock = ServerClock()
+    store_clock = ServerClock()
 
     def start_heartbeat(sender: object, **kwargs: object) -> None:
         name = str(getattr(sender, "hostname", "worker"))
-        beat = Heartbeat(heartbeat_store, heartbeat_broker, name, metrics, meter, broker_clock)
+        beat = Heartbeat(
+            heartbeat_store, heartbeat_broker, name, metrics, meter, broker_clock, store_clock
+        )
         beat.start()
         beats.append(beat)
 
@@ -221,7 +225,7 @@ def create_celery(settings: Settings) -> Celery:
 
     # The worker runs these tasks in batches (worker/batch.py); the functions below are
     # what one task does, for anyone who calls them directly.
-    batches = Batches(store, metrics, broker_clock)
+    batches = Batches(store, metrics, broker_clock, store_clock)
     strategy = staticmethod(batches.strategy)
 
     def change(name: str, args: tuple[str, ...]) -> bool:

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -85,10 +87,13 @@ Handler = Callable[..., Any]
 class Batches:
     """The strategy of the change tasks: `Strategy = staticmethod(batches.strategy)`."""
 
-    def __init__(self, store: Store, metrics: Registry, broker_clock: ServerClock) -> None:
+    def __init__(
+        self, store: Store, metrics: Registry, broker_clock: ServerClock, store_clock: ServerClock
+    ) -> None:
         self._store = store
         self._metrics = metrics
         self._broker_clock = broker_clock
+        self._store_clock = store_clock
         # Redis before 6.2 has no RPOP with a count: there a batch is one message.
         self._take = True
         self._share: Any = None
@@ -256,7 +261,7 @@ class Batches:
             worker_state.task_accepted(request)
             if events:
                 request.send_event("task-started")
-        changes = [_change(request) for request in requests]
+        changes = [_change(request, self._store_clock) for request in requests]
         outcomes: list[bool | BatchFailed]
         try:
             stored = iter(self._store.apply_changes([c for c in changes if c is not None]))
@@ -324,8 +329,9 @@ def _outcome(
     if change is None:
         failed = BatchFailed("arguments are not those of a change (shared.tasks)")
     elif (changed := next(stored)) is None:
-        # The store refused this campaign's changes (e.g. WRONGTYPE); the others stand.
-        failed = BatchFailed("refused by the store")
+        # The store refused this campaign's changes (e.g. WRONGTYPE), or this request's
+        # deadline had passed; the others stand.
+        failed = BatchFailed("refused by the store (its campaign's keys, or past its deadline)")
     else:
         return changed
     # As Celery logs a task that raised: its id and its arguments' repr (masked).
@@ -333,8 +339,16 @@ def _outcome(
     return failed
 
 
-def _change(request: Any) -> Change | None:
-    """The change a request asks for, if its arguments are ours."""
+def _change(request: Any, store_clock: ServerClock) -> Change | None:
+    """The change a request asks for, if its arguments are ours, with its expiry (its
+    request's deadline) for the store to check when it writes: the check on receipt
+    (Batches.strategy) cannot see a worker stopped, or a store stalled, after it. The
+    expiry is on this worker's clock by then (moved there from the broker's); the store
+    compares it with its own, so it moves once more, by the store's offset."""
     if request.kwargs:
         return None
-    return change_of(request.name, request.args)
+    change = change_of(request.name, request.args)
+    if change is None or request.expires is None:
+        return change
+    deadline = request.expires.timestamp() + store_clock.offset
+    return replace(change, deadline_ms=math.floor(deadline * 1000))

@@ -4,7 +4,8 @@ says how many tasks a second it runs, so the web can refuse what cannot be done 
 time (api.admission); on the same beat it adds its metrics to everyone's in the store
 (shared.metrics), and now and then it trims the change feeds nobody writes to
 (Store.trim_feeds: writes trim their own campaign's as they go). Each beat also reads
-the broker's clock, on which the web sets a task's expiry (shared.clock, worker.batch)."""
+the broker's clock, on which the web sets a task's expiry, and the store's, on which
+the write script checks it (shared.clock, worker.batch)."""
 
 from __future__ import annotations
 
@@ -117,10 +118,12 @@ class Heartbeat:
         metrics: Registry,
         meter: DrainMeter,
         clock: ServerClock,
+        store_clock: ServerClock,
     ) -> None:
         self._store = store
         self._broker = broker
         self._clock = clock
+        self._store_clock = store_clock
         self._name = name
         self._metrics = metrics
         self._meter = meter
@@ -163,6 +166,12 @@ class Heartbeat:
             self._clock.observe(server, sent, time.time())
         except (redis.RedisError, OSError) as exc:
             log.warning("heartbeat failed: %s", exc.__class__.__name__)
+        try:
+            sent = time.time()
+            server = self._store.time()
+            self._store_clock.observe(server, sent, time.time())
+        except (redis.RedisError, OSError) as exc:
+            log.warning("reading the store's clock failed: %s", exc.__class__.__name__)
 
     def _flush(self) -> None:
         with self._metrics.flushing() as counts:
