@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from celery.states import FAILURE, SUCCESS
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,12 +27,14 @@ from api.publisher import TaskPublisher
 from shared.apikeys import Scope
 from shared.embedded import free_port, local_url, start_server, stop_server
 from shared.events import ENDED, Change, Context
+from shared.settings import Settings
 from shared.store import NotDurable, Store, ended_key
 from shared.tasks import QUEUE, RESULT_KEY_PREFIX, listener_of, task_id
 from tests.conftest import Caller, new_caller
 from tests.helpers import numbers, post_numbers, wait_until
 from tests.processes import ROOT, Stack, stop
-from worker.batch import SHARED_FROM
+from worker.app import RESULT_EXPIRES, create_celery
+from worker.batch import SHARED_FROM, BatchFailed
 
 # A worker takes one message, then every waiting one if fewer than SHARED_FROM wait.
 ONE_BATCH = 30
@@ -181,6 +184,30 @@ def test_apply_changes_is_not_durable_without_an_append_only_file(tmp_path: Path
             store.apply_changes([_ending(Scope("batch", "volatile"), "+15095550001")])
     finally:
         stop_server(server)
+
+
+def test_a_batch_stores_its_failures_beside_its_successes(redis_url: str, broker_url: str) -> None:
+    # The worker's own backend (worker/backend.py), as the worker configures it.
+    settings = Settings.from_env({"REDIS_URL": redis_url, "ENDCONTACT_BROKER_URL": broker_url})
+    app = create_celery(settings)
+    listener = uuid.uuid4().hex
+    done, refused, celerys = task_id(listener, 0), task_id(listener, 1), str(uuid.uuid4())
+    app.backend.store_results(
+        [
+            (done, SUCCESS, True),
+            (refused, FAILURE, BatchFailed("refused by the store")),
+            (celerys, FAILURE, BatchFailed("refused by the store")),
+        ]
+    )
+    broker = redis.Redis.from_url(broker_url, decode_responses=True)
+    for task, state in ((done, SUCCESS), (refused, FAILURE), (celerys, FAILURE)):
+        stored = broker.get(RESULT_KEY_PREFIX + task)
+        assert stored is not None, task
+        assert json.loads(stored)["status"] == state
+        assert 0 < broker.ttl(RESULT_KEY_PREFIX + task) <= RESULT_EXPIRES
+        # As any Celery client reads it.
+        assert app.AsyncResult(task).state == state
+    broker.close()
 
 
 names = st.text(st.characters(codec="utf-8"), max_size=30)
