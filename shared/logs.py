@@ -11,6 +11,8 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from traceback import extract_tb
+from types import TracebackType
 
 # Set by the web for the request being served; every line logged meanwhile carries it.
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -39,7 +41,14 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             # The type and frames, not the message: it can carry request data.
             entry["exception"] = record.exc_info[0].__name__
+            entry["traceback"] = _frames(record.exc_info[2])
         return json.dumps(entry, default=str)
+
+
+def _frames(tb: TracebackType | None) -> str:
+    """Python's traceback without the source lines (a line may hold a literal)."""
+    lines = [f'  File "{f.filename}", line {f.lineno}, in {f.name}\n' for f in extract_tb(tb)]
+    return "Traceback (most recent call last):\n" + "".join(lines)
 
 
 def configure(level: int = logging.INFO) -> None:

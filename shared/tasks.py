@@ -47,10 +47,11 @@ def task_args(scope: Scope, phone: str, context: Context = NO_CONTEXT) -> list[s
     ]
 
 
-def change_of(name: str, args: object) -> Change | None:
-    """The change a task's name and arguments ask for, if they are ours."""
-    kind = KINDS.get(name)
-    if kind is None or not isinstance(args, list | tuple):
+def change_of(name: object, args: object) -> Change | None:
+    """The change a task's name and arguments ask for, if they are ours (whatever a
+    message holds: None for anything else, never an error)."""
+    kind = KINDS.get(name) if isinstance(name, str) else None
+    if kind is None or not isinstance(args, list | tuple) or len(args) not in (3, 6):
         return None
     if not all(isinstance(arg, str) for arg in args) or not _E164.fullmatch(args[2]):
         return None

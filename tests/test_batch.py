@@ -3,16 +3,23 @@ the web builds a request's messages from one template (api/publisher.py)."""
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import signal
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis
+from celery.states import FAILURE, SUCCESS
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,12 +27,14 @@ from api.publisher import TaskPublisher
 from shared.apikeys import Scope
 from shared.embedded import free_port, local_url, start_server, stop_server
 from shared.events import ENDED, Change, Context
+from shared.settings import Settings
 from shared.store import NotDurable, Store, ended_key
 from shared.tasks import QUEUE, RESULT_KEY_PREFIX, listener_of, task_id
 from tests.conftest import Caller, new_caller
 from tests.helpers import numbers, post_numbers, wait_until
-from tests.processes import Stack, stop
-from worker.batch import SHARED_FROM
+from tests.processes import ROOT, Stack, stop
+from worker.app import RESULT_EXPIRES, create_celery
+from worker.batch import SHARED_FROM, BatchFailed
 
 # A worker takes one message, then every waiting one if fewer than SHARED_FROM wait.
 ONE_BATCH = 30
@@ -177,6 +186,30 @@ def test_apply_changes_is_not_durable_without_an_append_only_file(tmp_path: Path
         stop_server(server)
 
 
+def test_a_batch_stores_its_failures_beside_its_successes(redis_url: str, broker_url: str) -> None:
+    # The worker's own backend (worker/backend.py), as the worker configures it.
+    settings = Settings.from_env({"REDIS_URL": redis_url, "ENDCONTACT_BROKER_URL": broker_url})
+    app = create_celery(settings)
+    listener = uuid.uuid4().hex
+    done, refused, celerys = task_id(listener, 0), task_id(listener, 1), str(uuid.uuid4())
+    app.backend.store_results(
+        [
+            (done, SUCCESS, True),
+            (refused, FAILURE, BatchFailed("refused by the store")),
+            (celerys, FAILURE, BatchFailed("refused by the store")),
+        ]
+    )
+    broker = redis.Redis.from_url(broker_url, decode_responses=True)
+    for task, state in ((done, SUCCESS), (refused, FAILURE), (celerys, FAILURE)):
+        stored = broker.get(RESULT_KEY_PREFIX + task)
+        assert stored is not None, task
+        assert json.loads(stored)["status"] == state
+        assert 0 < broker.ttl(RESULT_KEY_PREFIX + task) <= RESULT_EXPIRES
+        # As any Celery client reads it.
+        assert app.AsyncResult(task).state == state
+    broker.close()
+
+
 names = st.text(st.characters(codec="utf-8"), max_size=30)
 
 
@@ -201,3 +234,111 @@ def test_task_ids_name_their_listener() -> None:
     assert listener_of(task_id(listener, 7)) == listener
     assert listener_of(str(uuid.uuid4())) is None  # Celery's own ids
     assert listener_of(f"{listener}-batch") is None
+
+
+# --- Malformed messages -------------------------------------------------------------
+
+# The number the malformed messages carry: it must not show in the logs.
+HIDDEN = "+15095559876"
+
+
+def malformed_messages(listener: str) -> dict[str, tuple[str | None, str]]:
+    """What a broken or hostile publisher may put on the queue, built from a real
+    message (api/publisher.py) with one thing wrong each: kind -> (task id, message)."""
+    publisher = TaskPublisher(None)  # type: ignore[arg-type]  # builds, never sends
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+    scope_args = ["malformed", "tenant"]
+    good_args = [*scope_args, HIDDEN, "key_x", "request-x", ""]
+    made: dict[str, tuple[str | None, str]] = {}
+
+    def make(kind: str, body: object = None, *, raw: bytes | None = None, drop: str = "") -> None:
+        task = task_id(listener, len(made))
+        envelope = json.loads(publisher.message(task, good_args, "['+15*******76']", expires))
+        if raw is None:
+            _, kwargs, embed = json.loads(base64.b64decode(envelope["body"]))
+            raw = json.dumps(body if kind == "not three parts" else [body, kwargs, embed]).encode()
+            if kind == "kwargs not a dict":
+                raw = json.dumps([good_args, [HIDDEN], embed]).encode()
+        envelope["body"] = base64.b64encode(raw).decode()
+        if drop:
+            del envelope["headers"][drop]
+        made[kind] = (None if drop == "id" else task, json.dumps(envelope))
+
+    make("wrong arity", scope_args)
+    make("args not a list", HIDDEN)
+    make("a number for a string", [*scope_args, 15095559876, "key_x", "request-x", ""])
+    make("kwargs not a dict")
+    make("not three parts", {"number": HIDDEN})
+    make("body not JSON", raw=f'[["{HIDDEN}"'.encode())
+    make("no id", good_args, drop="id")
+    make("no task name", good_args, drop="task")
+    return made
+
+
+def _stored(broker: redis.Redis, task: str) -> Callable[[], int]:
+    return lambda: broker.exists(RESULT_KEY_PREFIX + task)
+
+
+def inspect(stack: Stack, what: str) -> Any:
+    """`celery -A worker.celery_app inspect <what> --json`: each worker's answer."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ENDCONTACT_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker.celery_app", "inspect", what, "--json"],
+        cwd=ROOT,
+        env={**env, **stack.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def test_a_malformed_message_fails_only_itself(slow_stack: Stack) -> None:
+    stack = slow_stack
+    caller = new_caller(Store(stack.client))
+    broker = stack.broker_client
+    bad = malformed_messages(uuid.uuid4().hex)
+    assert stack.worker is not None
+    stop(stack.worker)
+    # Oldest first: the worker's first message, and the batch it starts, has every
+    # malformed one beside numbers of the request.
+    broker.lpush(QUEUE, *(message for _, message in bad.values()))
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(post, stack.base, caller, numbers(0, 50))
+        wait_until(lambda: broker.llen(QUEUE) == len(bad) + 50, 30, "every message queued")
+        stack.start_worker()
+        response = future.result()
+
+    assert response.status_code == 201
+    assert response.json()["failure"] == []
+    assert len(response.json()["success"]) == 50
+    # Each on its own now, the first message of its batch: dropped, and the worker
+    # takes what comes next.
+    alone = malformed_messages(uuid.uuid4().hex)
+    for kind, (task, message) in alone.items():
+        broker.lpush(QUEUE, message)
+        # Handled: its failure stored, or (no id) at least taken.
+        done = (lambda: broker.llen(QUEUE) == 0) if task is None else _stored(broker, task)
+        wait_until(done, 10, f"{kind} dropped")
+    again = post(stack.base, caller, numbers(100, 5))
+    assert again.status_code == 201
+    assert len(again.json()["success"]) == 5
+
+    # A malformed message with a task id failed, as Celery stores a failure.
+    for kind, (task, _) in [*bad.items(), *alone.items()]:
+        if task is not None:
+            stored = broker.get(RESULT_KEY_PREFIX + task)
+            assert stored is not None, kind
+            assert json.loads(stored)["status"] == "FAILURE", kind
+    # Nothing left running or waiting in the worker's books.
+    assert list(inspect(stack, "active").values()) == [[]]
+    assert list(inspect(stack, "reserved").values()) == [[]]
+    # Each logged with its traceback, never with its number; none acknowledged twice.
+    logs = stack.logs()
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    failed = [line for line in lines if line["level"] == "ERROR" and "traceback" in line]
+    for kind, (task, _) in [*bad.items(), *alone.items()]:
+        assert any("task_id" in line and line["task_id"] == task for line in failed), kind
+    assert HIDDEN[2:] not in logs
+    assert "acknowledged" not in logs

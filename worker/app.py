@@ -112,6 +112,8 @@ def create_celery(settings: Settings) -> Celery:
         result_backend=f"worker.backend:{backend}+{url}",
         result_backend_transport_options=ha,
         task_default_queue=QUEUE,
+        # Celery's consumer, where a malformed message is dropped on its own.
+        worker_consumer="worker.consumer:Consumer",
         # JSON only: a worker must never unpickle what arrives on a shared broker.
         task_serializer="json",
         result_serializer="json",

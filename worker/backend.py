@@ -57,6 +57,9 @@ class WriteOnly:
         # The meta holds plain values only: for them kombu's JSON serializer writes the
         # text json.dumps does, at twice the CPU.
         encode = json.dumps if backend.serializer == "json" else backend.encode
+        # result_failure_expires came with Celery 5.7; before it, failures expire as
+        # every result does.
+        failure_expires = getattr(backend, "failure_expires", backend.expires)
         batches: dict[str, dict[str, str]] = {}
         with backend.client.pipeline(transaction=False) as pipe:
             for task_id, state, result in results:
@@ -69,7 +72,7 @@ class WriteOnly:
                     "task_id": task_id,
                 }
                 key, value = backend.get_key_for_task(task_id), encode(meta)
-                expires = backend.failure_expires if state == FAILURE else backend.expires
+                expires = failure_expires if state == FAILURE else backend.expires
                 # The command itself: redis-py 8's set() and setex() check their
                 # arguments for deprecations per call, ten times the cost of the rest.
                 if expires:

@@ -27,6 +27,10 @@ as the solo pool runs every task. The task_received and task_revoked signals and
 task events (received, started, succeeded, failed: Flower's view) are per task as
 Celery sends them; task_prerun and task_postrun once per batch (Batches.run);
 task_success and task_failure are not sent.
+
+A malformed message costs only itself: one whose arguments are not a change of ours
+(shared.tasks) fails alone, and one that cannot become a request at all is dropped on
+its own by the consumer (worker/consumer.py); either is logged with its traceback.
 """
 
 from __future__ import annotations
@@ -79,6 +83,10 @@ return redis.call('RPOP', KEYS[1], math.min(take, tonumber(ARGV[1])))
 
 class BatchFailed(Exception):
     """The reason a number of a batch failed, stored as its task's result."""
+
+
+class Malformed(BatchFailed):
+    """A message that is not a task of ours as shared.tasks defines them."""
 
 
 Handler = Callable[..., Any]
@@ -161,6 +169,9 @@ class Batches:
                 # (no round trip here), so a worker whose clock is ahead expires none
                 # too soon.
                 request.expires -= timedelta(seconds=broker_clock.offset)
+            if not isinstance(request.id, str):
+                # Its result has no key; in the batch, it would cost the others theirs.
+                raise Malformed("a task id that is not a string")
             # Expired (its request gave up on it): stored as REVOKED, acked, announced.
             if (request.expires or request.id in revoked) and request.revoked():
                 return
@@ -190,10 +201,10 @@ class Batches:
             pending.clear()
             try:
                 self.run(task, batch)
-            except Exception as exc:
+            except Exception:
                 # Not into the consumer: it would drop the broker connection. The
                 # batch's requests report what has no result as failures.
-                log.error("end-contact batch raised %s", exc.__class__.__name__)
+                log.exception("end-contact batch raised")
 
         return handler
 
@@ -221,10 +232,11 @@ class Batches:
         for raw in raws or ():
             try:
                 channel.connection._deliver(loads(raw), QUEUE)  # type: ignore[no-untyped-call]
-            except Exception as exc:
-                # One bad message must not cost the rest of the batch; its request
-                # reports it as a failure when its deadline comes.
-                log.error("could not deliver a message: %s", exc.__class__.__name__)
+            except Exception:
+                # Not kombu's envelope: taken off the queue, it is gone (one that is,
+                # whatever its task message holds, is handled by worker.consumer). One
+                # bad message must not cost the rest of the batch.
+                log.exception("could not deliver a message")
 
     def run(self, task: Any, requests: Sequence[Any]) -> None:
         """Apply the batch's changes, on disk, then store each task's result.
@@ -255,44 +267,48 @@ class Batches:
     def _run(self, task: Any, requests: Sequence[Any]) -> str:
         started = time.perf_counter()
         events = _task_events(requests[0]._eventer, task)
-        for request in requests:
-            # Acks on receipt (task_acks_late=False), as Celery does before running.
-            request.acknowledge()
-            worker_state.task_accepted(request)
-            if events:
-                request.send_event("task-started")
-        changes = [_change(request, self._store_clock) for request in requests]
-        outcomes: list[bool | BatchFailed]
+        # Until the batch says otherwise: what raises past the steps below fails them all.
+        outcomes: list[bool | BatchFailed] = [BatchFailed("the batch stopped")] * len(requests)
+        elapsed = 0.0
         try:
-            stored = iter(self._store.apply_changes([c for c in changes if c is not None]))
+            # Each request on its own: a malformed one fails alone.
+            changes = [_accepted(request, events, self._store_clock) for request in requests]
+            outcomes = self._apply(requests, changes)
+            elapsed = time.perf_counter() - started
+            results = [
+                (request.id, states.FAILURE if isinstance(o, BatchFailed) else states.SUCCESS, o)
+                for request, o in zip(requests, outcomes, strict=True)
+            ]
+            try:
+                task.backend.store_results(results)
+            except Exception as exc:
+                # The marks are stored; the requests waiting for these results will
+                # report them as failures, which the client may send again (HSETNX is
+                # idempotent).
+                log.error("storing %d results failed: %s", len(requests), exc.__class__.__name__)
+        finally:
+            # Whatever happened, no request of the batch stays active in Celery's books.
+            for request, outcome in zip(requests, outcomes, strict=True):
+                worker_state.task_ready(request, successful=not isinstance(outcome, Exception))
+        for request, outcome in zip(requests, outcomes, strict=True):
+            if events:
+                _send_outcome(request, outcome, elapsed)
+        errors = sum(isinstance(outcome, BatchFailed) for outcome in outcomes)
+        self._metrics.count_tasks(len(requests) - errors, errors, elapsed)
+        return str(states.FAILURE if errors == len(requests) else states.SUCCESS)
+
+    def _apply(
+        self, requests: Sequence[Any], changes: Sequence[Change | BatchFailed]
+    ) -> list[bool | BatchFailed]:
+        """Each request's outcome: whether its change changed anything, or why it failed."""
+        try:
+            stored = iter(self._store.apply_changes([c for c in changes if isinstance(c, Change)]))
         except Exception as exc:
             # Redis down, a timeout, not on disk in time: no change of the batch is vouched for.
             log.error("change batch of %d failed: %s", len(requests), exc.__class__.__name__)
-            outcomes = [BatchFailed(exc.__class__.__name__)] * len(requests)
-        else:
-            outcomes = [_outcome(r, c, stored) for r, c in zip(requests, changes, strict=True)]
-        elapsed = time.perf_counter() - started
-        errors = sum(isinstance(outcome, BatchFailed) for outcome in outcomes)
-        results = [
-            (request.id, states.FAILURE if isinstance(o, BatchFailed) else states.SUCCESS, o)
-            for request, o in zip(requests, outcomes, strict=True)
-        ]
-        try:
-            task.backend.store_results(results)
-        except Exception as exc:
-            # The marks are stored; the requests waiting for these results will report
-            # them as failures, which the client may send again (HSETNX is idempotent).
-            log.error("storing %d results failed: %s", len(requests), exc.__class__.__name__)
-        for request, outcome in zip(requests, outcomes, strict=True):
-            worker_state.task_ready(request, successful=not isinstance(outcome, Exception))
-            if not events:
-                continue
-            if isinstance(outcome, BatchFailed):
-                request.send_event("task-failed", exception=repr(outcome), traceback=None)
-            else:
-                request.send_event("task-succeeded", result=repr(outcome), runtime=elapsed)
-        self._metrics.count_tasks(len(requests) - errors, errors, elapsed)
-        return str(states.FAILURE if errors == len(requests) else states.SUCCESS)
+            failed = BatchFailed(exc.__class__.__name__)
+            return [c if isinstance(c, BatchFailed) else failed for c in changes]
+        return [_outcome(r, c, stored) for r, c in zip(requests, changes, strict=True)]
 
 
 def _task_events(eventer: Any, task: Any) -> bool:
@@ -323,32 +339,60 @@ def _payload(message: Any) -> Any:
     return message.payload
 
 
-def _outcome(
-    request: Any, change: Change | None, stored: Iterator[bool | None]
-) -> bool | BatchFailed:
+def _accepted(request: Any, events: bool, store_clock: ServerClock) -> Change | BatchFailed:
+    """Acknowledge a request (on receipt, task_acks_late=False, as Celery does before
+    running a task), count it active, and read the change it asks for; or why it fails,
+    logged with its traceback."""
+    try:
+        request.acknowledge()
+        worker_state.task_accepted(request)
+        if events:
+            request.send_event("task-started")
+        return _change(request, store_clock)
+    except Exception as exc:
+        # As Celery logs a task that raised, without its arguments: a malformed
+        # message's may hold a number in clear.
+        name, task_id, error = request.name, request.id, exc.__class__.__name__
+        log.exception("%s task %s failed: %s", name, task_id, error, extra={"task_id": task_id})
+        return exc if isinstance(exc, BatchFailed) else BatchFailed(error)
+
+
+def _change(request: Any, store_clock: ServerClock) -> Change:
+    """The change a request asks for (Malformed if its arguments are not ours), with its
+    expiry (its request's deadline) for the store to check when it writes: the check on
+    receipt (Batches.strategy) cannot see a worker stopped, or a store stalled, after
+    it. The expiry is on this worker's clock by then (moved there from the broker's);
+    the store compares it with its own, so it moves once more, by the store's offset."""
+    change = None if request.kwargs else change_of(request.name, request.args)
     if change is None:
-        failed = BatchFailed("arguments are not those of a change (shared.tasks)")
-    elif (changed := next(stored)) is None:
-        # The store refused this campaign's changes (e.g. WRONGTYPE), or this request's
-        # deadline had passed; the others stand.
-        failed = BatchFailed("refused by the store (its campaign's keys, or past its deadline)")
-    else:
-        return changed
-    # As Celery logs a task that raised: its id and its arguments' repr (masked).
-    log.error("%s task %s %s failed: %s", request.name, request.id, request.argsrepr, failed)
-    return failed
-
-
-def _change(request: Any, store_clock: ServerClock) -> Change | None:
-    """The change a request asks for, if its arguments are ours, with its expiry (its
-    request's deadline) for the store to check when it writes: the check on receipt
-    (Batches.strategy) cannot see a worker stopped, or a store stalled, after it. The
-    expiry is on this worker's clock by then (moved there from the broker's); the store
-    compares it with its own, so it moves once more, by the store's offset."""
-    if request.kwargs:
-        return None
-    change = change_of(request.name, request.args)
-    if change is None or request.expires is None:
+        raise Malformed("arguments are not those of a change (shared.tasks)")
+    if request.expires is None:
         return change
     deadline = request.expires.timestamp() + store_clock.offset
     return replace(change, deadline_ms=math.floor(deadline * 1000))
+
+
+def _outcome(
+    request: Any, change: Change | BatchFailed, stored: Iterator[bool | None]
+) -> bool | BatchFailed:
+    if isinstance(change, BatchFailed):
+        return change  # logged when it was read
+    if (changed := next(stored)) is None:
+        # The store refused this campaign's changes (e.g. WRONGTYPE), or this request's
+        # deadline had passed; the others stand.
+        failed = BatchFailed("refused by the store (its campaign's keys, or past its deadline)")
+        # As Celery logs a task that raised: its id and its arguments' repr (masked).
+        log.error("%s task %s %s failed: %s", request.name, request.id, request.argsrepr, failed)
+        return failed
+    return changed
+
+
+def _send_outcome(request: Any, outcome: bool | BatchFailed, elapsed: float) -> None:
+    try:
+        if isinstance(outcome, BatchFailed):
+            request.send_event("task-failed", exception=repr(outcome), traceback=None)
+        else:
+            request.send_event("task-succeeded", result=repr(outcome), runtime=elapsed)
+    except Exception:
+        # Only the event is lost: the result is stored, the books are kept.
+        log.exception("could not send the outcome of task %s", request.id)

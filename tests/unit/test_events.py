@@ -218,11 +218,17 @@ GOOD = ["acme", "spring", PHONE, "key_abc", "req-1", '"why"']
     [
         ("endcontact.other", GOOD),
         ("", GOOD),
+        # A message's name may be anything, even what cannot be a dictionary key.
+        (["endcontact", "end_contact"], GOOD),
+        (None, GOOD),
         (TASK_NAME, "acme,spring"),
         (TASK_NAME, {"company": "acme"}),
         (TASK_NAME, None),
         # A resume never had three arguments.
         (RESUME_TASK_NAME, ["acme", "spring", PHONE]),
+        # Fewer than three: nothing to read a number from.
+        (TASK_NAME, []),
+        (TASK_NAME, GOOD[:2]),
         (TASK_NAME, GOOD[:4]),
         (TASK_NAME, GOOD[:5]),
         (TASK_NAME, [*GOOD, ""]),
@@ -243,5 +249,5 @@ GOOD = ["acme", "spring", PHONE, "key_abc", "req-1", '"why"']
         (RESUME_TASK_NAME, ["acme", "spring", PHONE, "key_abc", "req-1", '["a"]']),
     ],
 )
-def test_arguments_that_are_not_a_change_are_refused(name: str, args: object) -> None:
+def test_arguments_that_are_not_a_change_are_refused(name: object, args: object) -> None:
     assert change_of(name, args) is None

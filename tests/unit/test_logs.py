@@ -79,6 +79,26 @@ def test_an_exception_is_named_but_its_message_is_not_printed() -> None:
     assert "5095551234" not in text
 
 
+def test_an_exception_comes_with_its_frames() -> None:
+    def inner(phone: str) -> None:
+        raise KeyError(phone)
+
+    try:
+        inner("+15095551234")
+    except KeyError:
+        line = logging.getLogger("endcontact.test").makeRecord(
+            "endcontact.test", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+        )
+    entry = json.loads(JsonFormatter().format(line))
+    frames = entry["traceback"]
+    assert frames.startswith("Traceback (most recent call last):\n")
+    # Where it was raised, not the source lines: a line may hold a value.
+    assert f'File "{__file__}"' in frames
+    assert frames.endswith(", in inner\n")
+    assert "raise" not in frames
+    assert "5095551234" not in json.dumps(entry)
+
+
 @pytest.fixture
 def root_logging() -> Iterator[logging.Logger]:
     """The root logger as it was, after the test changed it."""
