@@ -44,7 +44,7 @@ from typing import Any
 import redis
 
 from shared import deliveries, logs
-from shared.addresses import AddressError, resolve_public, target
+from shared.addresses import AddressError, Resolver, ResolverBusy, ResolveTimeout, target
 from shared.connection import sync_client
 from shared.deliveries import DISPATCHERS, DUE, PENDING, Attempt
 from shared.events import entry_events, iso
@@ -63,7 +63,14 @@ from shared.webhooks import (
     now_ms,
     webhook_key,
 )
-from worker.senders import USER_AGENT, Connections, Request, error_of, request_target
+from worker.senders import (
+    ATTEMPT_TIMEOUT,
+    USER_AGENT,
+    Connections,
+    Request,
+    error_of,
+    request_target,
+)
 from worker.yielding import Yielding, process_cpu
 
 log = logging.getLogger(__name__)
@@ -73,6 +80,13 @@ log = logging.getLogger(__name__)
 LEASE_MS = 30_000
 # How often leases are renewed and the registry of webhooks read again.
 TEND_EVERY = 1.0
+# Of an attempt's ATTEMPT_TIMEOUT, at most this much goes to resolving its URL's name
+# (the system resolver has no deadline of its own): a second name server, asked after
+# the usual 5 s, answers in time. Lookups run in at most RESOLVERS threads, one per
+# name at a time: with that many names hanging, an attempt is refused at once (and
+# retried) rather than left to add a thread.
+RESOLVE_TIMEOUT = 5.0
+RESOLVERS = 64
 # First attempts in flight per webhook (its runners), and a runner's turn: after this
 # many attempts it goes to the back of the pool's queue, so busy webhooks share it.
 WINDOW = 8
@@ -398,15 +412,27 @@ class Follow:
         return None if entry is None else (entry, passed)
 
 
-def attempt(job: Job, connections: Connections, allow_private: bool) -> Finished:
+_resolver = Resolver(RESOLVERS)
+
+
+def attempt(
+    job: Job, connections: Connections, allow_private: bool, deadline: float | None = None
+) -> Finished:
     """Make one attempt: the address checked after resolution, the request sent to
-    that address (Host header and TLS name kept), signed at this moment."""
+    that address (Host header and TLS name kept), signed at this moment; all of it by
+    `deadline` (time.monotonic(); by default ATTEMPT_TIMEOUT from now)."""
     at = now_ms()
     started = time.perf_counter()
+    if deadline is None:
+        deadline = time.monotonic() + ATTEMPT_TIMEOUT
     status: int | None = None
     error: str | None = None
     try:
-        status = _post(job, connections, allow_private, at)
+        status = _post(job, connections, allow_private, at, deadline)
+    except ResolveTimeout as exc:
+        error = f"timeout (resolving the host name, {exc.timeout:g} s)"
+    except ResolverBusy:
+        error = f"resolver busy ({RESOLVERS} host names not answering)"
     except AddressError as exc:
         error = f"address refused: URL {exc}"
     except (OSError, http.client.HTTPException) as exc:
@@ -418,10 +444,13 @@ def attempt(job: Job, connections: Connections, allow_private: bool) -> Finished
     return Finished(job, Attempt(status, error, duration), at)
 
 
-def _post(job: Job, connections: Connections, allow_private: bool, at_ms: int) -> int:
+def _post(
+    job: Job, connections: Connections, allow_private: bool, at_ms: int, deadline: float
+) -> int:
     hook = job.webhook
     where = target(hook.url, allow_private)
-    address = resolve_public(where.host, where.port, allow_private)[0]
+    resolving = max(0.0, min(RESOLVE_TIMEOUT, deadline - time.monotonic()))
+    address = _resolver.resolve(where.host, where.port, allow_private, resolving)[0]
     host, path = request_target(hook.url)
     body = job.body.encode()
     headers = deliveries.headers(
@@ -433,7 +462,7 @@ def _post(job: Job, connections: Connections, allow_private: bool, at_ms: int) -
     headers["host"] = host
     headers["user-agent"] = USER_AGENT
     request = Request(where.scheme, where.host, where.port, address, path, body, headers)
-    return connections.post(request)
+    return connections.post(request, deadline)
 
 
 class Dispatcher:
