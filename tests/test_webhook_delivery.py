@@ -14,11 +14,18 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 
-from bench.receiver import Answer, Received, Receiver, always, hang, statuses
+from bench.receiver import Answer, Received, Receiver, Trickle, always, hang, statuses, trickle
 from shared.deliveries import due_key, lease_key
 from shared.embedded import stop_server
 from shared.store import Store, feed_name
-from shared.webhooks import ADDED, CREATE_SCRIPT, EVENT_TYPES, create_call, new_webhook
+from shared.webhooks import (
+    ADDED,
+    CREATE_SCRIPT,
+    EVENT_TYPES,
+    MAX_PER_CAMPAIGN,
+    create_call,
+    new_webhook,
+)
 from tests.conftest import Caller, new_caller
 from tests.helpers import URL, post_numbers, wait_until
 from tests.processes import Stack, stop
@@ -491,3 +498,76 @@ def test_dispatchers_share_the_webhooks_and_send_each_event_once(
         assert {verified(hook, one)["data"]["id"] for one in at.received} == {
             event["id"] for event in own.feed(hook.caller)
         }
+
+
+def test_campaigns_whose_receivers_hang_leave_senders_for_the_others(
+    hooks: HookStack, receivers: list[Receiver]
+) -> None:
+    """Issue 19: six campaigns with ten webhooks each, to receivers that answer a byte
+    every 2 s, hold senders until each attempt's deadline; another campaign's
+    deliveries, first attempt and retry, still go out in their normal time."""
+    retried: set[str] = set()
+
+    def fail_then_trickle(n: int, received: Received) -> int | Trickle:
+        first = received.headers["webhook-id"] not in retried
+        retried.add(received.headers["webhook-id"])
+        return 500 if first else Trickle()
+
+    failing, slow = receiver(receivers, fail_then_trickle), receiver(receivers, trickle)
+    callers = [hooks.caller() for _ in range(6)]
+    made = [
+        hooks.hook(caller, (failing if x < 3 else slow).url)
+        for x, caller in enumerate(callers)
+        for _ in range(MAX_PER_CAMPAIGN)
+    ]
+    try:
+        # Three campaigns' 240 first attempts fail at once; their retries (a second
+        # later) hang: as many as the retry senders take for them (24 here, 8 a campaign;
+        # before the fix, all 32 of the pool).
+        for x, caller in enumerate(callers[:3]):
+            hooks.end(caller, phones(3000 + 10 * x, 8))
+        wait_until(lambda: len(failing.received) >= 240 + 24, WAIT, "their retries hanging")
+        # Three more campaigns' first attempts hang (at least one per webhook).
+        for x, caller in enumerate(callers[3:]):
+            hooks.end(caller, phones(3100 + 10 * x, 8))
+        wait_until(lambda: len(slow.received) >= 30, WAIT, "their first attempts hanging")
+
+        fast = receiver(receivers, statuses(500))
+        other = hooks.caller()
+        hooks.hook(other, fast.url)
+        hooks.end(other, phones(3200, 1))
+        # Undisturbed, a first attempt arrives some 20 ms after its change, and its retry
+        # after the schedule's 1 s and the claim's poll (0.25 s). The issue asks for
+        # within 1 s of that; 3 s here, for a loaded CI machine (before the fix neither
+        # came within 30 s).
+        wait_until(lambda: fast.received, 3.0, "the other campaign's first attempt")
+        wait_until(lambda: len(fast.received) >= 2, 1.25 + 3.0, "the other campaign's retry")
+    finally:
+        for hook in made:
+            hooks.delete(hook)
+
+
+def test_a_delivery_is_never_attempted_twice_at_once(
+    own: HookStack, receivers: list[Receiver]
+) -> None:
+    """A stopping worker's attempts to a receiver that trickles last until their
+    deadline; the worker that takes its webhook over sends the same deliveries again
+    (at least once), but only once those attempts ended."""
+    at = receiver(receivers, trickle)
+    caller = own.caller()
+    hook = own.hook(caller, at.url)
+    wait_until(lambda: own.client.get(lease_key(hook.id)), WAIT, "the webhook followed")
+    first = own.worker
+    assert first is not None
+    own.end(caller, phones(2600, 2))
+    arrived(at, 2)
+    first.send_signal(signal.SIGTERM)
+    own.start_worker()
+
+    def sent_again() -> bool:
+        ids = [one.headers["webhook-id"] for one in at.received]
+        return len(ids) > len(set(ids))
+
+    wait_until(sent_again, WAIT, "the next worker sending them again")
+    assert at.most_at_once == 1
+    stop(first)
