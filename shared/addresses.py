@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
@@ -69,7 +70,7 @@ class Target:
 def check_url(url: str, allow_private: bool) -> str:
     """`url` if a webhook may use it, else BadUrl: an absolute https:// URL (http://
     only with `allow_private`) with a host, without user info, at most 2000
-    characters. The addresses are resolve_public's part."""
+    characters. The addresses are a Resolver's part."""
     target(url, allow_private)
     return url
 
@@ -289,47 +290,117 @@ def check_addresses(
     return found
 
 
-def resolve_public(host: str, port: int, allow_private: bool) -> list[IPAddress]:
-    """The addresses `host` (a Target's host) resolves to now, every one checked
-    (check_addresses): connect to one of these, never to the name again, so that the
-    name cannot resolve elsewhere in between. Blocks on the system resolver: call it
-    from a thread, or use resolve_public_async on an event loop.
+def _getaddrinfo(host: str, port: int) -> list[tuple[Any, ...]]:
+    """The system resolver (looked up at each call, so a test can stand in for it)."""
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
 
-    Raises Unresolvable when the name does not resolve, NotPublic when an address
-    may not be reached (both AddressError, a ValueError)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        raise Unresolvable(f"{host} could not be resolved") from None
-    return check_addresses(host, infos, allow_private)
+
+class ResolveTimeout(Unresolvable):
+    """The resolver did not answer within the deadline."""
+
+    def __init__(self, host: str, timeout: float) -> None:
+        super().__init__(f"{host} could not be resolved within {timeout:g} s")
+        self.timeout = timeout
+
+
+class ResolverBusy(Unresolvable):
+    """Every thread of a Resolver waits for the system resolver: refused at once."""
+
+
+Lookup = Callable[[str, int], list[tuple[Any, ...]]]
+
+
+class Resolver:
+    """The addresses a host (a Target's host) resolves to now, every one checked
+    (check_addresses): connect to one of these, never to the name again, so that the
+    name cannot resolve elsewhere in between.
+
+    The system resolver (getaddrinfo, which has no timeout of its own) runs in threads
+    of this resolver's own, and the caller waits for its answer only so long. A resolver
+    that hangs keeps the thread it hangs in, so the threads are bounded: with `threads`
+    lookups running, another is refused at once (ResolverBusy) rather than queued
+    behind them; and a lookup of a host and port already running is not started again,
+    its answer is waited for, so one name that hangs holds one thread however many
+    attempts want it.
+
+    Raises Unresolvable when the name does not resolve (ResolveTimeout: not in time;
+    ResolverBusy), NotPublic when an address may not be reached (all AddressError, a
+    ValueError)."""
+
+    def __init__(self, threads: int, lookup: Lookup = _getaddrinfo) -> None:
+        self._threads = threads
+        self._lookup = lookup
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, int], Future[list[tuple[Any, ...]]]] = {}
+        # Threads are made as lookups need them, never more than `threads`.
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="resolve")
+
+    def resolve(self, host: str, port: int, allow_private: bool, timeout: float) -> list[IPAddress]:
+        """Within `timeout` seconds (else ResolveTimeout), blocking."""
+        lookup = self._start(host, port)
+        try:
+            infos = lookup.result(timeout)
+        except TimeoutError:  # the wait's, or a lookup's own
+            raise ResolveTimeout(host, timeout) from None
+        except (OSError, UnicodeError):
+            raise Unresolvable(f"{host} could not be resolved") from None
+        return check_addresses(host, infos, allow_private)
+
+    async def resolve_async(
+        self, host: str, port: int, allow_private: bool, timeout: float
+    ) -> list[IPAddress]:
+        """Within `timeout` seconds, without blocking the event loop."""
+        lookup = self._start(host, port)
+        try:
+            async with asyncio.timeout(timeout):
+                infos = await asyncio.wrap_future(lookup)
+        except TimeoutError:
+            raise ResolveTimeout(host, timeout) from None
+        except (OSError, UnicodeError):
+            raise Unresolvable(f"{host} could not be resolved") from None
+        return check_addresses(host, infos, allow_private)
+
+    def _start(self, host: str, port: int) -> Future[list[tuple[Any, ...]]]:
+        key = (host, port)
+        with self._lock:
+            running = self._running.get(key)
+            if running is not None:
+                return running
+            if len(self._running) >= self._threads:
+                raise ResolverBusy(
+                    f"{host} could not be resolved: the resolver is busy "
+                    f"({self._threads} lookups waiting for an answer)"
+                )
+            lookup: Future[list[tuple[Any, ...]]] = Future()
+            # Never cancelled (a caller's timeout cancels only its own wait): others may
+            # be waiting for the same answer.
+            lookup.set_running_or_notify_cancel()
+            self._running[key] = lookup
+        self._pool.submit(self._run, key, lookup)
+        return lookup
+
+    def _run(self, key: tuple[str, int], lookup: Future[list[tuple[Any, ...]]]) -> None:
+        try:
+            infos = self._lookup(*key)
+        except BaseException as exc:
+            self._forget(key)
+            lookup.set_exception(exc)
+        else:
+            self._forget(key)
+            lookup.set_result(infos)
+
+    def _forget(self, key: tuple[str, int]) -> None:
+        with self._lock:
+            del self._running[key]
 
 
 # The web's lookups get threads of their own: a resolver that hangs holds these, never
 # the event loop's default executor (which other connections use).
-_RESOLVERS: ThreadPoolExecutor | None = None
-
-
-def _resolvers() -> ThreadPoolExecutor:
-    # Made on first use: the worker imports this module too and needs no threads here.
-    global _RESOLVERS
-    if _RESOLVERS is None:
-        _RESOLVERS = ThreadPoolExecutor(4, thread_name_prefix="resolve")
-    return _RESOLVERS
+_WEB = Resolver(4)
 
 
 async def resolve_public_async(
     host: str, port: int, allow_private: bool, timeout: float = RESOLVE_TIMEOUT
 ) -> list[IPAddress]:
-    """resolve_public without blocking the event loop, within `timeout` seconds
-    (else Unresolvable)."""
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(timeout):
-            infos = await loop.run_in_executor(
-                _resolvers(), lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            )
-    except TimeoutError:
-        raise Unresolvable(f"{host} could not be resolved within {timeout:g} s") from None
-    except (OSError, UnicodeError):
-        raise Unresolvable(f"{host} could not be resolved") from None
-    return check_addresses(host, infos, allow_private)
+    """The web's Resolver.resolve_async."""
+    return await _WEB.resolve_async(host, port, allow_private, timeout)

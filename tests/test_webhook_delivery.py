@@ -15,7 +15,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 
-from bench.receiver import Answer, Received, Receiver, always, hang, statuses
+from bench.receiver import Answer, Received, Receiver, Trickle, always, hang, statuses, trickle
 from shared.deliveries import DUE, PENDING, delivery_key, due_key, lease_key
 from shared.embedded import stop_server
 from shared.store import Store, feed_name
@@ -23,6 +23,7 @@ from shared.webhooks import (
     ADDED,
     CREATE_SCRIPT,
     EVENT_TYPES,
+    MAX_PER_CAMPAIGN,
     Creation,
     create_call,
     new_webhook,
@@ -52,6 +53,20 @@ class HookStack(Stack):
         super().__init__(directory)
         self.schedule = schedule
         self.private = private
+        self._http: httpx.Client | None = None
+
+    @property
+    def http(self) -> httpx.Client:
+        """One client for the test's calls to the web: a new one costs some 85 ms (its
+        TLS context), on every poll of a wait."""
+        if self._http is None:
+            self._http = httpx.Client(base_url=self.base, timeout=30)
+        return self._http
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.close()
+        super().stop()
 
     @property
     def env(self) -> dict[str, str]:
@@ -66,10 +81,8 @@ class HookStack(Stack):
 
     def hook(self, caller: Caller, url: str, events: tuple[str, ...] = EVENT_TYPES) -> Hook:
         """A webhook for the caller's campaign, made through the API."""
-        answer = httpx.post(
-            f"{self.base}{WEBHOOKS}",
-            json={"url": url, "events": list(events)},
-            headers=caller.headers,
+        answer = self.http.post(
+            WEBHOOKS, json={"url": url, "events": list(events)}, headers=caller.headers
         )
         assert answer.status_code == 201, answer.text
         return Hook(answer.json()["id"], answer.json()["secret"], caller)
@@ -82,35 +95,35 @@ class HookStack(Stack):
         return Hook(made.id, made.secret, caller)
 
     def listed(self, hook: Hook) -> dict[str, Any]:
-        answer = httpx.get(f"{self.base}{WEBHOOKS}", headers=hook.caller.headers)
+        answer = self.http.get(WEBHOOKS, headers=hook.caller.headers)
         assert answer.status_code == 200, answer.text
         (found,) = [one for one in answer.json()["webhooks"] if one["id"] == hook.id]
         return cast("dict[str, Any]", found)
 
     def rotate(self, hook: Hook) -> str:
-        path = f"{self.base}{WEBHOOKS}/{hook.id}/rotate-secret"
-        answer = httpx.post(path, headers=hook.caller.headers)
+        path = f"{WEBHOOKS}/{hook.id}/rotate-secret"
+        answer = self.http.post(path, headers=hook.caller.headers)
         assert answer.status_code == 200, answer.text
         return cast("str", answer.json()["secret"])
 
     def delete(self, hook: Hook) -> None:
-        answer = httpx.delete(f"{self.base}{WEBHOOKS}/{hook.id}", headers=hook.caller.headers)
+        answer = self.http.delete(f"{WEBHOOKS}/{hook.id}", headers=hook.caller.headers)
         assert answer.status_code == 204, answer.text
 
     def attempts(self, hook: Hook) -> list[dict[str, Any]]:
         """The webhook's attempt log, oldest first, as its owner reads it."""
-        path = f"{self.base}{WEBHOOKS}/{hook.id}/deliveries?limit=100"
-        answer = httpx.get(path, headers=hook.caller.headers)
+        path = f"{WEBHOOKS}/{hook.id}/deliveries?limit=100"
+        answer = self.http.get(path, headers=hook.caller.headers)
         assert answer.status_code == 200, answer.text
         return list(reversed(answer.json()["deliveries"]))
 
     def feed(self, caller: Caller) -> list[dict[str, Any]]:
-        answer = httpx.get(f"{self.base}{URL}/events?limit=1000", headers=caller.headers)
+        answer = self.http.get(f"{URL}/events?limit=1000", headers=caller.headers)
         assert answer.status_code == 200, answer.text
         return cast("list[dict[str, Any]]", answer.json()["events"])
 
     def end(self, caller: Caller, phones: list[str]) -> None:
-        answer = post_numbers(self.base, caller.headers, phones)
+        answer = post_numbers(self.http, caller.headers, phones)
         assert answer.status_code == 201, answer.text
         assert len(answer.json()["success"]) == len(phones), answer.text
 
@@ -182,8 +195,8 @@ def test_every_delivery_is_signed_and_is_the_feeds_event(
     at = receiver(receivers)
     hook = hooks.hook(caller, at.url)
     hooks.end(caller, phones(1000, 3))
-    resumed = httpx.post(
-        f"{hooks.base}/api/v1/leads/resume-contact",
+    resumed = hooks.http.post(
+        "/api/v1/leads/resume-contact",
         json={"phoneNumberList": phones(1000, 1)},
         headers=caller.headers,
     )
@@ -412,7 +425,7 @@ def test_metrics_count_deliveries_and_show_the_pending_gauge(
     arrived(at, 1)
 
     def delivered() -> str | None:
-        text = httpx.get(f"{hooks.base}/metrics").text
+        text = hooks.http.get("/metrics").text
         line = 'endcontact_webhook_deliveries_total{outcome="delivered"} '
         found = [row for row in text.splitlines() if row.startswith(line)]
         return text if found and float(found[0].split()[-1]) >= 1 else None
@@ -547,3 +560,76 @@ def test_revoking_a_key_disables_the_webhooks_it_created(
     refused = hooks.client.register_script(CREATE_SCRIPT)(keys=keys, args=args)
     assert Creation(refused) is Creation.REVOKED
     assert not hooks.client.exists(webhook_key(late.id))
+
+
+def test_campaigns_whose_receivers_hang_leave_senders_for_the_others(
+    hooks: HookStack, receivers: list[Receiver]
+) -> None:
+    """Issue 19: six campaigns with ten webhooks each, to receivers that answer a byte
+    every 2 s, hold senders until each attempt's deadline; another campaign's
+    deliveries, first attempt and retry, still go out in their normal time."""
+    retried: set[str] = set()
+
+    def fail_then_trickle(n: int, received: Received) -> int | Trickle:
+        first = received.headers["webhook-id"] not in retried
+        retried.add(received.headers["webhook-id"])
+        return 500 if first else Trickle()
+
+    failing, slow = receiver(receivers, fail_then_trickle), receiver(receivers, trickle)
+    callers = [hooks.caller() for _ in range(6)]
+    made = [
+        hooks.hook(caller, (failing if x < 3 else slow).url)
+        for x, caller in enumerate(callers)
+        for _ in range(MAX_PER_CAMPAIGN)
+    ]
+    try:
+        # Three campaigns' 240 first attempts fail at once; their retries (a second
+        # later) hang: as many as the retry senders take for them (24 here, 8 a campaign;
+        # before the fix, all 32 of the pool).
+        for x, caller in enumerate(callers[:3]):
+            hooks.end(caller, phones(3000 + 10 * x, 8))
+        wait_until(lambda: len(failing.received) >= 240 + 24, WAIT, "their retries hanging")
+        # Three more campaigns' first attempts hang (at least one per webhook).
+        for x, caller in enumerate(callers[3:]):
+            hooks.end(caller, phones(3100 + 10 * x, 8))
+        wait_until(lambda: len(slow.received) >= 30, WAIT, "their first attempts hanging")
+
+        fast = receiver(receivers, statuses(500))
+        other = hooks.caller()
+        hooks.hook(other, fast.url)
+        hooks.end(other, phones(3200, 1))
+        # Undisturbed, a first attempt arrives some 20 ms after its change, and its retry
+        # after the schedule's 1 s and the claim's poll (0.25 s). The issue asks for
+        # within 1 s of that; 3 s here, for a loaded CI machine (before the fix neither
+        # came within 30 s).
+        wait_until(lambda: fast.received, 3.0, "the other campaign's first attempt")
+        wait_until(lambda: len(fast.received) >= 2, 1.25 + 3.0, "the other campaign's retry")
+    finally:
+        for hook in made:
+            hooks.delete(hook)
+
+
+def test_a_delivery_is_never_attempted_twice_at_once(
+    own: HookStack, receivers: list[Receiver]
+) -> None:
+    """A stopping worker's attempts to a receiver that trickles last until their
+    deadline; the worker that takes its webhook over sends the same deliveries again
+    (at least once), but only once those attempts ended."""
+    at = receiver(receivers, trickle)
+    caller = own.caller()
+    hook = own.hook(caller, at.url)
+    wait_until(lambda: own.client.get(lease_key(hook.id)), WAIT, "the webhook followed")
+    first = own.worker
+    assert first is not None
+    own.end(caller, phones(2600, 2))
+    arrived(at, 2)
+    first.send_signal(signal.SIGTERM)
+    own.start_worker()
+
+    def sent_again() -> bool:
+        ids = [one.headers["webhook-id"] for one in at.received]
+        return len(ids) > len(set(ids))
+
+    wait_until(sent_again, WAIT, "the next worker sending them again")
+    assert at.most_at_once == 1
+    stop(first)

@@ -11,15 +11,17 @@ it stops with its worker (and dies with it, SIGKILL included). In it:
   finished: the attempt log, the retries of failed attempts, and the cursor past the
   feed entries whose events all finished. A first attempt thus costs the store no
   write of its own (a write there waits for the fsync end-contact waits for too).
-- runners (threads, at most WINDOW per webhook) send a webhook's events one after
-  the other, so a receiver that hangs holds its own runners and no one else's, and
-  the end-contact path (Celery's consumer, in another process) never waits for one.
+- runners (threads, at most WINDOW per webhook and CAMPAIGN_RUNNERS per campaign)
+  send a webhook's events one after the other, so a receiver that hangs holds its own
+  runners and no other campaign's, and the end-contact path (Celery's consumer, in
+  another process) never waits for one.
   While that worker is busy, they start attempts only in short windows
   (worker/yielding.py).
 - the claim loop claims the retries that came due (CLAIM_SCRIPT: a claimed delivery's
   score moves to the end of its lease, so no other worker sends it meanwhile; a dead
   worker's lease runs out and someone sends it again, with the same webhook-id), a
-  webhook at a time, sends them in a pool of its own and records each outcome.
+  webhook at a time (at most WINDOW per webhook and CAMPAIGN_RETRIES per campaign in
+  flight), sends them in a pool of its own and records each outcome.
 
 Due times, leases and signs of life are on the store's clock, read by the scripts that
 write and compare them (shared.clock): dispatchers whose clocks differ still agree on
@@ -32,8 +34,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import heapq
 import http.client
+import itertools
 import logging
+import math
 import os
 import queue
 import random
@@ -41,16 +47,17 @@ import signal
 import socket
 import threading
 import time
-from collections import defaultdict, deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
 from shared import deliveries, logs
-from shared.addresses import AddressError, resolve_public, target
+from shared.addresses import AddressError, Resolver, ResolverBusy, ResolveTimeout, target
+from shared.apikeys import Scope
 from shared.clock import SERVER_TIME, ServerClock, seconds
 from shared.connection import sync_client
 from shared.deliveries import DISPATCHERS, DUE, PENDING, Attempt
@@ -69,24 +76,62 @@ from shared.webhooks import (
     log_key,
     webhook_key,
 )
-from worker.senders import USER_AGENT, Connections, Request, error_of, request_target
+from worker.senders import (
+    ATTEMPT_TIMEOUT,
+    USER_AGENT,
+    Connections,
+    Request,
+    error_of,
+    request_target,
+)
 from worker.yielding import Yielding, process_cpu
 
 log = logging.getLogger(__name__)
 
 # A webhook's lease, and a claimed retry's: another worker's to take after this long.
-# Longer than an attempt can take, so a live worker's attempt is never sent twice.
 LEASE_MS = 30_000
 # How often leases are renewed and the registry of webhooks read again.
 TEND_EVERY = 1.0
-# First attempts in flight per webhook (its runners), and a runner's turn: after this
-# many attempts it goes to the back of the pool's queue, so busy webhooks share it.
+# One delivery is never attempted twice at once (issue 19: with attempts longer than
+# the lease, one was attempted four times at once). An attempt lasts at most
+# ATTEMPT_TIMEOUT, its name's resolution included (the watchdog cuts it then), so it
+# starts only while the lease it runs under (the webhook's, or its retry's claim) has
+# that plus LEASE_MARGIN left, as this process measures it from before it asked the
+# store (a lower bound, whatever the clocks say); and a stopping dispatcher keeps the
+# lease of a webhook with attempts in flight until LEASE_MARGIN after their deadline.
+# The margin is for the watchdog's cut to land (a thread switch or two, in a process
+# of the idle class). What the lease has over that is how long the store may be out of
+# reach before this dispatcher stops starting attempts: 18 renewals missed.
+LEASE_MARGIN = 2.0
+START_WITHIN_LEASE = ATTEMPT_TIMEOUT + LEASE_MARGIN
+assert LEASE_MS / 1000 > START_WITHIN_LEASE + TEND_EVERY, "a lease must outlast an attempt"
+# Of an attempt's ATTEMPT_TIMEOUT, at most this much goes to resolving its URL's name
+# (the system resolver has no deadline of its own): a second name server, asked after
+# the usual 5 s, answers in time. Lookups run in at most RESOLVERS threads, one per
+# name at a time: with that many names hanging, an attempt is refused at once (and
+# retried) rather than left to add a thread.
+RESOLVE_TIMEOUT = 5.0
+RESOLVERS = 64
+# Senders are shared fairly (issue 19: six campaigns with ten webhooks each, to
+# receivers that answered a byte every 2 s, held every one of 128 runners, and another
+# company's delivery waited more than 30 s). First attempts in flight (runners, threads)
+# per webhook, per campaign, and in all: a campaign whose receivers all hang holds at
+# most CAMPAIGN_RUNNERS of them for 10 s each (two webhooks' windows: a campaign has at
+# most 10 webhooks), so 31 such campaigns leave a 32nd its runners at once. Threads
+# are made as runners need them, up to RUNNERS. Past that, threads go to the campaigns
+# with the fewest first, and a runner gives its thread up after its attempt while a
+# campaign waits for one: that campaign waits for the next attempt to end (with 512
+# that hang, one every 20 ms on average).
 WINDOW = 8
+CAMPAIGN_RUNNERS = 16
+RUNNERS = 512
+# A runner's turn, in attempts: then it ends, and the next runner goes where it is due.
 TURN = 64
-# Threads for the runners of every webhook followed (a hanging receiver holds WINDOW
-# of them), and for retries.
-RUNNERS = 128
-RETRY_SENDERS = 32
+# Retries in flight per webhook (WINDOW), per campaign and in all, for the same reason:
+# 15 campaigns whose retries all hang leave room for a 16th's at once; past that, the
+# claim skips campaigns at their cap, in the order the retries came due.
+CAMPAIGN_RETRIES = 8
+RETRY_SENDERS = 128
 # Feed entries (of up to 100 events) read at once, and events read but not yet
 # attempted past which a webhook's feed is not read further.
 READ_ENTRIES = 100
@@ -101,7 +146,8 @@ COMMIT_EVERY = 0.05
 SCAN = 1000
 DROP_CHUNK = 1000
 RETRY_POLL = 0.25
-# How long a stopping worker waits for attempts in flight, to record their outcome.
+# How long a stopping worker waits for attempts in flight, to record their outcome
+# (those it did not keep their leases, LEASE_MARGIN past their deadline).
 STOP_GRACE = 3.0
 # Redis away: how long to wait before trying again.
 BACKOFF = 1.0
@@ -125,12 +171,15 @@ end
 """
 
 # Claims due retries, a webhook at a time. KEYS: DUE, PENDING. ARGV: the three
-# prefixes, lease ms, most to claim, most webhooks to look at, per-webhook cap, drop
-# chunk, then per webhook with attempts in flight here: its id, how many. A claimed
-# delivery's score becomes the end of its lease. A deleted or disabled webhook's
-# deliveries are dropped, not sent. Returns the claimed deliveries (webhook id, event
-# id, attempts so far, body) flat, the records of their webhooks (id, HGETALL reply)
-# flat, and how many deliveries were dropped.
+# Claims due retries, a webhook at a time, on the store's clock. KEYS: DUE, PENDING.
+# ARGV: the three prefixes, lease ms, most to claim, most webhooks to look at,
+# per-webhook cap, drop chunk, per-campaign cap, how many webhooks follow, then per
+# webhook with attempts in flight here: its id, how many; then per campaign with
+# attempts in flight here: its company, campaign, how many. A claimed delivery's score
+# becomes the end of its lease. A deleted or disabled webhook's deliveries are dropped,
+# not sent. Returns the claimed deliveries (webhook id, event id, attempts so far, body)
+# flat, the records of their webhooks (id, HGETALL reply) flat, and how many deliveries
+# were dropped.
 CLAIM_SCRIPT = (
     _PREFIXES
     + _PLACE
@@ -138,18 +187,27 @@ CLAIM_SCRIPT = (
     + """
 local now, lease, want = now_ms, tonumber(ARGV[4]), tonumber(ARGV[5])
 local scan, cap, chunk = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local busy = {}
-for i = 9, #ARGV, 2 do busy[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local campaign_cap, hooks = tonumber(ARGV[9]), tonumber(ARGV[10])
+local busy, campaigns = {}, {}
+for i = 11, 10 + 2 * hooks, 2 do busy[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local function campaign_of(company)
+  campaigns[company] = campaigns[company] or {}
+  return campaigns[company]
+end
+for i = 11 + 2 * hooks, #ARGV, 3 do campaign_of(ARGV[i])[ARGV[i + 1]] = tonumber(ARGV[i + 2]) end
 local claimed, records, dropped, taken = {}, {}, 0, 0
 for _, hook in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, scan)) do
   if taken >= want then break end
   local set = due_prefix .. hook
-  local free = cap - (busy[hook] or 0)
   local record = redis.call('HGETALL', hook_prefix .. hook)
-  local live = #record > 0
+  local live, company, campaign = #record > 0, '', ''
   for x = 1, #record, 2 do
     if record[x] == 'disabled_at' then live = false end
+    if record[x] == 'company' then company = record[x + 1] end
+    if record[x] == 'campaign' then campaign = record[x + 1] end
   end
+  local of_company = campaign_of(company)
+  local free = math.min(cap - (busy[hook] or 0), campaign_cap - (of_company[campaign] or 0))
   if not live then
     local events = redis.call('ZRANGE', set, 0, chunk - 1)
     for _, event in ipairs(events) do redis.call('DEL', delivery_prefix .. hook .. ':' .. event) end
@@ -182,6 +240,7 @@ for _, hook in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT',
       records[#records + 1] = hook
       records[#records + 1] = record
       taken = taken + got
+      of_company[campaign] = (of_company[campaign] or 0) + got
     end
   end
 end
@@ -344,28 +403,45 @@ def parse_claim(reply: Sequence[Any]) -> tuple[list[Job], int]:
     return jobs, int(dropped)
 
 
+K = TypeVar("K")
+
+
+def _less(counts: Counter[K], key: K) -> None:
+    counts[key] -= 1
+    if not counts[key]:
+        del counts[key]
+
+
 class InFlight:
-    """This process's attempts in flight, per webhook: what the claim may add."""
+    """This process's attempts in flight (or runners), per webhook and per campaign:
+    what a campaign may add within its cap."""
 
     def __init__(self) -> None:
-        self._started: defaultdict[str, int] = defaultdict(int)
+        self._hooks: Counter[str] = Counter()
+        self._campaigns: Counter[Scope] = Counter()
         self.total = 0
 
-    def add(self, webhook_id: str) -> None:
-        self._started[webhook_id] += 1
+    def add(self, webhook: Webhook) -> None:
+        self._hooks[webhook.id] += 1
+        self._campaigns[webhook.scope] += 1
         self.total += 1
 
-    def remove(self, webhook_id: str) -> None:
-        self._started[webhook_id] -= 1
-        if not self._started[webhook_id]:
-            del self._started[webhook_id]
+    def remove(self, webhook: Webhook) -> None:
+        _less(self._hooks, webhook.id)
+        _less(self._campaigns, webhook.scope)
         self.total -= 1
 
+    def of_campaign(self, scope: Scope) -> int:
+        return self._campaigns[scope]
+
     def claim_args(self) -> list[str | int]:
-        """Per webhook with attempts in flight: its id, how many."""
-        args: list[str | int] = []
-        for webhook_id, started in self._started.items():
+        """CLAIM_SCRIPT's: how many webhooks have attempts in flight, then per webhook
+        its id and how many, then per campaign its company, campaign and how many."""
+        args: list[str | int] = [len(self._hooks)]
+        for webhook_id, started in self._hooks.items():
             args.extend((webhook_id, started))
+        for scope, started in self._campaigns.items():
+            args.extend((scope.company, scope.campaign, started))
         return args
 
 
@@ -397,6 +473,9 @@ class Follow:
     entries: deque[Entry] = field(default_factory=deque)  # read, not passed, in order
     todo: deque[Todo] = field(default_factory=deque)
     runners: int = 0
+    sending: int = 0  # of the runners, those in an attempt
+    sending_until: float = 0.0  # the last deadline of an attempt started (monotonic)
+    lease_until: float = 0.0  # the lease lasts at least until then (monotonic)
     logs: list[str] = field(default_factory=list)
     retries: list[str | int] = field(default_factory=list)  # event id, delay ms, body
     disabled_at: str | None = None
@@ -419,17 +498,38 @@ class Follow:
         return None if entry is None else (entry, passed)
 
 
+def may_start(lease_until: float, now: float) -> bool:
+    """Whether an attempt may start at `now` under a lease that lasts until
+    `lease_until` (both time.monotonic()): one that outlasts it (LEASE_MS)."""
+    return lease_until - now >= START_WITHIN_LEASE
+
+
+_resolver = Resolver(RESOLVERS)
+
+
 def attempt(
-    job: Job, connections: Connections, allow_private: bool, store_clock: ServerClock
+    job: Job,
+    connections: Connections,
+    allow_private: bool,
+    store_clock: ServerClock,
+    deadline: float | None = None,
 ) -> Finished:
     """Make one attempt: the address checked after resolution, the request sent to
-    that address (Host header and TLS name kept), signed at this moment."""
+    that address (Host header and TLS name kept), signed at this moment (on the store's
+    clock, shared.clock); all of it by `deadline` (time.monotonic(); by default
+    ATTEMPT_TIMEOUT from now)."""
     at = store_clock.now_ms()
     started = time.perf_counter()
+    if deadline is None:
+        deadline = time.monotonic() + ATTEMPT_TIMEOUT
     status: int | None = None
     error: str | None = None
     try:
-        status = _post(job, connections, allow_private, at)
+        status = _post(job, connections, allow_private, at, deadline)
+    except ResolveTimeout as exc:
+        error = f"timeout (resolving the host name, {exc.timeout:g} s)"
+    except ResolverBusy:
+        error = f"resolver busy ({RESOLVERS} host names not answering)"
     except AddressError as exc:
         error = f"address refused: URL {exc}"
     except (OSError, http.client.HTTPException) as exc:
@@ -441,10 +541,13 @@ def attempt(
     return Finished(job, Attempt(status, error, duration), at)
 
 
-def _post(job: Job, connections: Connections, allow_private: bool, at_ms: int) -> int:
+def _post(
+    job: Job, connections: Connections, allow_private: bool, at_ms: int, deadline: float
+) -> int:
     hook = job.webhook
     where = target(hook.url, allow_private)
-    address = resolve_public(where.host, where.port, allow_private)[0]
+    resolving = max(0.0, min(RESOLVE_TIMEOUT, deadline - time.monotonic()))
+    address = _resolver.resolve(where.host, where.port, allow_private, resolving)[0]
     host, path = request_target(hook.url)
     body = job.body.encode()
     headers = deliveries.headers(
@@ -456,7 +559,7 @@ def _post(job: Job, connections: Connections, allow_private: bool, at_ms: int) -
     headers["host"] = host
     headers["user-agent"] = USER_AGENT
     request = Request(where.scheme, where.host, where.port, address, path, body, headers)
-    return connections.post(request)
+    return connections.post(request, deadline)
 
 
 class Dispatcher:
@@ -491,9 +594,14 @@ class Dispatcher:
         # The follows, and everything in them, are shared with the runners.
         self._lock = threading.Lock()
         self._follows: dict[str, Follow] = {}
-        self._done: queue.SimpleQueue[Finished] = queue.SimpleQueue()
+        # Claimed retries that ended: their attempt, or None when none was made.
+        self._done: queue.SimpleQueue[tuple[Job, Finished | None]] = queue.SimpleQueue()
         self._unrecorded: list[Finished] = []
         self._in_flight = InFlight()
+        # The runners, per webhook and campaign; and whether a campaign waits for one
+        # because all RUNNERS are taken (then runners give theirs up after an attempt).
+        self._running = InFlight()
+        self._starved = False
         self._runners = ThreadPoolExecutor(RUNNERS, thread_name_prefix="webhook")
         self._pool = ThreadPoolExecutor(RETRY_SENDERS, thread_name_prefix="webhook-retry")
         self._connections = Connections()
@@ -544,6 +652,7 @@ class Dispatcher:
         of the webhooks: take free ones below it, let go of some above it."""
         with self._lock:
             owned = list(self._follows)
+        asked = time.monotonic()
         with self._follower.pipeline(transaction=False) as pipe:
             self._alive(keys=[DISPATCHERS], args=[self._name, LEASE_MS], client=pipe)
             pipe.hgetall(CURSORS)
@@ -566,6 +675,7 @@ class Dispatcher:
                     self._drop(follow)  # taken over, deleted or disabled
                 else:
                     follow.webhook = found
+                    follow.lease_until = asked + LEASE_MS / 1000
             share = deliveries.fair_share(len(registry), live)
             active = [one for one in self._follows.values() if not one.releasing]
             for follow in active[share:]:
@@ -585,6 +695,7 @@ class Dispatcher:
         free = free[:wanted]
         if not free:
             return
+        asked = time.monotonic()
         with self._follower.pipeline(transaction=False) as pipe:
             for hook in free:
                 pipe.set(deliveries.lease_key(hook), self._name, nx=True, px=LEASE_MS)
@@ -602,6 +713,7 @@ class Dispatcher:
             cursor = Cursor.parse(value)
             with self._lock:
                 self._follows[hook] = Follow(found, cursor, cursor.entry)
+                self._follows[hook].lease_until = asked + LEASE_MS / 1000
 
     def _drop(self, follow: Follow) -> None:
         """Stop following (the lock held): its runners end after their attempt."""
@@ -663,12 +775,50 @@ class Dispatcher:
                 follow.todo.append(Todo(entry, str(event.id), deliveries.payload(event)))
             follow.read = entry_id
 
+    def _wants_runner(self, follow: Follow, now: float) -> bool:
+        """Whether a webhook has events for another runner, and room for it (the lock
+        held)."""
+        return (
+            not follow.releasing
+            and follow.runners < WINDOW
+            and len(follow.todo) > follow.runners - follow.sending
+            and may_start(follow.lease_until, now)
+        )
+
     def _start_runners(self) -> None:
+        """Runners where events wait, within the caps, a runner at a time to the
+        campaign with the fewest (then to its webhook with the fewest)."""
+        now = time.monotonic()
         with self._lock:
-            for follow in self._follows.values():
-                while follow.todo and follow.runners < WINDOW and not follow.releasing:
-                    follow.runners += 1
-                    self._runners.submit(self._run, follow)
+            order = itertools.count()
+            waiting = [
+                (
+                    self._running.of_campaign(follow.webhook.scope),
+                    follow.runners,
+                    next(order),
+                    follow,
+                )
+                for follow in self._follows.values()
+                if self._wants_runner(follow, now)
+            ]
+            heapq.heapify(waiting)
+            while waiting and self._running.total < RUNNERS:
+                campaign, runners, _, follow = heapq.heappop(waiting)
+                now_campaign = self._running.of_campaign(follow.webhook.scope)
+                if now_campaign >= CAMPAIGN_RUNNERS:
+                    continue
+                if (now_campaign, follow.runners) != (campaign, runners):  # others started
+                    heapq.heappush(waiting, (now_campaign, follow.runners, next(order), follow))
+                    continue
+                follow.runners += 1
+                self._running.add(follow.webhook)
+                self._runners.submit(self._run, follow)
+                if self._wants_runner(follow, now):
+                    heapq.heappush(waiting, (campaign + 1, follow.runners, next(order), follow))
+            self._starved = any(
+                self._running.of_campaign(follow.webhook.scope) < CAMPAIGN_RUNNERS
+                for *_, follow in waiting
+            )
 
     def _run(self, follow: Follow) -> None:
         """A runner: the webhook's next events, one after the other, for a turn."""
@@ -677,16 +827,35 @@ class Dispatcher:
                 if self._yielding is not None:
                     self._yielding.wait(self._stop.wait)
                 with self._lock:
-                    if follow.gone or follow.releasing or not follow.todo or self._stop.is_set():
+                    now = time.monotonic()
+                    if (
+                        follow.gone
+                        or follow.releasing
+                        or not follow.todo
+                        or self._stop.is_set()
+                        or not may_start(follow.lease_until, now)
+                    ):
                         return
                     todo = follow.todo.popleft()
                     job = Job(follow.webhook, todo.event_id, 0, todo.body)
-                finished = attempt(job, self._connections, self._allow_private, self._store_clock)
+                    deadline = now + ATTEMPT_TIMEOUT
+                    follow.sending += 1
+                    follow.sending_until = max(follow.sending_until, deadline)
+                try:
+                    finished = attempt(
+                        job, self._connections, self._allow_private, self._store_clock, deadline
+                    )
+                finally:
+                    with self._lock:
+                        follow.sending -= 1
                 result = self._finished(follow, todo, finished)
                 self._count(finished, result)
+                if self._starved:
+                    return  # its thread to a campaign waiting for one
         finally:
             with self._lock:
                 follow.runners -= 1
+                self._running.remove(follow.webhook)
             self._woken.set()
 
     def _finished(self, follow: Follow, todo: Todo, finished: Finished) -> str:
@@ -776,7 +945,9 @@ class Dispatcher:
 
     def _leave(self) -> None:
         """On the way out: no new attempts; write what finishes within STOP_GRACE,
-        then let go of every lease, so that another worker follows at once."""
+        then let go of every lease, so that another worker follows at once; but that
+        of a webhook with attempts still in flight only LEASE_MARGIN after their
+        deadline, so that no one makes them again meanwhile."""
         self._runners.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + STOP_GRACE
         with contextlib.suppress(redis.RedisError, OSError):
@@ -789,10 +960,19 @@ class Dispatcher:
                 self._woken.wait(0.05)
                 self._woken.clear()
             with self._lock:
-                owned = list(self._follows)
+                owned = [
+                    (hook, follow.sending, follow.sending_until)
+                    for hook, follow in self._follows.items()
+                ]
+            now = time.monotonic()
             with self._follower.pipeline(transaction=False) as pipe:
-                for hook in owned:
-                    self._release(keys=[deliveries.lease_key(hook)], args=[self._name], client=pipe)
+                for hook, sending, until in owned:
+                    keys = [deliveries.lease_key(hook)]
+                    if sending:
+                        ms = math.ceil((until + LEASE_MARGIN - now) * 1000)
+                        self._renew(keys=keys, args=[self._name, ms], client=pipe)
+                    else:
+                        self._release(keys=keys, args=[self._name], client=pipe)
                 pipe.zrem(DISPATCHERS, self._name)
                 pipe.execute()
 
@@ -826,11 +1006,12 @@ class Dispatcher:
     def _collect(self) -> None:
         while True:
             try:
-                finished = self._done.get_nowait()
+                job, finished = self._done.get_nowait()
             except queue.Empty:
                 return
-            self._in_flight.remove(finished.job.webhook.id)
-            self._unrecorded.append(finished)
+            self._in_flight.remove(job.webhook)
+            if finished is not None:
+                self._unrecorded.append(finished)
 
     def _step(self, claim: bool) -> bool:
         """Record what finished and claim what is due, in one round trip. True if
@@ -844,9 +1025,11 @@ class Dispatcher:
         with self._redis.pipeline(transaction=False) as pipe:
             for _, args in outcomes:
                 self._record(keys=[DUE, PENDING], args=args, client=pipe)
+            # Before the claim's "now": its lease lasts at least LEASE_MS from here.
+            asked = time.monotonic()
             if room > 0:
                 args = [*_prefixes(), LEASE_MS, room, SCAN, WINDOW, DROP_CHUNK]
-                args += self._in_flight.claim_args()
+                args += [CAMPAIGN_RETRIES, *self._in_flight.claim_args()]
                 self._claim(keys=[DUE, PENDING], args=args, client=pipe)
             replies = pipe.execute()
         self._unrecorded = []
@@ -856,17 +1039,33 @@ class Dispatcher:
             return False
         jobs, _ = parse_claim(replies[-1])
         for job in jobs:
-            self._in_flight.add(job.webhook.id)
-            future = self._pool.submit(
-                attempt, job, self._connections, self._allow_private, self._store_clock
-            )
-            future.add_done_callback(self._attempted)
+            self._in_flight.add(job.webhook)
+            future = self._pool.submit(self._retry, job, asked + LEASE_MS / 1000)
+            future.add_done_callback(functools.partial(self._attempted, job))
         return bool(jobs) or bool(recording)
 
-    def _attempted(self, future: Future[Finished]) -> None:
+    def _retry(self, job: Job, lease_until: float) -> Finished | None:
+        """A claimed retry's attempt, or None when its claim would run out before the
+        attempt's deadline: it is left to be claimed again then."""
+        now = time.monotonic()
+        if not may_start(lease_until, now):
+            log.warning(
+                "webhook %s, event %s: not attempted, its claim runs out too soon",
+                job.webhook.id,
+                job.event_id,
+                extra={"webhook": job.webhook.id, "event": job.event_id},
+            )
+            return None
+        return attempt(
+            job, self._connections, self._allow_private, self._store_clock, now + ATTEMPT_TIMEOUT
+        )
+
+    def _attempted(self, job: Job, future: Future[Finished | None]) -> None:
         if not future.cancelled():
-            self._done.put(future.result())
-            self._wake.set()
+            self._done.put((job, future.result()))
+        else:
+            self._done.put((job, None))
+        self._wake.set()
 
     def _outcome(self, finished: Finished) -> tuple[str, list[str | int]]:
         """The outcome of an attempt, and RECORD_SCRIPT's arguments to record it."""

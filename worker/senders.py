@@ -25,9 +25,10 @@ from urllib.parse import quote, urlsplit
 
 from shared.addresses import IPAddress
 
-# The contract's limit on one attempt, in all: connecting, TLS, sending and reading the
-# answer (each step's socket timeout is this too, but a sum of steps is not bounded by
-# it: a receiver sending a byte every few seconds held one attempt for hours, issue 19).
+# The contract's limit on one attempt, in all: resolving the name (worker/deliveries.py),
+# connecting, TLS, sending and reading the answer (each step's socket timeout is at most
+# this too, but a sum of steps is not bounded by it: a receiver sending a byte every few
+# seconds held one attempt for hours, issue 19).
 ATTEMPT_TIMEOUT = 10.0
 # Of a receiver's answer, at most this much is read; it is not kept.
 MAX_ANSWER_BYTES = 65_536
@@ -70,8 +71,10 @@ def request_target(url: str) -> tuple[str, str]:
 class _TLSConnection(http.client.HTTPSConnection):
     """TLS to an address, with the certificate checked against the URL's host name."""
 
-    def __init__(self, address: str, port: int, name: str, context: ssl.SSLContext) -> None:
-        super().__init__(address, port, timeout=ATTEMPT_TIMEOUT, context=context)
+    def __init__(
+        self, address: str, port: int, name: str, context: ssl.SSLContext, timeout: float
+    ) -> None:
+        super().__init__(address, port, timeout=timeout, context=context)
         self._name = name
         self._tls = context
 
@@ -168,13 +171,16 @@ class Connections:
         self._count = 0
         self._context = ssl.create_default_context()
 
-    def post(self, request: Request) -> int:
+    def post(self, request: Request, deadline: float | None = None) -> int:
         """Send `request`; its status. A kept-alive connection that the receiver
         closed meanwhile is found out when used: the request is sent once more on a
-        new one (the receiver may get it twice; webhook-id tells it so)."""
+        new one (the receiver may get it twice; webhook-id tells it so). `deadline`
+        (time.monotonic()) is the attempt's, when it began before this call (with the
+        name's resolution): by default ATTEMPT_TIMEOUT from now."""
         origin = (request.scheme, request.name, request.port, str(request.address))
         # One deadline for the attempt, a retry on a new connection included.
-        deadline = time.monotonic() + ATTEMPT_TIMEOUT
+        if deadline is None:
+            deadline = time.monotonic() + ATTEMPT_TIMEOUT
         connection = self._take(origin)
         if connection is not None:
             try:
@@ -182,7 +188,7 @@ class Connections:
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 if time.monotonic() >= deadline:
                     raise AttemptDeadline from None
-        return self._send(origin, self._connect(request), request, deadline)
+        return self._send(origin, self._connect(request, deadline), request, deadline)
 
     def close(self) -> None:
         with self._lock:
@@ -192,11 +198,16 @@ class Connections:
         for connection in idle:
             connection.close()
 
-    def _connect(self, request: Request) -> http.client.HTTPConnection:
+    def _connect(self, request: Request, deadline: float) -> http.client.HTTPConnection:
+        """A new connection, not yet connected. Its connect waits at most until the
+        deadline: the watchdog cannot cut a socket that is still connecting."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AttemptDeadline
         address = str(request.address)
         if request.scheme == "https":
-            return _TLSConnection(address, request.port, request.name, self._context)
-        return http.client.HTTPConnection(address, request.port, timeout=ATTEMPT_TIMEOUT)
+            return _TLSConnection(address, request.port, request.name, self._context, left)
+        return http.client.HTTPConnection(address, request.port, timeout=left)
 
     def _send(
         self,

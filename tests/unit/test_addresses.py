@@ -7,8 +7,13 @@ Names other than literals are resolved by this machine's resolver: only "localho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import threading
+import time
+from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from typing import Any
 
 import pytest
 
@@ -16,16 +21,23 @@ from shared.addresses import (
     MAX_URL_LENGTH,
     SPECIAL_PURPOSE,
     BadUrl,
+    IPAddress,
     NotPublic,
+    Resolver,
+    ResolverBusy,
+    ResolveTimeout,
     Target,
     Unresolvable,
     check_addresses,
     check_url,
     is_public,
-    resolve_public,
     resolve_public_async,
     target,
 )
+from tests.helpers import wait_until
+
+# The system resolver, with the worker's deadline.
+RESOLVER = Resolver(4)
 
 NOT_PUBLIC = [
     "127.0.0.1",  # loopback
@@ -241,7 +253,7 @@ def test_every_address_must_be_public() -> None:
 )
 def test_refusal_names_the_registry_block(host: str, said: str) -> None:
     with pytest.raises(NotPublic) as refused:
-        resolve_public(host, 443, allow_private=False)
+        check_addresses(host, socket.getaddrinfo(host, 443), allow_private=False)
     assert said in str(refused.value)
 
 
@@ -274,29 +286,29 @@ def test_no_receiver_is_there_even_when_allowed(address: str) -> None:
 def test_resolve_refuses_loopback_and_private(host: str) -> None:
     # 127.1, 2130706433 and 0x7f.1 are 127.0.0.1 to the C resolver (inet_aton).
     with pytest.raises(NotPublic):
-        resolve_public(host, 443, allow_private=False)
+        RESOLVER.resolve(host, 443, False, 5)
 
 
 def test_resolve_refusal_names_the_address() -> None:
     with pytest.raises(NotPublic) as refused:
-        resolve_public("localhost", 443, allow_private=False)
+        RESOLVER.resolve("localhost", 443, False, 5)
     assert "localhost resolves to" in str(refused.value)
     assert "loopback" in str(refused.value)
 
 
 def test_resolve_allows_loopback_when_allowed() -> None:
-    found = resolve_public("localhost", 443, allow_private=True)
+    found = RESOLVER.resolve("localhost", 443, True, 5)
     assert found
     assert all(address.is_loopback for address in found)
 
 
 def test_resolve_public_literal() -> None:
-    assert resolve_public("1.2.3.4", 443, allow_private=False) == [ip_address("1.2.3.4")]
+    assert RESOLVER.resolve("1.2.3.4", 443, False, 5) == [ip_address("1.2.3.4")]
 
 
 def test_resolve_unknown_name() -> None:
     with pytest.raises(Unresolvable, match=r"no-such-host\.invalid could not be resolved"):
-        resolve_public("no-such-host.invalid", 443, allow_private=False)
+        RESOLVER.resolve("no-such-host.invalid", 443, False, 5)
 
 
 def test_resolve_async() -> None:
@@ -380,3 +392,79 @@ def test_resolve_async_has_a_deadline() -> None:
     # A deadline already past: whatever the resolver does, the answer is Unresolvable.
     with pytest.raises(Unresolvable, match="within 0 s"):
         asyncio.run(resolve_public_async("1.2.3.4", 443, False, timeout=0))
+
+
+class Hanging:
+    """A system resolver that answers only when told to, counting the lookups it got
+    and how many were waiting at once."""
+
+    def __init__(self) -> None:
+        self.answer = threading.Event()
+        self.lock = threading.Lock()
+        self.asked: list[str] = []
+        self.waiting = self.most = 0
+
+    def __call__(self, host: str, port: int) -> list[tuple[Any, ...]]:
+        with self.lock:
+            self.asked.append(host)
+            self.waiting += 1
+            self.most = max(self.most, self.waiting)
+        try:
+            assert self.answer.wait(10), "never told to answer"
+            return socket.getaddrinfo("1.2.3.4", port, type=socket.SOCK_STREAM)
+        finally:
+            with self.lock:
+                self.waiting -= 1
+
+
+@pytest.fixture
+def hanging() -> Iterator[Hanging]:
+    resolver = Hanging()
+    yield resolver
+    resolver.answer.set()
+
+
+def test_a_hanging_resolver_costs_a_lookup_its_deadline(hanging: Hanging) -> None:
+    resolver = Resolver(2, hanging)
+    started = time.monotonic()
+    with pytest.raises(ResolveTimeout, match=r"a\.example could not be resolved within 0\.1 s"):
+        resolver.resolve("a.example", 443, False, 0.1)
+    assert time.monotonic() - started < 1
+    with pytest.raises(ResolveTimeout):
+        asyncio.run(resolver.resolve_async("b.example", 443, False, 0.1))
+
+
+def test_a_hanging_resolver_holds_at_most_its_threads(hanging: Hanging) -> None:
+    resolver = Resolver(2, hanging)
+    for host in ("a.example", "b.example"):
+        with pytest.raises(ResolveTimeout):
+            resolver.resolve(host, 443, False, 0.05)
+    # Both threads wait for an answer: a third name is refused at once, not queued.
+    started = time.monotonic()
+    with pytest.raises(ResolverBusy, match=r"c\.example could not be resolved: .*busy"):
+        resolver.resolve("c.example", 443, False, 5)
+    assert time.monotonic() - started < 1
+    # A name already being looked up waits for that lookup, which answers in time.
+    threading.Timer(0.1, hanging.answer.set).start()
+    assert resolver.resolve("a.example", 443, False, 5) == [ip_address("1.2.3.4")]
+    assert hanging.asked == ["a.example", "b.example"]
+    assert hanging.most == 2
+
+    # Answered, the threads are free again.
+    def resolved() -> list[IPAddress] | None:
+        with contextlib.suppress(ResolverBusy):
+            return resolver.resolve("c.example", 443, False, 5)
+        return None
+
+    assert wait_until(resolved, 5, "c.example resolved") == [ip_address("1.2.3.4")]
+
+
+def test_the_resolvers_answer_is_checked() -> None:
+    with pytest.raises(NotPublic):
+        Resolver(1, lambda host, port: _infos("10.0.0.1")).resolve("h.example", 443, False, 1)
+    with pytest.raises(Unresolvable, match=r"h\.example could not be resolved$"):
+        Resolver(1, _fails).resolve("h.example", 443, False, 1)
+
+
+def _fails(host: str, port: int) -> list[tuple[Any, ...]]:
+    raise socket.gaierror(socket.EAI_NONAME, "not known")

@@ -15,7 +15,8 @@ from shared.apikeys import Scope
 from shared.deliveries import Attempt
 from shared.events import Event, EventId
 from shared.webhooks import new_secret, new_webhook
-from worker.deliveries import InFlight, parse_claim
+from worker.deliveries import LEASE_MARGIN, LEASE_MS, InFlight, may_start, parse_claim
+from worker.senders import ATTEMPT_TIMEOUT
 
 SCHEDULE = (5, 300, 1800)
 EVENT = Event(EventId(1764452463512, 0, 2), "ended", "+15095551234", "key_1", "req_1", "é")
@@ -114,14 +115,39 @@ def test_a_claim_reply_becomes_jobs_of_live_webhooks() -> None:
     ]
 
 
-def test_in_flight_counts_per_webhook() -> None:
+def test_in_flight_counts_per_webhook_and_per_campaign() -> None:
+    mine, theirs = Scope("acme", "spring"), Scope("acme", "fall")
+    a = new_webhook(mine, "https://a.example/", ("ended",), "key_a")
+    b = new_webhook(mine, "https://b/", (), "key_a")
+    c = new_webhook(theirs, "https://c.example/", ("ended",), "key_c")
     flight = InFlight()
-    for _ in range(3):
-        flight.add("wh_a")
-    flight.add("wh_b")
-    assert flight.total == 4
-    assert flight.claim_args() == ["wh_a", 3, "wh_b", 1]
-    flight.remove("wh_b")
-    flight.remove("wh_a")
-    assert flight.claim_args() == ["wh_a", 2]
-    assert flight.total == 2
+    for hook in (a, a, a, b, c):
+        flight.add(hook)
+    assert flight.total == 5
+    assert (flight.of_campaign(mine), flight.of_campaign(theirs)) == (4, 1)
+    assert flight.claim_args() == [
+        3,
+        a.id,
+        3,
+        b.id,
+        1,
+        c.id,
+        1,
+        "acme",
+        "spring",
+        4,
+        "acme",
+        "fall",
+        1,
+    ]
+    for hook in (b, a, c):
+        flight.remove(hook)
+    assert flight.claim_args() == [1, a.id, 2, "acme", "spring", 2]
+    assert (flight.total, flight.of_campaign(theirs)) == (2, 0)
+
+
+def test_an_attempt_starts_only_under_a_lease_that_outlasts_it() -> None:
+    now = 1000.0
+    assert may_start(now + LEASE_MS / 1000, now)
+    assert may_start(now + ATTEMPT_TIMEOUT + LEASE_MARGIN, now)
+    assert not may_start(now + ATTEMPT_TIMEOUT + LEASE_MARGIN - 0.001, now)
