@@ -377,7 +377,9 @@ FEED: dict[str, Any] = {
                 "in": "query",
                 "required": False,
                 "description": "An event id: the `next` of the previous page, or any "
-                "event's `id`. The events after it.",
+                "event's `id`. The events after it. One later than every event of the "
+                "feed and than the present (a made-up id) is a 400: the feed would hold "
+                "nothing after it yet.",
                 "schema": EVENT_ID,
             },
             {
@@ -430,7 +432,11 @@ FEED: dict[str, Any] = {
                     }
                 },
             },
-            "400": _problem("A bad limit, or an after that is no event id.", RATE_HEADERS),
+            "400": _problem(
+                "A bad limit, or an after that is no event id or is later than every "
+                "event and than now.",
+                RATE_HEADERS,
+            ),
             "410": _problem(
                 "Type /problems/cursor-expired: events after `after` are no longer kept. "
                 "Read the marks again (list or export), then follow the feed without "
