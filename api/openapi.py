@@ -572,8 +572,10 @@ WEBHOOK_LINKS = {
 DELIVERY: dict[str, Any] = {
     "type": "object",
     "description": "One attempt to deliver one event. `status` when the receiver "
-    "answered (any code), else `error` (a timeout, a refused connection, an address "
-    "that is no longer public).",
+    "answered (any code), else `error`: `timeout (<seconds> s)`, `connection refused`, "
+    "`connection reset`, `connection failed (<errno name>)`, `TLS certificate refused`, "
+    "`TLS failed`, `HTTP error (<what>)`, or `address refused: URL <why>` (its host no "
+    "longer resolves, or not to public addresses only).",
     "required": ["eventId", "attempt", "at"],
     "properties": {
         "eventId": {"type": "string", "description": "The event's id: the feed's cursor."},

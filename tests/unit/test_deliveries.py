@@ -3,7 +3,10 @@ and the dispatcher's reading of its claim script's reply."""
 
 from __future__ import annotations
 
+import errno
+import http.client
 import json
+import ssl
 import time
 
 import pytest
@@ -16,6 +19,7 @@ from shared.deliveries import Attempt
 from shared.events import Event, EventId
 from shared.webhooks import new_secret, new_webhook
 from worker.deliveries import InFlight, parse_claim
+from worker.senders import ATTEMPT_TIMEOUT, error_of
 
 SCHEDULE = (5, 300, 1800)
 EVENT = Event(EventId(1764452463512, 0, 2), "ended", "+15095551234", "key_1", "req_1", "é")
@@ -125,3 +129,22 @@ def test_in_flight_counts_per_webhook() -> None:
     flight.remove("wh_a")
     assert flight.claim_args() == ["wh_a", 2]
     assert flight.total == 2
+
+
+@pytest.mark.parametrize(
+    ("raised", "logged"),
+    [
+        (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), "connection refused"),
+        (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), "connection reset"),
+        (OSError(errno.EHOSTUNREACH, "No route to host"), "connection failed (EHOSTUNREACH)"),
+        (BrokenPipeError(errno.EPIPE, "Broken pipe"), "connection failed (EPIPE)"),
+        (OSError("no errno"), "connection failed"),
+        (TimeoutError(), f"timeout ({ATTEMPT_TIMEOUT:g} s)"),
+        (ssl.SSLCertVerificationError(), "TLS certificate refused"),
+        (ssl.SSLError(), "TLS failed"),
+        # Closed without an answer: a ConnectionResetError too, but said as what it is.
+        (http.client.RemoteDisconnected("closed"), "HTTP error (RemoteDisconnected)"),
+    ],
+)
+def test_an_attempt_without_a_status_logs_what_happened(raised: OSError, logged: str) -> None:
+    assert error_of(raised) == logged
