@@ -86,11 +86,22 @@ def test_page_and_files_need_no_key_and_are_served_with_types_and_caching(
         f"/docs/static/{version}/../../../etc/passwd",
         "/docs/static/0123456789ab/swagger-ui.css",  # another version's file
         "/docs/static/swagger-ui.css",
-        "/docs/",
+        "/docs//",
     ):
         response = client.get(path)
         assert response.status_code == 404, path
         assert response.headers["content-type"] == "application/problem+json", path
+
+
+def test_docs_with_a_slash_is_sent_to_the_page(client: httpx.Client) -> None:
+    moved = client.get("/docs/", headers={"host": "evil.example"})
+    assert moved.status_code == 308
+    # Relative, so that it keeps a proxy's prefix, and never the Host header's.
+    assert moved.headers["location"] == "../docs"
+    assert str(moved.url.join(moved.headers["location"])).endswith("/docs")
+    page = client.get("/docs/", follow_redirects=True)
+    assert (page.status_code, page.url.path) == (200, "/docs")
+    assert page.content == client.get("/docs").content
 
 
 @pytest.mark.parametrize(
