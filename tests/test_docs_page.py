@@ -169,6 +169,13 @@ def _rendered_operations(browser: Chrome) -> set[tuple[str, str]]:
         return set()
 
 
+def _rendered_tags(browser: Chrome) -> list[str]:
+    return [
+        section.get_attribute("data-tag") or ""
+        for section in browser.find_elements(By.CSS_SELECTOR, ".opblock-tag")
+    ]
+
+
 def _operation(browser: Chrome, method: str, path: str) -> WebElement:
     summary = browser.find_element(
         By.CSS_SELECTOR, f'.opblock-{method} .opblock-summary-path[data-path="{path}"]'
@@ -218,6 +225,8 @@ def test_try_it_out_ends_contact_with_the_typed_key(
 
     browser.get(f"{web}/docs")
     wait.until(lambda page: _rendered_operations(page) == operations)
+    # In the document's groups, in its order: none under "default".
+    assert _rendered_tags(browser) == [tag["name"] for tag in document["tags"]]
 
     _authorize(browser, wait, caller.secret)
     operation = _operation(browser, "post", URL)
