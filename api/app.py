@@ -39,14 +39,14 @@ from api.openapi import DOCUMENT
 from api.problems import Problem, invalid, or_unavailable
 from api.publisher import TaskPublisher
 from api.ratelimit import RateLimiter
-from api.reads import CsvExport, export_query, feed_query, page_query, wants_csv
+from api.reads import CsvExport, after_ahead, export_query, feed_query, page_query, wants_csv
 from api.results import ResultListener
 from shared import logs, metrics
 from shared.apikeys import ApiKey
 from shared.broker import AsyncBroker
 from shared.clock import ServerClock
 from shared.connection import async_client
-from shared.events import ENDED, RESUMED, Context, FeedTrimmed
+from shared.events import ENDED, RESUMED, Context, FeedAhead, FeedTrimmed
 from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import Settings, exit_on_bad_settings
 from shared.store import AsyncStore
@@ -182,6 +182,8 @@ async def feed(request: Request) -> Response:
                 }
             ],
         ) from None
+    except FeedAhead:
+        raise after_ahead(str(after)) from None
     events = [event.to_json() for event in page.events]
     return JSONResponse({"events": events, "next": str(page.next)})
 

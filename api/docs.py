@@ -189,6 +189,13 @@ async def page(request: Request) -> Response:
     return Response(found.page, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
 
+async def to_page(request: Request) -> Response:
+    """/docs/ is where a reader often types it: served as is, the page's relative links
+    would miss (docs/docs/static/...). Relative, to keep a proxy's prefix, and a fixed
+    target: never a host from the request (redirect_slashes is off for that, api.app)."""
+    return Response(status_code=308, headers={"Location": "../docs"})
+
+
 async def asset(request: Request) -> Response:
     found = await loaded()
     file = found.assets.get(request.path_params["name"])
@@ -214,5 +221,6 @@ async def asset(request: Request) -> Response:
 # Not API operations, so not in /openapi.json (include_in_schema=False).
 ROUTES = [
     Route("/docs", page, methods=["GET"], include_in_schema=False),
+    Route("/docs/", to_page, methods=["GET"], include_in_schema=False),
     Route("/docs/static/{version}/{name}", asset, methods=["GET"], include_in_schema=False),
 ]

@@ -28,6 +28,34 @@ PHONE_FORMATS = (
 PHONE_INPUT = {"type": "string", "maxLength": MAX_INPUT_LENGTH, "description": PHONE_FORMATS}
 E164 = {"type": "string", "pattern": r"^\+[1-9][0-9]{1,14}$", "example": "+15095551234"}
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+# The docs page's groups, in this order (Swagger UI shows one per tag, and every
+# operation without one under "default"): by what a reader comes for.
+TAGS = [
+    {
+        "name": "end contact",
+        "description": "End contact with leads, or resume it when they reach out first.",
+    },
+    {
+        "name": "reads",
+        "description": "Whether contact is ended: one number, up to 1000 at once, the "
+        "campaign a page at a time or whole as CSV.",
+    },
+    {
+        "name": "events",
+        "description": "Every change of a mark: a number's history, the campaign's "
+        "change feed to follow.",
+    },
+    {
+        "name": "webhooks",
+        "description": "Changes pushed to a URL of yours as they happen, signed; the "
+        "attempts to deliver them.",
+    },
+    {
+        "name": "service",
+        "description": "Liveness, readiness, metrics and this document. No key needed.",
+    },
+]
+CHANGES, READS, EVENTS, WEBHOOKS, SERVICE = ([tag["name"]] for tag in TAGS)
 RATE_HEADERS = {
     name: {"schema": {"type": "integer"}, "description": description}
     for name, description in (
@@ -70,6 +98,7 @@ MARK = {
 CHECK: dict[str, Any] = {
     "post": {
         "operationId": "checkEndContact",
+        "tags": READS,
         "summary": f"Which of up to {CHECK_MAX_NUMBERS} numbers are ended for the key's campaign",
         "description": "A read straight from the store. The same rules as end-contact "
         f"for the body, but 1 to {CHECK_MAX_NUMBERS} numbers and up to "
@@ -122,6 +151,7 @@ CHECK: dict[str, Any] = {
 
 LIST: dict[str, Any] = {
     "operationId": "listEndContact",
+    "tags": READS,
     "summary": "The key's campaign's marks: a page as JSON, or all of them as CSV",
     "description": "JSON (the default): at most `limit` marks and the cursor of the "
     "next page, null at the end. Following `next` returns every number ended "
@@ -256,6 +286,7 @@ def _change(
     """End-contact and resume-contact: one body, one answer, the same errors."""
     return {
         "operationId": operation_id,
+        "tags": CHANGES,
         "summary": summary,
         "description": description,
         "requestBody": {
@@ -363,6 +394,7 @@ RESUME_CONTACT = _change(
 FEED: dict[str, Any] = {
     "get": {
         "operationId": "endContactEvents",
+        "tags": EVENTS,
         "summary": "The key's campaign's change feed: every event, oldest first",
         "description": "Follow it with `after` set to each page's `next`: that yields "
         "every event of the campaign exactly once, in order. With nothing new, "
@@ -377,7 +409,9 @@ FEED: dict[str, Any] = {
                 "in": "query",
                 "required": False,
                 "description": "An event id: the `next` of the previous page, or any "
-                "event's `id`. The events after it.",
+                "event's `id`. The events after it. One later than every event of the "
+                "feed and than the present (a made-up id) is a 400: the feed would hold "
+                "nothing after it yet.",
                 "schema": EVENT_ID,
             },
             {
@@ -430,7 +464,11 @@ FEED: dict[str, Any] = {
                     }
                 },
             },
-            "400": _problem("A bad limit, or an after that is no event id.", RATE_HEADERS),
+            "400": _problem(
+                "A bad limit, or an after that is no event id or is later than every "
+                "event and than now.",
+                RATE_HEADERS,
+            ),
             "410": _problem(
                 "Type /problems/cursor-expired: events after `after` are no longer kept. "
                 "Read the marks again (list or export), then follow the feed without "
@@ -457,6 +495,7 @@ PHONE_PARAMETER = {
 HISTORY: dict[str, Any] = {
     "get": {
         "operationId": "endContactHistory",
+        "tags": EVENTS,
         "summary": "Every change of one number's mark for the key's campaign, oldest first",
         "description": "Empty for a number never changed. Kept as long as the number is "
         "ended, and at least as long as the feed keeps its events "
@@ -566,8 +605,10 @@ WEBHOOK_LINKS = {
 DELIVERY: dict[str, Any] = {
     "type": "object",
     "description": "One attempt to deliver one event. `status` when the receiver "
-    "answered (any code), else `error` (a timeout, a refused connection, an address "
-    "that is no longer public).",
+    "answered (any code), else `error`: `timeout (<seconds> s)`, `connection refused`, "
+    "`connection reset`, `connection failed (<errno name>)`, `TLS certificate refused`, "
+    "`TLS failed`, `HTTP error (<what>)`, or `address refused: URL <why>` (its host no "
+    "longer resolves, or not to public addresses only).",
     "required": ["eventId", "attempt", "at"],
     "properties": {
         "eventId": {"type": "string", "description": "The event's id: the feed's cursor."},
@@ -589,6 +630,7 @@ WEBHOOK_PATHS: dict[str, Any] = {
     "/api/v1/webhooks": {
         "post": {
             "operationId": "createWebhook",
+            "tags": WEBHOOKS,
             "summary": "Send the key's campaign's changes to a URL, signed",
             "description": "Every change of the campaign (the events of the feed, "
             "`/api/v1/leads/end-contact/events`) of the types asked for is POSTed to "
@@ -656,6 +698,7 @@ WEBHOOK_PATHS: dict[str, Any] = {
         },
         "get": {
             "operationId": "listWebhooks",
+            "tags": WEBHOOKS,
             "summary": "The key's campaign's webhooks, oldest first; never a secret",
             "responses": {
                 "200": {
@@ -684,6 +727,7 @@ WEBHOOK_PATHS: dict[str, Any] = {
     "/api/v1/webhooks/{id}": {
         "delete": {
             "operationId": "deleteWebhook",
+            "tags": WEBHOOKS,
             "summary": "Stop sending to a webhook; its pending deliveries are dropped",
             "parameters": [WEBHOOK_PATH_ID],
             "responses": {
@@ -696,6 +740,7 @@ WEBHOOK_PATHS: dict[str, Any] = {
     "/api/v1/webhooks/{id}/rotate-secret": {
         "post": {
             "operationId": "rotateWebhookSecret",
+            "tags": WEBHOOKS,
             "summary": "A new secret; the previous one also signs for 24 hours",
             "description": "Until `previousSecretExpiresAt` every delivery carries two "
             "signatures, one per secret (space-separated in webhook-signature), so a "
@@ -731,6 +776,7 @@ WEBHOOK_PATHS: dict[str, Any] = {
     "/api/v1/webhooks/{id}/deliveries": {
         "get": {
             "operationId": "listWebhookDeliveries",
+            "tags": WEBHOOKS,
             "summary": "The webhook's latest delivery attempts, newest first",
             "description": f"The service keeps the latest {LOG_LENGTH} attempts of each "
             "webhook: what a receiver answered, or why no answer came, and how long it took.",
@@ -824,6 +870,7 @@ DOCUMENT: dict[str, Any] = {
         },
     },
     "security": [{"apiKey": []}],
+    "tags": TAGS,
     "paths": {
         "/api/v1/leads/end-contact": {
             "post": END_CONTACT,
@@ -834,6 +881,7 @@ DOCUMENT: dict[str, Any] = {
         "/api/v1/leads/end-contact/{phoneNumber}": {
             "get": {
                 "operationId": "lookUpEndContact",
+                "tags": READS,
                 "summary": "When contact with a number was ended for the key's campaign",
                 "parameters": [PHONE_PARAMETER],
                 "responses": {
@@ -857,6 +905,7 @@ DOCUMENT: dict[str, Any] = {
         "/openapi.json": {
             "get": {
                 "summary": "This document",
+                "tags": SERVICE,
                 "security": [],
                 "responses": {
                     "200": {
@@ -869,6 +918,7 @@ DOCUMENT: dict[str, Any] = {
         "/healthz": {
             "get": {
                 "summary": "The process is alive",
+                "tags": SERVICE,
                 "security": [],
                 "responses": {
                     "200": {
@@ -881,6 +931,7 @@ DOCUMENT: dict[str, Any] = {
         "/readyz": {
             "get": {
                 "summary": "Ready for traffic: store and broker answer, a worker is alive",
+                "tags": SERVICE,
                 "security": [],
                 "responses": {
                     "200": {
@@ -898,6 +949,7 @@ DOCUMENT: dict[str, Any] = {
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics of the whole service",
+                "tags": SERVICE,
                 "security": [],
                 "responses": {
                     "200": {

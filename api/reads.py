@@ -12,7 +12,7 @@ from starlette.datastructures import QueryParams
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from api.problems import REDIS_TIMEOUT, invalid
+from api.problems import REDIS_TIMEOUT, Problem, invalid
 from shared.events import BadEventId, EventId
 from shared.marks import CSV_HEADER, BadCursor, Cursor, start_cursor
 
@@ -78,6 +78,16 @@ def feed_query(query: QueryParams) -> tuple[EventId | None, int]:
     if errors:
         raise invalid("The query must be fixed.", errors)
     return after, limit
+
+
+def after_ahead(after: str) -> Problem:
+    """The 400 for an `after` past every event the feed could hold now (FeedAhead): a
+    made-up cursor (a feed's ids are its store's clock). Taken, it would answer no event
+    and itself as `next` until the clock passed it: its client would skip every event."""
+    reason = "later than every event of this feed and than now (start without `after`)"
+    return invalid(
+        "The query must be fixed.", [{"parameter": "after", "value": after, "reason": reason}]
+    )
 
 
 def _limit(query: QueryParams, errors: list[dict[str, str]]) -> int:

@@ -109,6 +109,12 @@ class ProblemError(Exception):
         return self.problem.errors
 
     @property
+    def synthesized(self) -> bool:
+        """True when the client made the document up: the answer was no problem (a
+        proxy's HTML 502), or there was no answer (then `status` is 503)."""
+        return self.problem.synthesized
+
+    @property
     def retryable(self) -> bool:
         return self.problem.retryable
 

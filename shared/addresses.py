@@ -41,6 +41,14 @@ _NAT64 = IPv6Network("64:ff9b::/96")  # an IPv4 address in the last 32 bits (RFC
 _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 
 
+# How a developer lets a local receiver through, said where a URL is refused for being
+# http:// or non-public: the refusal is where they look.
+DEVELOPMENT_ONLY = (
+    "ENDCONTACT_WEBHOOK_ALLOW_PRIVATE=true on the service allows http:// and private "
+    "addresses, for development only"
+)
+
+
 class AddressError(ValueError):
     """The URL may not be used; the message, fit for a client, says why."""
 
@@ -91,8 +99,10 @@ def target(url: str, allow_private: bool) -> Target:
         raise BadUrl(f"is not a valid URL ({exc})") from None
     schemes = ("https", "http") if allow_private else ("https",)
     if parts.scheme not in schemes:
-        allowed = "https:// (or http://)" if allow_private else "https://"
-        raise BadUrl(f"must be an absolute {allowed} URL")
+        if allow_private:
+            raise BadUrl("must be an absolute https:// (or http://) URL")
+        hint = f" ({DEVELOPMENT_ONLY})" if parts.scheme == "http" else ""
+        raise BadUrl(f"must be an absolute https:// URL{hint}")
     if "@" in parts.netloc:
         raise BadUrl("must not contain user info (user:password@)")
     if not parts.hostname:
@@ -283,9 +293,11 @@ def check_addresses(
     for address in found:
         if not allowed(address):
             named = f"{address} is" if host == str(address) else f"{host} resolves to {address},"
+            # Only where the setting would let it through: never for multicast and the like.
+            hint = "" if allow_private or not is_unicast(address) else f" ({DEVELOPMENT_ONLY})"
             raise NotPublic(
                 f"{named} a non-public address ({_kind(address)}); "
-                "webhooks may only go to public addresses"
+                f"webhooks may only go to public addresses{hint}"
             )
     return found
 

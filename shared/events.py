@@ -207,6 +207,23 @@ class FeedTrimmed(Exception):
     """The cursor is older than the oldest event kept: events after it are gone."""
 
 
+class FeedAhead(Exception):
+    """The cursor is past every event the feed gave and could give now: a client
+    tailing from it would skip every event to come."""
+
+
+def ahead_of_feed(after: EventId, later: bool, trimmed: EventId | None, now_ms: int) -> bool:
+    """Whether `after` is past every id the feed gave out and could give out now: no
+    entry at or after its entry (`later`: the read found one), past the last event
+    trimmed, and later than the store's clock (`now_ms`). Not the clock alone: an entry
+    is given the later of the clock and the last id, so a store whose clock stepped
+    back gives out ids ahead of it. Not the entries alone either: the clients of a store
+    restored from a backup hold cursors past its entries, which events to come follow."""
+    if later or (trimmed is not None and after <= trimmed):
+        return False
+    return after.ms > now_ms
+
+
 @dataclass
 class FeedPage:
     events: list[Event]

@@ -33,7 +33,16 @@ from shared.apikeys import ApiKey, Scope, check_name, digest, generate_id, gener
 from shared.clock import SERVER_TIME, seconds
 from shared.connection import sync_client
 from shared.deliveries import PENDING
-from shared.events import CODES, ORIGIN, Change, Event, EventId, FeedPage, FeedTrimmed
+from shared.events import (
+    CODES,
+    ORIGIN,
+    Change,
+    Event,
+    EventId,
+    FeedAhead,
+    FeedPage,
+    FeedTrimmed,
+)
 from shared.marks import EXPORT_COUNT, Batch, Cursor, Listing, Page, csv_chunk
 from shared.metrics import METRICS_KEY
 from shared.webhooks import (
@@ -509,17 +518,25 @@ class AsyncStore:
 
     async def feed(self, scope: Scope, after: EventId | None, limit: int) -> FeedPage:
         """Up to `limit` events after `after` (None: from the oldest kept), oldest
-        first. Raises FeedTrimmed when events after `after` have been trimmed."""
+        first. Raises FeedTrimmed when events after `after` have been trimmed, FeedAhead
+        when `after` is past every event the feed could hold now."""
         stream = events_key(scope)
         count = min(limit + 1, FEED_ENTRIES_PER_READ)
         async with self._redis.pipeline(transaction=True) as pipe:
-            # At the same instant: what was trimmed, and what follows the cursor.
+            # At the same instant: what was trimmed, what follows the cursor, the clock
+            # that stamps new entries.
             pipe.hget(TRIMMED, feed_name(scope))
             pipe.xrange(stream, "-" if after is None else after.entry, "+", count=count)
-            trimmed_text, entries = await pipe.execute()
+            if after is not None:
+                pipe.time()
+            trimmed_text, entries, *clock = await pipe.execute()
         trimmed = None if trimmed_text is None else EventId.parse(str(trimmed_text))
-        if after is not None and trimmed is not None and after < trimmed:
-            raise FeedTrimmed(str(trimmed))
+        if after is not None:
+            if trimmed is not None and after < trimmed:
+                raise FeedTrimmed(str(trimmed))
+            seconds, micros = clock[0]
+            if events.ahead_of_feed(after, bool(entries), trimmed, seconds * 1000 + micros // 1000):
+                raise FeedAhead
         position = after or trimmed or ORIGIN
         page = FeedPage([], position)
         for _ in range(FEED_READS_PER_PAGE):

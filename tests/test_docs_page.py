@@ -86,11 +86,22 @@ def test_page_and_files_need_no_key_and_are_served_with_types_and_caching(
         f"/docs/static/{version}/../../../etc/passwd",
         "/docs/static/0123456789ab/swagger-ui.css",  # another version's file
         "/docs/static/swagger-ui.css",
-        "/docs/",
+        "/docs//",
     ):
         response = client.get(path)
         assert response.status_code == 404, path
         assert response.headers["content-type"] == "application/problem+json", path
+
+
+def test_docs_with_a_slash_is_sent_to_the_page(client: httpx.Client) -> None:
+    moved = client.get("/docs/", headers={"host": "evil.example"})
+    assert moved.status_code == 308
+    # Relative, so that it keeps a proxy's prefix, and never the Host header's.
+    assert moved.headers["location"] == "../docs"
+    assert str(moved.url.join(moved.headers["location"])).endswith("/docs")
+    page = client.get("/docs/", follow_redirects=True)
+    assert (page.status_code, page.url.path) == (200, "/docs")
+    assert page.content == client.get("/docs").content
 
 
 @pytest.mark.parametrize(
@@ -158,6 +169,13 @@ def _rendered_operations(browser: Chrome) -> set[tuple[str, str]]:
         return set()
 
 
+def _rendered_tags(browser: Chrome) -> list[str]:
+    return [
+        section.get_attribute("data-tag") or ""
+        for section in browser.find_elements(By.CSS_SELECTOR, ".opblock-tag")
+    ]
+
+
 def _operation(browser: Chrome, method: str, path: str) -> WebElement:
     summary = browser.find_element(
         By.CSS_SELECTOR, f'.opblock-{method} .opblock-summary-path[data-path="{path}"]'
@@ -207,6 +225,8 @@ def test_try_it_out_ends_contact_with_the_typed_key(
 
     browser.get(f"{web}/docs")
     wait.until(lambda page: _rendered_operations(page) == operations)
+    # In the document's groups, in its order: none under "default".
+    assert _rendered_tags(browser) == [tag["name"] for tag in document["tags"]]
 
     _authorize(browser, wait, caller.secret)
     operation = _operation(browser, "post", URL)

@@ -429,6 +429,7 @@ def test_the_feed_from_the_start_when_dry_and_when_asked_wrong(
 ) -> None:
     empty = page(client, caller)
     assert empty == {"events": [], "next": "0-0-0"}
+    assert_ahead(client, caller, "9796288602400-0-0")
     phones = numbers(3000, 5)
     created(change(client, caller, URL, phones))
     whole = page(client, caller)["events"]
@@ -437,10 +438,16 @@ def test_the_feed_from_the_start_when_dry_and_when_asked_wrong(
     assert first["events"] == whole[:2]
     rest = page(client, caller, after=first["next"])
     assert rest["events"] == whole[2:]
-    # Nothing new: empty, and next where the client stands; any id in the future too.
+    # Nothing new: empty, and next where the client stands; so too past the last event
+    # but not past the store's clock (the id a later entry of this millisecond gets).
     assert page(client, caller, after=rest["next"]) == {"events": [], "next": rest["next"]}
-    future = f"{2**63}-0-0"
-    assert page(client, caller, after=future) == {"events": [], "next": future}
+    last = EventId.parse(rest["next"])
+    unused = f"{last.ms}-{last.seq + 1}-0"
+    assert page(client, caller, after=unused) == {"events": [], "next": unused}
+    # Past the clock, the feed can hold nothing yet: a client tailing from there would
+    # skip every event to come.
+    for future in ("9796288602400-0-0", f"{2**63}-0-0", f"{last.ms + 3_600_000}-0-0"):
+        assert_ahead(client, caller, future)
     assert len(page(client, caller)["events"]) == 5  # 100 by default
     assert page(client, caller, limit=1000)["events"] == page(client, caller)["events"]
 
@@ -461,6 +468,16 @@ def test_the_feed_from_the_start_when_dry_and_when_asked_wrong(
         assert page(client, other) == {"events": [], "next": "0-0-0"}
         assert hist(client, other, phones[0]) == []
         problem(lookup(client, other, phones[0]), 404)
+
+
+def assert_ahead(client: httpx.Client, caller: Caller, after: str) -> None:
+    response = client.get(FEED, params={"after": after}, headers=caller.headers)
+    (error,) = problem(response, 400)["errors"]
+    assert error == {
+        "parameter": "after",
+        "value": after,
+        "reason": "later than every event of this feed and than now (start without `after`)",
+    }
 
 
 # --- private stacks ---------------------------------------------------------------

@@ -42,6 +42,16 @@ def test_document_describes_exactly_the_routes_the_app_serves(web: str, redis_ur
     }
     assert len(served) == 16
     assert _operations(document) == served
+    # Grouped on the docs page by what a reader comes for, none under "default": every
+    # operation has one of the document's tags, and every tag is used and described.
+    tags = {tag["name"]: tag["description"] for tag in document["tags"]}
+    assert len(tags) == len(document["tags"]) >= 4
+    assert all(tags.values())
+    used = [
+        operation.get("tags") for item in document["paths"].values() for operation in item.values()
+    ]
+    assert [len(tagged or ()) for tagged in used] == [1] * len(served)
+    assert {tagged[0] for tagged in used if tagged} == set(tags)
 
     post = document["paths"][URL]["post"]
     assert set(post["responses"]) >= {"201", "400", "401", "408", "413", "429", "503"}

@@ -103,8 +103,13 @@ def test_revocation_reaches_every_web_process_at_once(two_webs: Webs) -> None:
     caller = new_caller(two_webs.store)
     phones = ["(509) 555-1234"]
     for base in two_webs.bases:
-        assert post_numbers(base, caller.headers, phones).status_code == 201
+        accepted = post_numbers(base, caller.headers, phones)
+        assert accepted.status_code == 201
+        assert "ratelimit-remaining" in accepted.headers
     two_webs.store.revoke_key(caller.key.id)
     # Keys are checked in Redis on every request, not cached: no delay to wait out.
     for base in two_webs.bases:
-        assert post_numbers(base, caller.headers, phones).status_code == 401
+        refused = post_numbers(base, caller.headers, phones)
+        assert refused.status_code == 401
+        # No key, nothing counted (README, ENDCONTACT_RATE_LIMIT): no RateLimit headers.
+        assert not [name for name in refused.headers if name.startswith("ratelimit-")]

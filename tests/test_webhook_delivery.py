@@ -5,6 +5,7 @@ process), a real worker's dispatcher, a real store; signatures checked with the
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -336,6 +337,19 @@ def test_a_delivery_is_given_up_after_the_schedule(
     assert [e["outcome"] for e in log] == ["retry"] * 3 + ["gave_up"]
     assert len(at.received) == 4
     assert hooks.client.zscore(due_key(hook.id), log[0]["eventId"]) is None
+
+
+def test_an_attempt_where_nothing_listens_is_logged_as_connection_refused(
+    hooks: HookStack,
+) -> None:
+    caller = hooks.caller()
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    hook = hooks.hook(caller, f"http://127.0.0.1:{port}/hook")
+    hooks.end(caller, phones(1760, 1))
+    (entry, *_) = wait_until(lambda: hooks.attempts(hook), WAIT, "an attempt logged")
+    assert (entry["error"], entry["outcome"]) == ("connection refused", "retry")
+    assert "status" not in entry
 
 
 def test_a_receiver_that_hangs_delays_neither_others_nor_end_contact(

@@ -212,6 +212,28 @@ def test_url_refused(http: httpx.Client, body: dict[str, Any], reason: str) -> N
 
 
 @pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://127.0.0.1:9/hook", "must be an absolute https:// URL"),
+        ("https://127.0.0.1:8443/hook", "127.0.0.1 is a non-public address (loopback"),
+        ("https://localhost/hook", "localhost resolves to"),
+    ],
+)
+def test_a_local_receiver_is_told_how_to_allow_it_for_development(
+    http: httpx.Client, url: str, refused: str
+) -> None:
+    answer = http.post(HOOKS, json={"url": url})
+    assert answer.status_code == 400, answer.text
+    (error,) = answer.json()["errors"]
+    assert error["pointer"] == "/url"
+    assert error["reason"].startswith(refused)
+    assert error["reason"].endswith(
+        "(ENDCONTACT_WEBHOOK_ALLOW_PRIVATE=true on the service allows http:// and private "
+        "addresses, for development only)"
+    )
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "http://127.0.0.1:9/hook",

@@ -12,6 +12,7 @@ while the socket goes to the checked address, a bounded read of the answer.
 from __future__ import annotations
 
 import contextlib
+import errno
 import heapq
 import http.client
 import itertools
@@ -272,13 +273,21 @@ class Connections:
 
 
 def error_of(exc: BaseException) -> str:
-    """What the attempt log says of an attempt that got no status."""
+    """What the attempt log says of an attempt that got no status: what its receiver's
+    owner can look for (nothing listens, a firewall drops, a proxy cuts)."""
     if isinstance(exc, TimeoutError | socket.timeout):
         return f"timeout ({ATTEMPT_TIMEOUT:g} s)"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return "TLS certificate refused"
     if isinstance(exc, ssl.SSLError):
         return "TLS failed"
+    # Before the OSErrors: a receiver that closes without answering is RemoteDisconnected,
+    # a ConnectionResetError too.
     if isinstance(exc, http.client.HTTPException):
         return f"HTTP error ({exc.__class__.__name__})"
-    return "connection failed"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    name = errno.errorcode.get(exc.errno or 0) if isinstance(exc, OSError) else None
+    return f"connection failed ({name})" if name else "connection failed"

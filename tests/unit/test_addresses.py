@@ -257,6 +257,45 @@ def test_refusal_names_the_registry_block(host: str, said: str) -> None:
     assert said in str(refused.value)
 
 
+HINT = (
+    "(ENDCONTACT_WEBHOOK_ALLOW_PRIVATE=true on the service allows http:// and private "
+    "addresses, for development only)"
+)
+
+
+@pytest.mark.parametrize(
+    ("url", "hinted"),
+    [
+        ("http://1.2.3.4/hook", True),
+        ("http://localhost:8080/hook", True),
+        ("ftp://1.2.3.4/hook", False),  # the setting would not let it through either
+        ("/hooks/end-contact", False),
+    ],
+)
+def test_an_http_refusal_says_how_to_allow_a_local_receiver(url: str, hinted: bool) -> None:
+    with pytest.raises(BadUrl) as refused:
+        check_url(url, allow_private=False)
+    assert str(refused.value).startswith("must be an absolute https:// URL")
+    assert (HINT in str(refused.value)) is hinted
+
+
+@pytest.mark.parametrize(
+    ("address", "hinted"),
+    [("127.0.0.1", True), ("10.0.0.1", True), ("fe80::1", True), ("224.0.0.1", False)],
+)
+def test_a_non_public_refusal_says_how_to_allow_a_local_receiver(
+    address: str, hinted: bool
+) -> None:
+    with pytest.raises(NotPublic) as refused:
+        check_addresses("h.test", _infos(address), allow_private=False)
+    assert str(refused.value).endswith(HINT) is hinted
+    # Allowed, the setting is on already: a refusal then has nothing to add.
+    if not hinted:
+        with pytest.raises(NotPublic) as still:
+            check_addresses("h.test", _infos(address), allow_private=True)
+        assert "ENDCONTACT_WEBHOOK_ALLOW_PRIVATE" not in str(still.value)
+
+
 def test_a_zone_is_read_off_a_link_local_address() -> None:
     with pytest.raises(NotPublic, match="link-local"):
         check_addresses("h.test", _infos("fe80::1%2"), allow_private=False)

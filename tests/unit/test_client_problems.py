@@ -7,8 +7,8 @@ import json
 
 import httpx
 
-from client._core import number_path
-from client.errors import Problem, ProblemItem, parse_problem, unreachable
+from client._core import error_of, number_path
+from client.errors import Problem, ProblemError, ProblemItem, parse_problem, unreachable
 
 
 def test_a_problem_document_is_read_whole() -> None:
@@ -59,8 +59,23 @@ def test_no_answer_is_a_retryable_503_made_up() -> None:
     error = unreachable(httpx.ConnectError("refused"))
     assert error.status == 503
     assert error.retryable
+    assert error.synthesized
     assert error.problem.synthesized
     assert "ConnectError" in error.detail
+
+
+def test_the_error_says_whether_its_document_was_made_up() -> None:
+    """`synthesized` on the exception itself, as the README shows it."""
+
+    def error(status: int, content_type: str, body: bytes) -> ProblemError:
+        headers = {"content-type": content_type}
+        return error_of(httpx.Response(status, headers=headers, content=body))
+
+    page = error(502, "text/html", b"<html><h1>502 Bad Gateway</h1></html>")
+    assert (page.status, page.synthesized) == (502, True)
+    body = b'{"type": "/problems/unauthorized", "title": "Unauthorized", "status": 401, '
+    served = error(401, "application/problem+json", body + b'"detail": "A valid key."}')
+    assert (served.type, served.synthesized) == ("/problems/unauthorized", False)
 
 
 def test_which_problems_are_retryable() -> None:

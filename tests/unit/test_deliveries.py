@@ -3,7 +3,10 @@ and the dispatcher's reading of its claim script's reply."""
 
 from __future__ import annotations
 
+import errno
+import http.client
 import json
+import ssl
 import time
 
 import pytest
@@ -16,7 +19,7 @@ from shared.deliveries import Attempt
 from shared.events import Event, EventId
 from shared.webhooks import new_secret, new_webhook
 from worker.deliveries import LEASE_MARGIN, LEASE_MS, InFlight, may_start, parse_claim
-from worker.senders import ATTEMPT_TIMEOUT
+from worker.senders import ATTEMPT_TIMEOUT, error_of
 
 SCHEDULE = (5, 300, 1800)
 EVENT = Event(EventId(1764452463512, 0, 2), "ended", "+15095551234", "key_1", "req_1", "é")
@@ -151,3 +154,22 @@ def test_an_attempt_starts_only_under_a_lease_that_outlasts_it() -> None:
     assert may_start(now + LEASE_MS / 1000, now)
     assert may_start(now + ATTEMPT_TIMEOUT + LEASE_MARGIN, now)
     assert not may_start(now + ATTEMPT_TIMEOUT + LEASE_MARGIN - 0.001, now)
+
+
+@pytest.mark.parametrize(
+    ("raised", "logged"),
+    [
+        (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), "connection refused"),
+        (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), "connection reset"),
+        (OSError(errno.EHOSTUNREACH, "No route to host"), "connection failed (EHOSTUNREACH)"),
+        (BrokenPipeError(errno.EPIPE, "Broken pipe"), "connection failed (EPIPE)"),
+        (OSError("no errno"), "connection failed"),
+        (TimeoutError(), f"timeout ({ATTEMPT_TIMEOUT:g} s)"),
+        (ssl.SSLCertVerificationError(), "TLS certificate refused"),
+        (ssl.SSLError(), "TLS failed"),
+        # Closed without an answer: a ConnectionResetError too, but said as what it is.
+        (http.client.RemoteDisconnected("closed"), "HTTP error (RemoteDisconnected)"),
+    ],
+)
+def test_an_attempt_without_a_status_logs_what_happened(raised: OSError, logged: str) -> None:
+    assert error_of(raised) == logged

@@ -12,6 +12,7 @@ from shared.events import (
     Change,
     Context,
     EventId,
+    ahead_of_feed,
     ended_at_of,
     entry_events,
     history,
@@ -89,6 +90,21 @@ def test_event_ids_order_by_time_then_entry_then_index() -> None:
     ]
     assert EventId.parse("7-3-2").entry == "7-3"
     assert EventId.of_entry("7-3", 2) == EventId(7, 3, 2)
+
+
+def test_a_cursor_is_ahead_only_past_every_entry_the_trimmed_and_the_clock() -> None:
+    now = 1_795_988_065_000
+    future = EventId(now + 1, 0, 0)
+    assert ahead_of_feed(future, later=False, trimmed=None, now_ms=now)
+    assert ahead_of_feed(EventId(2**63, 0, 0), later=False, trimmed=EventId(5, 0, 3), now_ms=now)
+    # The present, or the past: ids a store restored from a backup gives out again.
+    assert not ahead_of_feed(EventId(now, 9, 0), later=False, trimmed=None, now_ms=now)
+    assert not ahead_of_feed(EventId(now - 1, 0, 0), later=False, trimmed=None, now_ms=now)
+    # A store whose clock stepped back gives out ids past it: an entry at or after the
+    # cursor, or the last trimmed event, says the feed reached it.
+    assert not ahead_of_feed(future, later=True, trimmed=None, now_ms=now)
+    assert not ahead_of_feed(future, later=False, trimmed=future, now_ms=now)
+    assert not ahead_of_feed(future, later=False, trimmed=EventId(now + 1, 0, 7), now_ms=now)
 
 
 def test_iso_has_milliseconds_in_utc() -> None:
