@@ -4,9 +4,10 @@ The rows are read twice, streaming: once to check that the file (and, with --res
 the results file) is readable and to count its rows, then to send them. Each row is
 checked here with the service's own rules (shared.phones.to_e164) first, so an invalid
 row is reported without being sent and never makes its batch of 50 a 400. A number
-that comes again is sent once, with its first row. The results are written in input
-order as rows finish, so the file holds the rows done so far at any moment: what
-Ctrl-C leaves, and what --resume goes on from.
+that comes again is sent once, with its first row. The results are the input's rows,
+every column, each followed by its outcome, written in input order as rows finish, so
+the file holds the rows done so far at any moment: what Ctrl-C leaves, and what
+--resume goes on from (with the first run's --reason, recorded beside it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import codecs
 import contextlib
 import csv
 import itertools
+import json
 import os
 import re
 import signal
@@ -53,7 +55,11 @@ BATCH = 50
 # in input order), and rows read but not yet finished: at most this many are held.
 MAX_PENDING = 20_000
 
-HEADER = ("input", "phoneNumber", "status", "detail")
+# The columns the results add after the input's own.
+OUTCOME = ("phoneNumber", "status", "detail")
+# Added to one of OUTCOME's names that the input has already (compared as column names
+# are, number_column), until it is not: "phoneNumber" in, "phoneNumber_result" ours.
+CLASH_SUFFIX = "_result"
 ENDED, INVALID, FAILED = "ended", "invalid", "failed"
 # Header names, compared case-insensitively, of the column that holds the numbers, in
 # order of preference; without one, the first column.
@@ -89,6 +95,7 @@ class UsageError(Exception):
 class InputRow(NamedTuple):
     row: int  # the spreadsheet's row number: the header is 1, blank rows count
     text: str  # the number's cell as written
+    cells: list[str]  # the whole row as read
 
 
 def delimiter(header_line: str) -> str:
@@ -102,13 +109,31 @@ def delimiter(header_line: str) -> str:
     return ","
 
 
+def _name(column: str) -> str:
+    return column.strip().lower()
+
+
 def number_column(header: list[str]) -> int:
     """The column named phoneNumber or phone (any case, spaces around ignored), else 0."""
-    names = [name.strip().lower() for name in header]
+    names = [_name(column) for column in header]
     for wanted in NUMBER_COLUMNS:
         if wanted in names:
             return names.index(wanted)
     return 0
+
+
+def results_header(header: list[str], width: int) -> list[str]:
+    """The results file's header: the input's (with a nameless column for each cell a
+    row has past it, up to `width`), then OUTCOME, each renamed with CLASH_SUFFIX while
+    the input has a column of its name."""
+    columns = [*header, *[""] * (width - len(header))]
+    taken = {_name(column) for column in columns}
+    for wanted in OUTCOME:
+        while _name(wanted) in taken:
+            wanted += CLASH_SUFFIX
+        taken.add(_name(wanted))
+        columns.append(wanted)
+    return [safe_cell(column) for column in columns]
 
 
 def _lines(file: BinaryIO) -> Iterator[str]:
@@ -142,6 +167,7 @@ class CsvInput:
         self.path = path
         self.column = 0
         self.column_name = ""
+        self.header: list[str] = []
         self._file: BinaryIO | None = None
         self._reader: Iterator[list[str]] = iter(())
 
@@ -164,6 +190,7 @@ class CsvInput:
         if header is None or _is_blank(header):
             self._file.close()
             raise UsageError(f"{self.path} has no header row (the first row names the columns)")
+        self.header = header
         self.column = number_column(header)
         self.column_name = header[self.column].strip()
         return self
@@ -197,7 +224,7 @@ class CsvInput:
         column = self.column
         while (record := self._next(row)) is not None:
             if not _is_blank(record):
-                yield InputRow(row, record[column] if column < len(record) else "")
+                yield InputRow(row, record[column] if column < len(record) else "", record)
             row += 1
 
 
@@ -205,7 +232,7 @@ class CsvInput:
 class Previous:
     """A row of an earlier results file."""
 
-    input: str
+    cells: list[str]  # the input's, as the results file wrote them (safe_cell)
     phone: str
     status: str
     detail: str
@@ -220,10 +247,12 @@ Rows = Iterator[tuple[InputRow, Previous | None]]
 
 
 class ResultsInput:
-    """An earlier results file, read in step with the input for --resume."""
+    """An earlier results file, read in step with the input for --resume. Its header
+    is checked against the input's with check_header."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.header: list[str] = []
         self._file: TextIO | None = None
         self._reader: Iterator[list[str]] = iter(())
         self._line = 1
@@ -234,10 +263,20 @@ class ResultsInput:
         except OSError as exc:
             raise UsageError(f"cannot read {self.path}: {exc.strerror or exc}") from None
         self._reader = csv.reader(self._file, strict=True)
-        if self._next() != list(HEADER):
+        self.header = self._next() or []
+        if len(self.header) <= len(OUTCOME):
             self._file.close()
-            raise UsageError(f"{self.path} is not a results file (header {','.join(HEADER)})")
+            raise UsageError(
+                f"{self.path} is not a results file (the input's columns, then {','.join(OUTCOME)})"
+            )
         return self
+
+    def check_header(self, expected: list[str]) -> None:
+        if self.header != expected:
+            raise UsageError(
+                f"{self.path} is not a results file of this input: its header is not "
+                f"{','.join(expected)}"
+            )
 
     def __exit__(self, *exc_info: object) -> None:
         if self._file is not None:
@@ -254,9 +293,10 @@ class ResultsInput:
         if record is None:
             return None
         self._line += 1
-        if len(record) != len(HEADER) or record[2] not in (ENDED, INVALID, FAILED):
+        if len(record) != len(self.header) or record[-2] not in (ENDED, INVALID, FAILED):
             raise UsageError(f"{self.path} row {self._line} is not a result row")
-        return Previous(*record)
+        *cells, phone, status, detail = record
+        return Previous(cells, phone, status, detail)
 
 
 def paired(source: CsvInput, previous: ResultsInput | None) -> Rows:
@@ -268,10 +308,11 @@ def paired(source: CsvInput, previous: ResultsInput | None) -> Rows:
 
 
 def _paired(source: CsvInput, previous: ResultsInput) -> Rows:
+    column = source.column
     for row in source.rows():
         before = previous.next()
-        # The input as written back (safe_cell), or as written before cells were made safe.
-        if before is not None and before.input not in (safe_cell(row.text), row.text):
+        # The number's cell as the results file writes it back (safe_cell).
+        if before is not None and before.cells[column : column + 1] != [safe_cell(row.text)]:
             raise UsageError(
                 f"{previous.path} is not the results of {source.path}: they differ at row "
                 f"{row.row} of the input"
@@ -300,7 +341,7 @@ class Entry:
     """One input row on its way to the results file."""
 
     row: int
-    text: str
+    cells: list[str]  # the input's row
     before: Previous | None  # its row in the results file resumed from
     phone: str = ""
     status: str = ""  # "" until known
@@ -344,7 +385,11 @@ class Importer:
 
     send: Send
     region: str
-    write: Callable[[str, str, str, str], None]
+    # Takes each results row: the input's cells, then OUTCOME's.
+    write: Callable[[list[str]], None]
+    # The input's columns: a shorter row is written with empty cells up to it, so that
+    # OUTCOME's are in their columns.
+    width: int = 1
     concurrency: int = DEFAULT_CONCURRENCY
     retry_for: float = DEFAULT_RETRY_FOR
     progress: Callable[[int], None] = lambda done: None
@@ -359,7 +404,7 @@ class Importer:
 
     def classify(self, row: InputRow, before: Previous | None) -> Entry:
         """The row's entry: finished (kept, invalid), a repeat, or to send (no status)."""
-        entry = Entry(row.row, row.text, before)
+        entry = Entry(row.row, row.cells, before)
         if before is not None and before.final:
             entry.phone, entry.status, entry.detail = before.phone, before.status, before.detail
             entry.kept = True
@@ -478,7 +523,7 @@ class Importer:
             elif not entry.status:
                 break
             self._pending.popleft()
-            self._write(entry.text, entry.phone, entry.status, entry.detail)
+            self._write(entry.cells, entry.phone, entry.status, entry.detail)
             if not entry.kept:
                 self.counts.done += 1
                 written += 1
@@ -486,11 +531,15 @@ class Importer:
             self.progress(written)
             self._changed.set()
 
-    def _write(self, text: str, phone: str, status: str, detail: str) -> None:
+    def _write(self, cells: list[str], phone: str, status: str, detail: str) -> None:
         # Every row of the results file comes here. All but the status (ours) come from
         # the input, the service or a resumed results file (whose cells are safe already:
         # safe_cell changes nothing twice).
-        self.write(safe_cell(text), safe_cell(phone), status, safe_cell(detail))
+        row = [safe_cell(cell) for cell in cells]
+        if len(row) < self.width:
+            row.extend([""] * (self.width - len(row)))
+        row += (safe_cell(phone), status, safe_cell(detail))
+        self.write(row)
         self.counts.add(status)
 
     def _carry_over(self, rows: Rows) -> None:
@@ -500,7 +549,7 @@ class Importer:
         while self._pending:
             entry = self._pending.popleft()
             if entry.status and not entry.original:
-                self._write(entry.text, entry.phone, entry.status, entry.detail)
+                self._write(entry.cells, entry.phone, entry.status, entry.detail)
             elif entry.before is not None:
                 self._write_before(entry.before)
             else:
@@ -511,7 +560,7 @@ class Importer:
             self._write_before(before)
 
     def _write_before(self, before: Previous) -> None:
-        self._write(before.input, before.phone, before.status, before.detail)
+        self._write(before.cells, before.phone, before.status, before.detail)
 
 
 # --- The command ---------------------------------------------------------------------
@@ -520,6 +569,51 @@ class Importer:
 def default_out(path: Path) -> Path:
     """`numbers.csv` -> `numbers.results.csv`, beside it."""
     return path.with_name(f"{path.stem}.results.csv")
+
+
+def reason_file(out: Path) -> Path:
+    """Where the run's --reason is recorded for --resume, beside its results:
+    `numbers.results.csv` -> `numbers.results.reason.json`."""
+    return out.with_name(f"{out.stem}.reason.json")
+
+
+def _shown_reason(reason: str | None) -> str:
+    return "none" if reason is None else json.dumps(reason, ensure_ascii=False)
+
+
+def resumed_reason(out: Path, given: str | None) -> str | None:
+    """The reason a --resume of `out` sends with: the first run's, recorded beside it,
+    whether --reason repeats it or is left out; a different one is a UsageError, since
+    the rows ended so far were stored with the first. Without a record (results of a
+    version that kept none), the one given."""
+    path = reason_file(out)
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))["reason"]
+        if recorded is not None and not isinstance(recorded, str):
+            raise TypeError
+    except FileNotFoundError:
+        return given
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, TypeError, KeyError):  # not UTF-8, not JSON, not ours
+        raise UsageError(f'{path} is not a reason record ({{"reason": ...}})') from None
+    if given is not None and given != recorded:
+        raise UsageError(
+            f"--reason {_shown_reason(given)} is not the first run's reason "
+            f"({_shown_reason(recorded)}, recorded in {path}): --resume goes on with the "
+            "first run's; leave --reason out"
+        )
+    return recorded
+
+
+def _record_reason(out: Path, reason: str | None) -> None:
+    path = reason_file(out)
+    part = path.with_name(path.name + ".part")
+    try:
+        part.write_text(json.dumps({"reason": reason}, ensure_ascii=False) + "\n", "utf-8")
+        os.replace(part, path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def check_reason(reason: str | None) -> str | None:
@@ -569,6 +663,9 @@ def options(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -
         raise UsageError(f"--concurrency must be 1 to {MAX_CONCURRENCY}")
     if not 0 <= args.retry_for <= 86_400:
         raise UsageError("--retry-for must be 0 to 86400 seconds")
+    reason = check_reason(args.reason)
+    if args.resume and out.exists():
+        reason = resumed_reason(out, reason)
     return Options(
         source=source,
         out=out,
@@ -577,7 +674,7 @@ def options(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -
         region=settings.default_region,
         concurrency=args.concurrency,
         retry_for=args.retry_for,
-        reason=check_reason(args.reason),
+        reason=reason,
         resume=args.resume,
     )
 
@@ -615,12 +712,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"how long failures are retried (default {DEFAULT_RETRY_FOR:g})",
     )
     command.add_argument(
-        "--reason", help=f"recorded with each change (at most {REASON_MAX} characters)"
+        "--reason",
+        help=f"recorded with each change (at most {REASON_MAX} characters); "
+        "--resume keeps the first run's",
     )
     command.add_argument(
         "--resume",
         action="store_true",
-        help="go on from the results file: rows already ended or invalid are not sent again",
+        help="go on from the results file, with the first run's --reason: rows already "
+        "ended or invalid are not sent again",
     )
     command.set_defaults(handler=cmd_import)
 
@@ -634,28 +734,41 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
+@dataclass(frozen=True)
+class Survey:
+    rows: int
+    to_do: int  # rows not finished by the run resumed
+    width: int  # cells of the widest row, the header included
+    header: list[str]  # the results file's
+
+
 @contextlib.contextmanager
-def _inputs(chosen: Options) -> Iterator[Iterator[tuple[InputRow, Previous | None]]]:
+def _inputs(chosen: Options) -> Iterator[tuple[CsvInput, ResultsInput | None]]:
+    """The input, and with --resume the results it goes on from (if there are any)."""
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(CsvInput(chosen.source))
         previous = None
         if chosen.resume and chosen.out.exists():
             previous = stack.enter_context(ResultsInput(chosen.out))
-        yield paired(source, previous)
+        yield source, previous
 
 
-def survey(chosen: Options) -> tuple[int, int, str]:
-    """Rows, of those still to do, and the numbers' column: the whole input (and the
-    results it resumes) read once before anything is sent, so an unreadable file is a
-    usage error, not an import stopped half-way."""
+def survey(chosen: Options) -> Survey:
+    """The whole input (and the results it resumes) read once before anything is sent,
+    so an unreadable file is a usage error, not an import stopped half-way; and what
+    the import needs to know of it first."""
     rows = to_do = 0
-    with CsvInput(chosen.source) as source:
-        column = source.column_name
-    with _inputs(chosen) as pairs:
-        for _, before in pairs:
+    with _inputs(chosen) as (source, previous):
+        width = len(source.header)
+        for row, before in paired(source, previous):
             rows += 1
             to_do += before is None or not before.final
-    return rows, to_do, column
+            if len(row.cells) > width:
+                width = len(row.cells)
+        header = results_header(source.header, width)
+        if previous is not None:
+            previous.check_header(header)
+    return Survey(rows, to_do, width, header)
 
 
 def run(chosen: Options) -> int:
@@ -665,7 +778,8 @@ def run(chosen: Options) -> int:
             file=sys.stderr,
         )
     started = time.monotonic()
-    rows, to_do, _ = survey(chosen)
+    surveyed = survey(chosen)
+    rows = surveyed.rows
     part = chosen.out.with_name(chosen.out.name + ".part")
     fatal: Fatal | None = None
     try:
@@ -674,12 +788,8 @@ def run(chosen: Options) -> int:
         raise UsageError(f"cannot write {part}: {exc.strerror or exc}") from None
     with out:
         writer = csv.writer(out)
-        writer.writerow(HEADER)
-
-        def write(text: str, phone: str, status: str, detail: str) -> None:
-            writer.writerow((text, phone, status, detail))
-
-        with _progress(rows - to_do, rows) as advance, _inputs(chosen) as pairs:
+        writer.writerow(surveyed.header)
+        with _progress(rows - surveyed.to_do, rows) as advance, _inputs(chosen) as inputs:
 
             def progress(done: int) -> None:
                 # What is finished is on disk, not in a buffer: another program (or
@@ -691,18 +801,26 @@ def run(chosen: Options) -> int:
             importer = Importer(
                 send=sender,
                 region=chosen.region,
-                write=write,
+                write=writer.writerow,
+                width=surveyed.width,
                 concurrency=chosen.concurrency,
                 retry_for=chosen.retry_for,
                 progress=progress,
             )
             try:
-                interrupted = _run_until_signal(_with_sender(sender, importer, pairs))
+                interrupted = _run_until_signal(_with_sender(sender, importer, paired(*inputs)))
             except Fatal as exc:
                 fatal, interrupted = exc, None
+    counts = importer.counts
+    if fatal is not None and not counts.rows:
+        # Refused at the start (a wrong key, a wrong URL): no results file with only a
+        # header, and an earlier one left as it was.
+        part.unlink()
+        print(f"endcontact: {fatal}", file=sys.stderr)
+        return EXIT_USAGE
     # Renamed only now: a --resume read the old file until the last row was read.
     os.replace(part, chosen.out)
-    counts = importer.counts
+    _record_reason(chosen.out, chosen.reason)
     if fatal is not None:
         print(f"endcontact: {fatal}; results so far in {chosen.out}", file=sys.stderr)
         return EXIT_USAGE
@@ -713,15 +831,26 @@ def run(chosen: Options) -> int:
     return EXIT_FAILED if counts.failed else EXIT_OK
 
 
+def rate(per_second: float) -> str:
+    """A rate as the summary and the progress bar show it: whole numbers, but for a
+    slow one, which would show as 0."""
+    shown = f"{per_second:,.0f}" if per_second >= 10 else f"{per_second:.1f}"
+    return f"{shown} numbers/s"
+
+
 def _summary(counts: Counts, rows: int, seconds: float, out: Path, interrupted: bool) -> str:
-    rate = counts.done / seconds if seconds > 0 else 0.0
+    # A rate only of what this run did: none when it finished nothing (stopped at the
+    # start, or a --resume with nothing left).
+    speed = rate(counts.done / seconds) if counts.done and seconds > 0 else ""
     tally = f"ended {counts.ended:,}, invalid {counts.invalid:,}, failed {counts.failed:,}"
     if interrupted:
         return (
-            f"interrupted after {counts.rows:,} of {rows:,} rows ({tally}; {rate:,.0f} numbers/s); "
+            f"interrupted after {counts.rows:,} of {rows:,} rows "
+            f"({tally}{'; ' + speed if speed else ''}); "
             f"results so far in {out}: run again with --resume to finish"
         )
-    return f"{tally} of {rows:,} rows in {seconds:.1f} s ({rate:,.0f} numbers/s); results in {out}"
+    took = f"{seconds:.1f} s" + (f" ({speed})" if speed else "")
+    return f"{tally} of {rows:,} rows in {took}; results in {out}"
 
 
 def _run_until_signal(work: Awaitable[Counts]) -> int | None:
@@ -776,8 +905,9 @@ def _progress(
 
     class Rate(ProgressColumn):
         def render(self, task: Task) -> Text:
+            # Nothing until rich has a rate (two advances apart), not a "0" or "-".
             speed = task.speed
-            return Text(f"{speed:,.0f} numbers/s" if speed is not None else "- numbers/s")
+            return Text(rate(speed) if speed is not None else "")
 
     with Progress(
         TextColumn("importing"),

@@ -87,7 +87,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         # one Redis write, so the prefork pool's pipe to its children costs more than
         # the task itself (see bench/README.md for the numbers).
         commands = [cli_command("worker", "--concurrency=1") for _ in range(args.concurrency)]
-        return supervise(commands, server_env(resolved))
+        # Celery's warning of root once, here, not once per worker (worker/privileges.py).
+        from worker.privileges import check_for_group
+
+        return supervise(commands, {**server_env(resolved), **check_for_group()})
 
 
 def _solo_worker(settings: Settings) -> int:

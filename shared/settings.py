@@ -17,6 +17,8 @@ from shared.connection import SEPARATOR, is_sentinel
 
 # 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (issue 12).
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
+# How logs are written (shared.logs): auto is text on a terminal, JSON elsewhere.
+LOG_FORMATS = ("auto", "json", "text")
 
 
 class SettingsError(ValueError):
@@ -57,6 +59,8 @@ class Settings:
     # On SIGTERM, a web process answers 421 for this long before it stops listening, so
     # that a proxy learns to send elsewhere first (api/drain.py); 0 stops at once.
     drain_seconds: float = 0.0
+    # One of LOG_FORMATS.
+    log_format: str = "auto"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -85,6 +89,7 @@ class Settings:
             drain_seconds=_seconds(
                 env, "ENDCONTACT_DRAIN_SECONDS", default=0.0, most=60, zero="off"
             ),
+            log_format=log_format(env),
         )
 
     def broker(self) -> Settings:
@@ -167,6 +172,17 @@ def _count(
             f"{name} must be a whole number from {least} to {most}{meaning}, got {_shown(raw)}"
         )
     return value
+
+
+def log_format(env: Mapping[str, str]) -> str:
+    """ENDCONTACT_LOG_FORMAT; on its own, for shared.logs, which sets up logging before
+    an entry point reads the rest."""
+    raw = env.get("ENDCONTACT_LOG_FORMAT")
+    if not raw:
+        return "auto"
+    if raw not in LOG_FORMATS:
+        raise SettingsError(f"ENDCONTACT_LOG_FORMAT must be auto, json or text, got {_shown(raw)}")
+    return raw
 
 
 def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:

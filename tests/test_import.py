@@ -29,7 +29,8 @@ from tests.processes import ROOT, Stack, http_ready, spawn, stop, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
-HEADER = ["input", "phoneNumber", "status", "detail"]
+# The results of number_file: its columns, then ours (the input has a phoneNumber).
+LEADS_HEADER = ["name", "phoneNumber", "phoneNumber_result", "status", "detail"]
 
 
 def environment(key: str | None, **extra: str) -> dict[str, str]:
@@ -79,10 +80,10 @@ def running_import(
         process.wait()
 
 
-def results(path: Path) -> list[list[str]]:
+def results(path: Path, header: list[str] = LEADS_HEADER) -> list[list[str]]:
     with open(path, encoding="utf-8", newline="") as file:
         rows = list(csv.reader(file))
-    assert rows[0] == HEADER
+    assert rows[0] == header
     return rows[1:]
 
 
@@ -93,6 +94,11 @@ def national(n: int) -> str:
 
 def e164(n: int) -> str:
     return f"+1509{200 + n // 10_000:03d}{n % 10_000:04d}"
+
+
+def ended_leads(numbers: range) -> list[list[str]]:
+    """number_file's rows as the results have them, each ended."""
+    return [[f"Lead {n}", national(n), e164(n), "ended", ""] for n in numbers]
 
 
 def number_file(path: Path, first: int, count: int) -> Path:
@@ -124,30 +130,40 @@ def test_every_row_is_reported_in_order_and_only_valid_numbers_are_sent(
     """A spreadsheet's CSV (BOM, CRLF, quotes, blank rows, the column named PHONE): the
     invalid rows sit in the first batch of 50 without sinking it, a number repeated in
     the same batch and in a later one is sent once, and the results have every row,
-    none that a spreadsheet would run as a formula."""
+    every column of it, none that a spreadsheet would run as a formula."""
     rows: list[list[str]] = [["Name", "PHONE", "Note"]]
     expected: list[list[str]] = []
     for n in range(120):
         rows.append([f"Doe, {n}", national(n), "line one\r\nline two"])
-        expected.append([national(n), e164(n), "ended", ""])
+        expected.append([f"Doe, {n}", national(n), "line one\r\nline two", e164(n), "ended", ""])
         if n == 3:
             rows.append(["bad", "(555) 555-1234", ""])
             expected.append(
-                ["(555) 555-1234", "", "invalid", "not a valid phone number (default region US)"]
+                [
+                    *["bad", "(555) 555-1234", ""],
+                    *["", "invalid", "not a valid phone number (default region US)"],
+                ]
             )
             rows.append(["empty", "", ""])
-            expected.append(["", "", "invalid", "empty"])
-            rows.append(["letters", "call me", ""])
-            expected.append(["call me", "", "invalid", "not a phone number"])
+            expected.append(["empty", "", "", "", "invalid", "empty"])
+            rows.append(["letters", "call me"])  # a short row: an empty cell written
+            expected.append(["letters", "call me", "", "", "invalid", "not a phone number"])
         if n == 5:
             rows.append(["again", f"+1 509 200 {1:04d}", ""])  # row 3's number
-            expected.append([f"'+1 509 200 {1:04d}", e164(1), "ended", "duplicate of row 3"])
+            expected.append(
+                ["again", f"'+1 509 200 {1:04d}", "", e164(1), "ended", "duplicate of row 3"]
+            )
         if n == 100:
             rows.append(["later", national(7), ""])
-            expected.append([national(7), e164(7), "ended", "duplicate of row 13"])
-            # A spreadsheet would run it: written back as text.
-            rows.append(["formula", '=HYPERLINK("http://x","y")', ""])
-            expected.append(['\'=HYPERLINK("http://x","y")', "", "invalid", "not a phone number"])
+            expected.append(["later", national(7), "", e164(7), "ended", "duplicate of row 13"])
+            # A spreadsheet would run them: written back as text, in every column.
+            rows.append(["formula", '=HYPERLINK("http://x","y")', "@SUM(A1)"])
+            expected.append(
+                [
+                    *["formula", '\'=HYPERLINK("http://x","y")', "'@SUM(A1)"],
+                    *["", "invalid", "not a phone number"],
+                ]
+            )
         if n == 50:
             rows.append(["", "", ""])  # a blank row: no result row
     source = tmp_path / "leads.csv"
@@ -162,7 +178,9 @@ def test_every_row_is_reported_in_order_and_only_valid_numbers_are_sent(
     (line,) = run.stdout.splitlines()
     assert line.startswith("ended 122, invalid 4, failed 0 of 126 rows in ")
     assert line.endswith(f" numbers/s); results in {out_path}")
-    assert results(out_path) == expected
+    assert (
+        results(out_path, ["Name", "PHONE", "Note", "phoneNumber", "status", "detail"]) == expected
+    )
     assert ended(web, caller, [e164(n) for n in range(120)]) == {e164(n) for n in range(120)}
     with Client(web, caller.secret) as api:
         (event,) = api.history(e164(0)).events
@@ -178,9 +196,9 @@ def test_the_first_column_without_a_phone_header(web: str, caller: Caller, tmp_p
     run = endcontact_import(source, web, f"--out={out}", key=caller.secret)
 
     assert run.returncode == 0, run.stderr
-    assert results(out) == [
-        [national(500), e164(500), "ended", ""],
-        [national(501), e164(501), "ended", ""],
+    assert results(out, ["Mobile", "Name", "phoneNumber", "status", "detail"]) == [
+        [national(500), "Jane", e164(500), "ended", ""],
+        [national(501), "John", e164(501), "ended", ""],
     ]
     assert not (tmp_path / "numbers.results.csv").exists()
 
@@ -229,7 +247,9 @@ def test_a_key_the_service_refuses_is_one_line_and_exit_2(web: str, tmp_path: Pa
     line = one_line(run.stderr)
     assert "the service refused the key in ENDCONTACT_API_KEY (401 Unauthorized" in line
     assert "ec_not-a-key" not in line
-    assert results(tmp_path / "numbers.results.csv") == []
+    assert "results" not in line
+    # No results file with only a header, nor a reason for it.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["numbers.csv"]
 
 
 def test_a_progress_bar_on_a_terminal_and_one_summary_line_when_piped(
@@ -252,6 +272,9 @@ def test_a_progress_bar_on_a_terminal_and_one_summary_line_when_piped(
     assert "━" in output
     assert "300/300" in output
     assert "numbers/s" in output
+    # Before its first rate: none shown, not a "-" or a "0".
+    assert "- numbers/s" not in output
+    assert " 0 numbers/s" not in output
     assert "left" in output
     assert "ended 300, invalid 0, failed 0 of 300 rows in " in output
 
@@ -297,7 +320,10 @@ def test_ctrl_c_writes_the_results_so_far_and_resume_sends_exactly_the_rest(
     out = tmp_path / "numbers.results.csv"
     part = tmp_path / "numbers.results.csv.part"
     log = tmp_path / "import.log"
-    with running_import(source, web, "--concurrency=1", key=caller.secret, log=log) as process:
+    reason = "--reason=spring opt-outs"
+    with running_import(
+        source, web, "--concurrency=1", reason, key=caller.secret, log=log
+    ) as process:
 
         def rows_written() -> int:
             return part.read_bytes().count(b"\n") - 1 if part.exists() else 0
@@ -317,7 +343,17 @@ def test_ctrl_c_writes_the_results_so_far_and_resume_sends_exactly_the_rest(
     first = results(out)
     done = len(first)
     assert 500 <= done < count
-    assert first == [[national(n), e164(n), "ended", ""] for n in range(20_000, 20_000 + done)]
+    assert first == ended_leads(range(20_000, 20_000 + done))
+
+    # The rows ended so far were stored with the first run's reason: another is refused.
+    other = endcontact_import(source, web, "--resume", "--reason=autumn", key=caller.secret)
+    assert other.returncode == 2
+    assert one_line(other.stderr) == (
+        'endcontact: --reason "autumn" is not the first run\'s reason ("spring opt-outs", '
+        f"recorded in {tmp_path / 'numbers.results.reason.json'}): --resume goes on with the "
+        "first run's; leave --reason out"
+    )
+    assert results(out) == first
 
     # Every number of the file not ended now, whatever the first run did: what is ended
     # after --resume is what --resume sent.
@@ -326,14 +362,15 @@ def test_ctrl_c_writes_the_results_so_far_and_resume_sends_exactly_the_rest(
         assert set(api.resume_contact(numbers).success) == set(numbers)
     assert ended(web, own, numbers) == set()
 
+    # Without --reason: the first run's goes on.
     resumed = endcontact_import(source, web, "--resume", key=caller.secret)
 
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert resumed.stdout.startswith(f"ended {count:,}, invalid 0, failed 0 of {count:,} rows")
-    assert results(out) == [
-        [national(n), e164(n), "ended", ""] for n in range(20_000, 20_000 + count)
-    ]
+    assert results(out) == ended_leads(range(20_000, 20_000 + count))
     assert ended(web, own, numbers) == set(numbers[done:])
+    with Client(web, own.secret) as api:
+        assert api.history(numbers[-1]).events[-1].reason == "spring opt-outs"
 
 
 # --- with a service of its own -----------------------------------------------------------
@@ -377,9 +414,7 @@ def test_a_service_down_at_the_start_is_ridden_out(servers_only: Stack, tmp_path
         wait_for(lambda: http_ready(base), stack.web, web_log)
 
         assert process.wait(90) == 0, log.read_text()
-    assert results(tmp_path / "numbers.results.csv") == [
-        [national(n), e164(n), "ended", ""] for n in range(120)
-    ]
+    assert results(tmp_path / "numbers.results.csv") == ended_leads(range(120))
 
 
 def test_no_worker_then_a_worker_failures_are_retried(servers_only: Stack, tmp_path: Path) -> None:
@@ -404,9 +439,7 @@ def test_no_worker_then_a_worker_failures_are_retried(servers_only: Stack, tmp_p
         stack.start_worker()
 
         assert process.wait(120) == 0, log.read_text()
-    assert results(tmp_path / "numbers.results.csv") == [
-        [national(n), e164(n), "ended", ""] for n in range(120)
-    ]
+    assert results(tmp_path / "numbers.results.csv") == ended_leads(range(120))
 
 
 def test_failures_past_retry_for_are_failed_rows_then_resume_ends_them(
@@ -422,7 +455,8 @@ def test_failures_past_retry_for_are_failed_rows_then_resume_ends_them(
 
     assert run.returncode == 1, run.stderr + run.stdout
     assert run.stdout.startswith("ended 0, invalid 1, failed 3 of 4 rows")
-    rows = results(tmp_path / "numbers.results.csv")
+    header = ["phone", "phoneNumber", "status", "detail"]
+    rows = results(tmp_path / "numbers.results.csv", header)
     assert [row[:3] for row in rows] == [
         [national(0), e164(0), "failed"],
         ["nonsense", "", "invalid"],
@@ -436,7 +470,7 @@ def test_failures_past_retry_for_are_failed_rows_then_resume_ends_them(
     again = endcontact_import(source, stack.base, "--resume", key=caller.secret)
 
     assert again.returncode == 0, again.stderr + again.stdout
-    assert results(tmp_path / "numbers.results.csv") == [
+    assert results(tmp_path / "numbers.results.csv", header) == [
         [national(0), e164(0), "ended", ""],
         ["nonsense", "", "invalid", "not a phone number"],
         [national(1), e164(1), "ended", ""],
@@ -459,4 +493,7 @@ def test_stopped_without_a_worker(servers_only: Stack, tmp_path: Path) -> None:
         stop(process, signal.SIGINT)
         assert process.returncode == 130, log.read_text()
     assert results(tmp_path / "numbers.results.csv") == []
-    assert "interrupted after 0 of 200 rows" in log.read_text()
+    # No rate: it finished nothing (not "0 numbers/s").
+    assert "interrupted after 0 of 200 rows (ended 0, invalid 0, failed 0); results so far in " in (
+        log.read_text()
+    )

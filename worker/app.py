@@ -32,6 +32,7 @@ from shared.store import Store
 from shared.tasks import QUEUE, RESUME_TASK_NAME, TASK_NAME, change_of
 from worker.batch import Batches
 from worker.heartbeat import DrainMeter, Heartbeat
+from worker.privileges import ACCEPT_CONTENT, checked_by_starter
 
 # Results are read by the waiting web process within its deadline (seconds), so they
 # need not outlive it by much; a short life keeps Redis memory flat under load.
@@ -43,17 +44,20 @@ log = logging.getLogger("celery.apps.worker")
 
 
 class JsonWorker(celery.apps.worker.Worker):  # type: ignore[misc]
-    """Celery's worker program, saying what it prints as JSON lines like every log.
+    """Celery's worker program, saying what it prints as log lines like every log (JSON,
+    or text on a terminal: shared.logs).
 
     Celery writes its banner, and its shutdown notices, straight to the terminal as
     text, and its root-privilege SecurityWarning comes before its logging is set up.
     """
 
     def on_before_init(self, **kwargs: Any) -> None:
-        # Before Celery's privilege check, so that its warning is a JSON line too.
+        # Before Celery's privilege check, so that its warning is a log line too; once
+        # for the workers `endcontact worker` starts together (worker/privileges.py).
         logs.configure()
         celery.apps.worker.safe_say = _say
-        super().on_before_init(**kwargs)
+        with checked_by_starter():
+            super().on_before_init(**kwargs)
 
     def emit_banner(self) -> None:
         pool = self.pool_cls if isinstance(self.pool_cls, str) else self.pool_cls.__module__
@@ -78,13 +82,13 @@ class JsonWorker(celery.apps.worker.Worker):  # type: ignore[misc]
 
 
 def _say(msg: str, f: object = None) -> None:
-    """Celery's safe_say (shutdown notices, from signal handlers) as one JSON line,
+    """Celery's safe_say (shutdown notices, from signal handlers) as one log line,
     written at once like Celery's own, never through a logging lock."""
     record = logging.makeLogRecord(
         {"name": log.name, "levelname": "INFO", "levelno": logging.INFO, "msg": msg.strip()}
     )
     with contextlib.suppress(OSError):
-        os.write(sys.stderr.fileno(), (logs.JsonFormatter().format(record) + "\n").encode())
+        os.write(sys.stderr.fileno(), (logs.as_line(record) + "\n").encode())
 
 
 class EndContactCelery(Celery):  # type: ignore[misc]
@@ -117,8 +121,8 @@ def create_celery(settings: Settings) -> Celery:
         # JSON only: a worker must never unpickle what arrives on a shared broker.
         task_serializer="json",
         result_serializer="json",
-        accept_content=["json"],
-        result_accept_content=["json"],
+        accept_content=list(ACCEPT_CONTENT),
+        result_accept_content=list(ACCEPT_CONTENT),
         result_expires=RESULT_EXPIRES,
         # Acknowledge on receipt (Celery's default, said out loud). Redelivery of a
         # task lost with its worker would come an hour later (the Redis visibility
@@ -197,7 +201,7 @@ def create_celery(settings: Settings) -> Celery:
                 process.kill()
                 process.wait()
 
-    def json_logging(**kwargs: object) -> None:
+    def our_logging(**kwargs: object) -> None:
         # Connected, this replaces Celery's own logging set-up with ours.
         logs.configure()
 
@@ -215,7 +219,7 @@ def create_celery(settings: Settings) -> Celery:
         # runs: 127 -> 90 us of CPU per task (Python's default is 700, 10, 10).
         gc.set_threshold(50_000, 20, 20)
 
-    setup_logging.connect(json_logging, weak=False)
+    setup_logging.connect(our_logging, weak=False)
     worker_ready.connect(freeze_start_up_objects, weak=False)
     task_revoked.connect(count_expired, weak=False)
     worker_ready.connect(start_heartbeat, weak=False)

@@ -29,12 +29,14 @@ from cli.importer import (
     delimiter,
     number_column,
     paired,
+    reason_file,
+    results_header,
     safe_cell,
 )
 from cli.main import parser
 from shared.settings import Settings
 
-Row = tuple[str, str, str, str]
+Row = tuple[str, ...]
 
 
 def csv_file(tmp_path: Path, content: str | bytes, name: str = "numbers.csv") -> Path:
@@ -101,24 +103,27 @@ def test_bom_crlf_quotes_and_blank_rows(tmp_path: Path) -> None:
     column, rows = read(csv_file(tmp_path, content))
     assert column == "Phone"
     assert rows == [
-        InputRow(2, "(509) 555-0001"),
+        InputRow(2, "(509) 555-0001", ["Doe, Jane", "(509) 555-0001"]),
         # Row 3 is blank: skipped, but counted as a spreadsheet counts it.
-        InputRow(4, "+1 509 555 0002"),
+        InputRow(4, "+1 509 555 0002", ["two\r\nlines", "+1 509 555 0002"]),
         # Row 5 has only empty cells: blank too.
-        InputRow(6, ""),  # a row without the column: an empty number
-        InputRow(7, ""),
-        InputRow(8, "(509) 555-0003"),
+        InputRow(6, "", ["short"]),  # a row without the column: an empty number
+        InputRow(7, "", ["x", ""]),
+        InputRow(8, "(509) 555-0003", ["y", "(509) 555-0003"]),
     ]
 
 
 def test_lines_ended_by_a_lone_cr(tmp_path: Path) -> None:
     _, rows = read(csv_file(tmp_path, 'phone\r(509) 555-0001\r"(509)\r555-0002"\r'))
-    assert rows == [InputRow(2, "(509) 555-0001"), InputRow(3, "(509)\r555-0002")]
+    assert [row.text for row in rows] == ["(509) 555-0001", "(509)\r555-0002"]
 
 
 def test_semicolon_file_from_a_spreadsheet(tmp_path: Path) -> None:
     column, rows = read(csv_file(tmp_path, "Name;phoneNumber\nJane;(509) 555-0001\n"))
-    assert (column, rows) == ("phoneNumber", [InputRow(2, "(509) 555-0001")])
+    assert (column, rows) == (
+        "phoneNumber",
+        [InputRow(2, "(509) 555-0001", ["Jane", "(509) 555-0001"])],
+    )
 
 
 @pytest.mark.parametrize(
@@ -242,7 +247,7 @@ def rows_of(
 ) -> Iterator[tuple[InputRow, Previous | None]]:
     previous = list(before or [])
     for i, text in enumerate(texts):
-        yield InputRow(i + 2, text), previous[i] if i < len(previous) else None
+        yield InputRow(i + 2, text, [text]), previous[i] if i < len(previous) else None
 
 
 def run(
@@ -255,7 +260,7 @@ def run(
     job = Importer(
         send=service,
         region="US",
-        write=lambda *row: written.append(row),
+        write=lambda row: written.append(tuple(row)),
         concurrency=concurrency,
         retry_for=30,
     )
@@ -384,10 +389,10 @@ def test_the_outage_window_shortens_later_batches() -> None:
 def test_resume_keeps_finished_rows_and_sends_the_rest() -> None:
     texts = [*numbers(0, 3), "junk", *numbers(3, 3), "(509) 555-0000"]
     before = [
-        Previous("(509) 555-0000", "+15095550000", ENDED, ""),
-        Previous("(509) 555-0001", "+15095550001", FAILED, "no answer"),
-        Previous("(509) 555-0002", "+15095550002", ENDED, ""),
-        Previous("junk", "", INVALID, "not a phone number"),
+        Previous(["(509) 555-0000"], "+15095550000", ENDED, ""),
+        Previous(["(509) 555-0001"], "+15095550001", FAILED, "no answer"),
+        Previous(["(509) 555-0002"], "+15095550002", ENDED, ""),
+        Previous(["junk"], "", INVALID, "not a phone number"),
     ]
     service = Service()
     written = run(texts, service, before)
@@ -409,7 +414,7 @@ def stopped(
     job = Importer(
         send=service,
         region="US",
-        write=lambda *row: written.append(row),
+        write=lambda row: written.append(tuple(row)),
         concurrency=1,
     )
 
@@ -457,7 +462,7 @@ def test_stopping_a_resume_keeps_what_the_earlier_run_did() -> None:
     next --resume does not send again what was ended before."""
     texts = numbers(0, 200)
     before = [
-        Previous(text, e164(text), FAILED if i < 120 else ENDED, "x" if i < 120 else "")
+        Previous([text], e164(text), FAILED if i < 120 else ENDED, "x" if i < 120 else "")
         for i, text in enumerate(texts[:150])
     ]
     written, service = stopped(texts, before)
@@ -475,33 +480,33 @@ def test_a_results_file_pairs_with_its_input(tmp_path: Path) -> None:
     source = csv_file(tmp_path, "phone\n(509) 555-0001\n(509) 555-0002\n(509) 555-0003\n")
     results = csv_file(
         tmp_path,
-        "input,phoneNumber,status,detail\r\n(509) 555-0001,+15095550001,ended,\r\n"
+        "phone,phoneNumber,status,detail\r\n(509) 555-0001,+15095550001,ended,\r\n"
         "(509) 555-0002,+15095550002,failed,no answer\r\n",
         "numbers.results.csv",
     )
     with CsvInput(source) as rows, ResultsInput(results) as previous:
         pairs = list(paired(rows, previous))
     assert [before for _, before in pairs] == [
-        Previous("(509) 555-0001", "+15095550001", ENDED, ""),
-        Previous("(509) 555-0002", "+15095550002", FAILED, "no answer"),
+        Previous(["(509) 555-0001"], "+15095550001", ENDED, ""),
+        Previous(["(509) 555-0002"], "+15095550002", FAILED, "no answer"),
         None,
     ]
 
 
 def test_a_results_file_pairs_with_its_input_made_safe(tmp_path: Path) -> None:
-    # The input's cells as the results file writes them back, or as it wrote them before.
-    source = csv_file(tmp_path, 'phone\n=1+2\n"=HYPERLINK(""http://x"",""y"")"\n')
+    # The input's cells as the results file writes them back.
+    source = csv_file(tmp_path, 'name,phone\n@x,=1+2\nb,"=HYPERLINK(""http://x"",""y"")"\n')
     results = csv_file(
         tmp_path,
-        "input,phoneNumber,status,detail\r\n'=1+2,,invalid,not a phone number\r\n"
-        '"=HYPERLINK(""http://x"",""y"")",,invalid,not a phone number\r\n',
+        "name,phone,phoneNumber,status,detail\r\n'@x,'=1+2,,invalid,not a phone number\r\n"
+        'b,"\'=HYPERLINK(""http://x"",""y"")",,invalid,not a phone number\r\n',
         "numbers.results.csv",
     )
     with CsvInput(source) as rows, ResultsInput(results) as previous:
         pairs = list(paired(rows, previous))
-    assert [before and before.input for _, before in pairs] == [
-        "'=1+2",
-        '=HYPERLINK("http://x","y")',
+    assert [before and before.cells for _, before in pairs] == [
+        ["'@x", "'=1+2"],
+        ["b", '\'=HYPERLINK("http://x","y")'],
     ]
 
 
@@ -509,10 +514,11 @@ def test_a_results_file_pairs_with_its_input_made_safe(tmp_path: Path) -> None:
     ("results", "message"),
     [
         ("phone\r\n", "is not a results file"),
-        ("input,phoneNumber,status,detail\r\n(509) 555-0009,,ended,\r\n", "differ at row 2"),
-        ("input,phoneNumber,status,detail\r\n(509) 555-0001,,done,\r\n", "row 2 is not a result"),
+        ("phone,phoneNumber,status,detail\r\n(509) 555-0009,,ended,\r\n", "differ at row 2"),
+        ("phone,phoneNumber,status,detail\r\n(509) 555-0001,,done,\r\n", "row 2 is not a result"),
+        ("phone,phoneNumber,status,detail\r\n(509) 555-0001,,ended\r\n", "row 2 is not a result"),
         (
-            "input,phoneNumber,status,detail\r\n(509) 555-0001,+15095550001,ended,\r\n"
+            "phone,phoneNumber,status,detail\r\n(509) 555-0001,+15095550001,ended,\r\n"
             "(509) 555-0002,+15095550002,ended,\r\n",
             "has more rows",
         ),
@@ -527,3 +533,152 @@ def test_results_of_another_file_are_refused(tmp_path: Path, results: str, messa
         ResultsInput(path) as previous,
     ):
         list(paired(rows, previous))
+
+
+def test_results_of_an_input_with_other_columns_are_refused(tmp_path: Path) -> None:
+    """The number's cells match, but not the columns: the results of another file."""
+    source = csv_file(tmp_path, "id,phone\n7,(509) 555-0001\n")
+    csv_file(tmp_path, "phone,phoneNumber,status,detail\r\n", "numbers.results.csv")
+    chosen = importer.options(
+        Settings.from_env({}), import_args(str(source), "--resume"), {"ENDCONTACT_API_KEY": "k"}
+    )
+    with pytest.raises(UsageError, match="is not a results file of this input: its header is not"):
+        importer.survey(chosen)
+
+
+# --- the results keep the input's columns -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "width", "results"),
+    [
+        (["id", "phone"], 2, ["id", "phone", "phoneNumber", "status", "detail"]),
+        # Ours renamed where the input has the name (any case, spaces around ignored).
+        (
+            ["id", "phoneNumber", " Status "],
+            3,
+            ["id", "phoneNumber", " Status ", "phoneNumber_result", "status_result", "detail"],
+        ),
+        (
+            ["detail", "detail_result"],
+            2,
+            ["detail", "detail_result", "phoneNumber", "status", "detail_result_result"],
+        ),
+        # A row wider than the header: nameless columns, as a spreadsheet shows them.
+        (["phone"], 3, ["phone", "", "", "phoneNumber", "status", "detail"]),
+        # Header cells are cells: made safe too.
+        (["=cmd", "phone"], 2, ["'=cmd", "phone", "phoneNumber", "status", "detail"]),
+    ],
+)
+def test_the_results_header_is_the_inputs_then_ours(
+    header: list[str], width: int, results: list[str]
+) -> None:
+    assert results_header(header, width) == results
+
+
+def test_every_input_column_is_written_back_in_order_then_the_outcome() -> None:
+    written: list[Row] = []
+    job = Importer(
+        send=Service(),
+        region="US",
+        write=lambda row: written.append(tuple(row)),
+        width=3,
+    )
+    rows = [
+        (InputRow(2, "(509) 555-0001", ["id-1", "(509) 555-0001", "Jane"]), None),
+        # Short: empty cells up to the header's width, so the outcome is in its columns.
+        (InputRow(3, "nonsense", ["id-2", "nonsense"]), None),
+        # Any column a spreadsheet would run is written as text.
+        (InputRow(4, "+1 509 555 0003", ["=1+2", "+1 509 555 0003", "@me"]), None),
+    ]
+    asyncio.run(job.run(iter(rows)))
+    assert written == [
+        ("id-1", "(509) 555-0001", "Jane", "+15095550001", ENDED, ""),
+        ("id-2", "nonsense", "", "", INVALID, "not a phone number"),
+        ("'=1+2", "'+1 509 555 0003", "'@me", "+15095550003", ENDED, ""),
+    ]
+
+
+# --- --resume keeps the first run's reason -------------------------------------------
+
+
+def resume_args(tmp_path: Path, *argv: str) -> importer.Options:
+    source = csv_file(tmp_path, "phone\n(509) 555-0001\n")
+    csv_file(tmp_path, "phone,phoneNumber,status,detail\r\n", "numbers.results.csv")
+    return importer.options(
+        Settings.from_env({}),
+        import_args(str(source), "--resume", *argv),
+        {"ENDCONTACT_API_KEY": "ec_x"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("recorded", "argv", "reason"),
+    [
+        ('{"reason": "spring opt-outs"}', [], "spring opt-outs"),
+        ('{"reason": "spring opt-outs"}', ["--reason=spring opt-outs"], "spring opt-outs"),
+        ('{"reason": null}', [], None),
+        # Results of a version that recorded no reason: the one given.
+        (None, ["--reason=given"], "given"),
+        (None, [], None),
+    ],
+)
+def test_resume_goes_on_with_the_first_runs_reason(
+    tmp_path: Path, recorded: str | None, argv: list[str], reason: str | None
+) -> None:
+    if recorded is not None:
+        csv_file(tmp_path, recorded, "numbers.results.reason.json")
+    assert resume_args(tmp_path, *argv).reason == reason
+
+
+@pytest.mark.parametrize(
+    ("recorded", "given", "message"),
+    [
+        (
+            '{"reason": "spring opt-outs"}',
+            "autumn",
+            '--reason "autumn" is not the first run\'s reason ("spring opt-outs", recorded in ',
+        ),
+        ('{"reason": null}', "autumn", '--reason "autumn" is not the first run\'s reason (none, '),
+        ("spring", "spring", "is not a reason record"),
+        ('{"reason": 3}', "3", "is not a reason record"),
+    ],
+)
+def test_resume_with_another_reason_is_refused(
+    tmp_path: Path, recorded: str, given: str, message: str
+) -> None:
+    csv_file(tmp_path, recorded, "numbers.results.reason.json")
+    with pytest.raises(UsageError, match=re.escape(message)):
+        resume_args(tmp_path, f"--reason={given}")
+
+
+def test_without_resume_the_reason_given_is_used(tmp_path: Path) -> None:
+    csv_file(tmp_path, '{"reason": "old"}', "numbers.results.reason.json")
+    source = csv_file(tmp_path, "phone\n(509) 555-0001\n")
+    chosen = importer.options(
+        Settings.from_env({}), import_args(str(source), "--reason=new"), {"ENDCONTACT_API_KEY": "k"}
+    )
+    assert chosen.reason == "new"
+
+
+def test_the_reason_is_recorded_beside_the_results() -> None:
+    assert reason_file(Path("/d/leads.results.csv")) == Path("/d/leads.results.reason.json")
+
+
+# --- the summary -------------------------------------------------------------------
+
+
+def test_a_rate_only_of_numbers_this_run_finished() -> None:
+    counts = importer.Counts(ended=3, invalid=1, done=4)
+    line = importer._summary(counts, 4, 0.5, Path("r.csv"), interrupted=False)
+    assert (
+        line == "ended 3, invalid 1, failed 0 of 4 rows in 0.5 s (8.0 numbers/s); results in r.csv"
+    )
+    # A --resume with nothing left to do: no "0 numbers/s".
+    counts = importer.Counts(ended=4, done=0)
+    line = importer._summary(counts, 4, 0.2, Path("r.csv"), interrupted=False)
+    assert line == "ended 4, invalid 0, failed 0 of 4 rows in 0.2 s; results in r.csv"
+    line = importer._summary(importer.Counts(), 200, 3.0, Path("r.csv"), interrupted=True)
+    assert line.startswith("interrupted after 0 of 200 rows (ended 0, invalid 0, failed 0); ")
+    assert importer.rate(12_345.6) == "12,346 numbers/s"
+    assert importer.rate(0.25) == "0.2 numbers/s"

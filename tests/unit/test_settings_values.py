@@ -52,6 +52,7 @@ def test_defaults_when_unset_or_empty() -> None:
         assert (settings.sentinel_master, settings.sentinel_password) == (None, None)
         assert settings.durable_replicas == 0
         assert settings.drain_seconds == 0.0
+        assert settings.log_format == "auto"
 
 
 def test_data_dir_is_made_absolute(tmp_path: Path) -> None:
@@ -75,6 +76,7 @@ NAMES = [
     "REDIS_SENTINEL_PASSWORD",
     "ENDCONTACT_DURABLE_REPLICAS",
     "ENDCONTACT_DRAIN_SECONDS",
+    "ENDCONTACT_LOG_FORMAT",
 ]
 # Unicode digits that str.isdigit() (and int() or float(), all but "²") take.
 SECONDS = [
@@ -171,3 +173,20 @@ def test_webhook_retry_schedule_refused(value: str) -> None:
     assert message.startswith("ENDCONTACT_WEBHOOK_RETRY_SCHEDULE must be whole seconds from 1")
     assert "\n" not in message
     assert len(message) < 200
+
+
+@pytest.mark.parametrize("value", ["auto", "json", "text"])
+def test_log_format(value: str) -> None:
+    assert read("ENDCONTACT_LOG_FORMAT", value).log_format == value
+
+
+def test_log_format_is_auto_by_default() -> None:
+    assert Settings.from_env({}).log_format == "auto"
+    assert read("ENDCONTACT_LOG_FORMAT", "").log_format == "auto"
+
+
+@pytest.mark.parametrize("value", ["JSON", "yaml", " text", "1"])
+def test_log_format_refused(value: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        read("ENDCONTACT_LOG_FORMAT", value)
+    assert str(refused.value) == f"ENDCONTACT_LOG_FORMAT must be auto, json or text, got {value!r}"
