@@ -90,17 +90,20 @@ def _short(logger: str) -> str:
 class TextFormatter(logging.Formatter):
     """`2026-12-07 09:41:07.123 INFO    api: end-contact key_id=key_… numbers=2`: time
     (UTC), level, the logger's last name, the message on one line, then the rest of
-    fields() as key=value."""
+    fields() as key=value; an exception's frames, if any, on the lines below."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = fields(record)
+        # Frames under the line, as Python prints them: a reader's eye finds them there.
+        frames = str(entry.pop("traceback", ""))
         when = str(entry.pop("time"))
         message = _BREAKS.sub(" ", str(entry.pop("message")).strip())
         line = (
             f"{when[:10]} {when[11:23]} {entry.pop('level'):<7} "
             f"{_short(str(entry.pop('logger')))}: {_CONTROL.sub(_escaped, message)}"
         )
-        return " ".join([line, *(f"{key}={_value(value)}" for key, value in entry.items())])
+        line = " ".join([line, *(f"{key}={_value(value)}" for key, value in entry.items())])
+        return f"{line}\n{frames.rstrip()}" if frames else line
 
 
 def formatter(stream: IO[str], env: Mapping[str, str] | None = None) -> logging.Formatter:

@@ -128,8 +128,9 @@ def test_configure_sends_every_logger_through_one_json_handler(
 
 
 def text(line: logging.LogRecord) -> str:
+    """The text line; an exception's frames, the only thing on lines of their own."""
     shown = TextFormatter().format(line)
-    assert "\n" not in shown
+    assert "\n" not in shown.split("\nTraceback (most recent call last):\n", 1)[0]
     return shown
 
 
@@ -208,10 +209,14 @@ def test_both_formats_hide_and_show_the_same() -> None:
         logs.request_id.reset(token)
     assert entry["message"] == "failed for +15*******34"
     assert entry["exception"] == "ValueError"
-    assert shown.endswith(
+    first, *frames = shown.splitlines()
+    assert first.endswith(
         " ERROR   test: failed for +15*******34 request_id=abc-123 key_id=key_1 "
         "exception=ValueError"
     )
+    assert frames[0] == "Traceback (most recent call last):"
+    assert "in test_both_formats_hide_and_show_the_same" in frames[-1]
+    assert entry["traceback"] == "\n".join(frames) + "\n"
     for line in (shown, json.dumps(entry)):
         assert "5095551" not in line
         assert "not in the hash" not in line
