@@ -146,14 +146,21 @@ def test_a_bad_setting_is_one_line_and_status_2(
 # --- Celery's own tools --------------------------------------------------------------
 
 
-def test_celery_tools_reach_the_workers(worker_on: Callable[[int], str]) -> None:
+def test_celery_tools_reach_the_workers(worker_on: Callable[[int], str], tmp_path: Path) -> None:
     url = worker_on(TOOLS_DB)
-    ping = celery("inspect", "ping", "--timeout=10", url=url)
+    # The worker by name: `inspect` then knows how many replies to wait for and returns
+    # with the last, instead of waiting out its timeout (10 s a command).
+    found = re.search(
+        r"endcontact-\d+@\S+(?= ready)", (tmp_path / f"worker-{TOOLS_DB}.log").read_text()
+    )
+    assert found is not None
+    to = ["--timeout=10", f"--destination={found.group()}"]
+    ping = celery("inspect", "ping", *to, url=url)
     assert ping.returncode == 0, ping.stderr
     assert "endcontact-" in ping.stdout
     assert "pong" in ping.stdout
     for command in ("active", "stats"):
-        inspected = celery("inspect", command, "--timeout=10", url=url)
+        inspected = celery("inspect", command, *to, url=url)
         assert inspected.returncode == 0, inspected.stderr
         assert "endcontact-" in inspected.stdout
 
