@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from client import (
+from endcontact_client import (
     AsyncClient,
     Backoff,
     ChangeResult,
