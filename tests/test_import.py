@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from client import Client
+from endcontact_client import Client
 from shared.embedded import free_port
 from shared.metrics import METRICS_KEY, sample
 from shared.store import Store

@@ -7,8 +7,8 @@ import json
 
 import httpx
 
-from client._core import error_of, number_path
-from client.errors import Problem, ProblemError, ProblemItem, parse_problem, unreachable
+from endcontact_client._core import error_of, number_path
+from endcontact_client.errors import Problem, ProblemError, ProblemItem, parse_problem, unreachable
 
 
 def test_a_problem_document_is_read_whole() -> None:

@@ -8,7 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from client.retry import Backoff, Chunk, chunks, parse_retry_after, wait_before_retry
+from endcontact_client.retry import Backoff, Chunk, chunks, parse_retry_after, wait_before_retry
 
 
 def test_chunks_keep_order_and_offsets() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from client._transport import LeanTransport, lean_transport_for
+from endcontact_client._transport import LeanTransport, lean_transport_for
 
 # What the server does with the n-th request (from 0): bytes to write, then close
 # the connection when the flag says so; None: close without a word; "hang": nothing.

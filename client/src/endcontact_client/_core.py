@@ -9,8 +9,8 @@ from urllib.parse import quote
 
 import httpx
 
-from client.errors import ProblemError, not_a_problem, parse_problem
-from client.retry import parse_retry_after
+from endcontact_client.errors import ProblemError, not_a_problem, parse_problem
+from endcontact_client.retry import parse_retry_after
 
 BASE = "/api/v1/leads"
 END = f"{BASE}/end-contact"

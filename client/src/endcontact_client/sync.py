@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 
-from client import _core
-from client.errors import ProblemError, unreachable
-from client.models import ChangeResult, CheckResult, Event, EventPage, History, Mark
-from client.retry import (
+from endcontact_client import _core
+from endcontact_client.errors import ProblemError, unreachable
+from endcontact_client.models import ChangeResult, CheckResult, Event, EventPage, History, Mark
+from endcontact_client.retry import (
     CHANGE_CHUNK,
     CHECK_CHUNK,
     Backoff,
