@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 import httpx
@@ -64,3 +65,16 @@ def wait_until(
         if problem is not None:
             raise AssertionError(f"{what}: {problem}" + (f"\n{logs()}" if logs else ""))
         time.sleep(interval)
+
+
+def terminal_output(controller: int) -> Iterator[bytes]:
+    """What a pseudo-terminal's programs write, chunk by chunk, until the last of them
+    has gone (then reading raises EIO, or gives nothing)."""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the terminal's last writer has gone
+            return
+        if not chunk:
+            return
+        yield chunk

@@ -24,7 +24,7 @@ from shared.metrics import METRICS_KEY, sample
 from shared.store import Store
 from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller
-from tests.helpers import wait_until
+from tests.helpers import terminal_output, wait_until
 from tests.processes import ROOT, Stack, http_ready, spawn, stop, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -292,16 +292,8 @@ def on_a_terminal(argv: list[str], env: dict[str, str]) -> str:
         stderr=terminal,
     )
     os.close(terminal)
-    chunks = []
     try:
-        while True:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # EIO: the terminal's last writer has gone
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
+        chunks = list(terminal_output(controller))
     finally:
         os.close(controller)
         assert process.wait(60) == 0

@@ -27,6 +27,7 @@ from shared.apikeys import Scope
 from shared.embedded import free_port
 from shared.store import Store
 from shared.tasks import QUEUE, task_args
+from tests.helpers import terminal_output
 from tests.processes import ROOT, http_ready, spawn, start_web, stop, wait_for
 
 URL = "/api/v1/leads/end-contact"
@@ -304,13 +305,7 @@ def on_a_terminal(
 
     def copy() -> None:
         with open(log, "ab") as out:
-            while True:
-                try:
-                    chunk = os.read(controller, 65536)
-                except OSError:  # EIO: the terminal's last writer has gone
-                    return
-                if not chunk:
-                    return
+            for chunk in terminal_output(controller):
                 out.write(chunk)
                 out.flush()
 
