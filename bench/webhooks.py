@@ -35,7 +35,7 @@ from bench.cluster import Cluster
 from bench.load import Numbers, closed_loop
 from bench.receiver import Receiver, always
 from shared.store import Store
-from worker.deliveries import lowest_priority
+from worker.deliveries.process import lowest_priority
 
 URL = "/api/v1/leads/end-contact"
 

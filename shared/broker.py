@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from shared import lua
 from shared.clock import SERVER_TIME, seconds
 from shared.connection import sync_client
 from shared.tasks import QUEUE
@@ -47,78 +48,14 @@ WORKER_SILENCE = 10.0
 # A worker silent this long is forgotten, with its drain rate.
 WORKER_FORGOTTEN = 60.0
 
-# Say a worker is alive, with its drain rate once measured, and forget the workers
-# silent for WORKER_FORGOTTEN. KEYS: workers, drain. ARGV: the worker, WORKER_FORGOTTEN,
-# its rate ('' for none). Returns the broker's TIME.
-_HEARTBEAT = (
-    SERVER_TIME
-    + """
-local now = now_ms / 1000
-local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-if #gone > 0 then
-  redis.call('ZREM', KEYS[1], unpack(gone))
-  redis.call('HDEL', KEYS[2], unpack(gone))
-end
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
-return server_time
-"""
-)
-
-# Lua: `live`, the workers that beat within the last ARGV[1] seconds (WORKER_SILENCE)
-# of the broker's clock. KEYS[2]: the workers' sorted set.
-_LIVE_WORKERS = (
-    SERVER_TIME
-    + """
-local live = redis.call('ZRANGEBYSCORE', KEYS[2], now_ms / 1000 - tonumber(ARGV[1]), '+inf')
-"""
-)
-
-# The live workers' names, and the queue's length. KEYS: queue, workers. ARGV:
-# WORKER_SILENCE.
-_LIVE = (
-    _LIVE_WORKERS
-    + """
-return {live, redis.call('LLEN', KEYS[1])}
-"""
-)
-
-# Push the request's tasks unless the queue cannot drain them within the budget.
-# KEYS: queue, workers, drain. ARGV: WORKER_SILENCE, budget (s), tasks, messages...
-# (none: only say whether there is room for that many tasks).
-# Returns {admitted (1 or 0), depth before, drain rate of the live workers ("" if
-# none)}. The rate of live workers that have not measured one yet is taken as their
-# peers' mean; with no live worker, or none measured, nothing is refused (the tasks
-# wait for the deadline and fail, as without this check). A request that finds the
-# queue empty is always taken.
-_ADMIT = (
-    _LIVE_WORKERS
-    + """
-local depth = redis.call('LLEN', KEYS[1])
-local rate, known = 0, 0
-if #live > 0 then
-  for _, r in ipairs(redis.call('HMGET', KEYS[3], unpack(live))) do
-    if r then
-      rate = rate + tonumber(r)
-      known = known + 1
-    end
-  end
-end
-if known > 0 then
-  rate = rate / known * #live
-  if depth > 0 and depth + tonumber(ARGV[3]) > rate * tonumber(ARGV[2]) then
-    return {0, depth, tostring(rate)}
-  end
-end
-if #ARGV > 3 then
-  redis.call('LPUSH', KEYS[1], unpack(ARGV, 4))
-end
-if known > 0 then
-  return {1, depth, tostring(rate)}
-end
-return {1, depth, ''}
-"""
-)
+# Say a worker is alive; forget those long silent. Returns the broker's TIME.
+_HEARTBEAT_SCRIPT = SERVER_TIME + lua.load("shared", "broker_heartbeat")
+# `live`, the workers that beat within WORKER_SILENCE: the start of the two below.
+_LIVE_WORKERS = SERVER_TIME + lua.load("shared", "broker_live_workers")
+# The live workers' names, and the queue's length.
+_LIVE_SCRIPT = _LIVE_WORKERS + lua.load("shared", "broker_live")
+# Push a request's tasks unless the queue cannot drain them within the budget.
+_ADMIT_SCRIPT = _LIVE_WORKERS + lua.load("shared", "broker_admit")
 
 
 @dataclass(frozen=True)
@@ -135,8 +72,8 @@ class Broker:
     def __init__(self, client: redis.Redis) -> None:
         # The client must decode responses.
         self._redis = client
-        self._beat = client.register_script(_HEARTBEAT)
-        self._live = client.register_script(_LIVE)
+        self._beat = client.register_script(_HEARTBEAT_SCRIPT)
+        self._live = client.register_script(_LIVE_SCRIPT)
 
     @classmethod
     def connect(cls, settings: Settings) -> Broker:
@@ -174,8 +111,8 @@ class Broker:
 class AsyncBroker:
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._redis = client
-        self._admit = client.register_script(_ADMIT)
-        self._live = client.register_script(_LIVE)
+        self._admit = client.register_script(_ADMIT_SCRIPT)
+        self._live = client.register_script(_LIVE_SCRIPT)
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())

@@ -24,17 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from shared import lua
+
 if TYPE_CHECKING:
     import redis.asyncio
 
 log = logging.getLogger(__name__)
 
-# Lua, at the top of a script: the server's time, as TIME gives it (seconds and
-# microseconds, strings) and in ms since the epoch.
-SERVER_TIME = """
-local server_time = redis.call('TIME')
-local now_ms = tonumber(server_time[1]) * 1000 + math.floor(tonumber(server_time[2]) / 1000)
-"""
+# Lua, at the top of a script: the server's time (`server_time`, `now_ms`).
+SERVER_TIME = lua.load("shared", "server_time")
 
 # A process that reads the clock in the background (the web) reads it this often:
 # clocks drift by far less than a millisecond in that time; a clock set by hand or by

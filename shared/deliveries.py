@@ -29,7 +29,7 @@ of the store):
                                  whose retention may be shorter than the schedule)
   ec:webhook-log:<webhook id>    list: its last attempts, newest first (shared.webhooks)
 
-worker/deliveries.py does the work; this module holds what is pure: key names, the
+worker/deliveries/ does the work; this module holds what is pure: key names, the
 payload, the signature headers, and what an answer means.
 """
 

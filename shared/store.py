@@ -28,7 +28,7 @@ from urllib.parse import quote, unquote
 
 import redis
 
-from shared import events
+from shared import events, lua
 from shared.apikeys import ApiKey, Scope, check_name, digest, generate_id, generate_secret
 from shared.clock import SERVER_TIME, seconds
 from shared.connection import sync_client
@@ -103,97 +103,8 @@ def events_key(scope: Scope) -> str:
     return feed_stream_key(feed_name(scope))
 
 
-# Applies one campaign's changes (shared.events): KEYS hash, stream, TRIMMED, FEEDS,
-# the campaign's webhooks set, ADDED; ARGV retention ms, trim budget, feed name, then
-# per request: code, key id, request id, stored reason, deadline (ms, 0: none), count,
-# numbers. Returns 1 per number it changed, 0 per other, -1 per number of a request
-# past its deadline by the store's clock: not applied, so that a change its request
-# gave up on (and answered as a failure) is never made later, by a worker that was
-# stopped with it in hand or whose write waited behind a stalled store.
-#
-# The deliveries follow the feed itself (worker/deliveries.py): a change costs them no
-# write of its own. Only the count of events added to a feed with webhooks (ADDED, for
-# the pending gauge) is kept, one HINCRBY per feed entry; a campaign without webhooks
-# pays one SCARD per script that adds an entry.
-WRITE_SCRIPT = (
-    SERVER_TIME
-    + """
-local marks, stream = KEYS[1], KEYS[2]
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local flags = {}
-local hooked = nil
-local i = 4
-while i <= #ARGV do
-  local code, kid, rid, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local deadline = tonumber(ARGV[i + 4])
-  local n = tonumber(ARGV[i + 5])
-  local first = i + 6
-  if deadline > 0 and now_ms > deadline then
-    for j = 1, n do flags[#flags + 1] = -1 end
-  else
-    local olds = redis.call('HMGET', marks, unpack(ARGV, first, first + n - 1))
-    local changed = {}
-    for j = 1, n do
-      local old = olds[j]
-      local ended = old ~= false and string.sub(old, 1, 1) ~= 'r'
-      if ended ~= (code == 'e') then
-        changed[#changed + 1] = j
-        flags[#flags + 1] = 1
-      else
-        flags[#flags + 1] = 0
-      end
-    end
-    if #changed > 0 then
-      local phones = {}
-      for x, j in ipairs(changed) do phones[x] = ARGV[first + j - 1] end
-      local id = redis.call('XADD', stream, '*', 't', code, 'k', kid, 'q', rid, 'r', reason,
-        'n', table.concat(phones, ','))
-      if hooked == nil then hooked = redis.call('SCARD', KEYS[5]) > 0 end
-      if hooked then redis.call('HINCRBY', KEYS[6], ARGV[3], #phones) end
-      local tail = ' ' .. kid .. ' ' .. rid .. ' ' .. reason
-      local writes = {}
-      for x, j in ipairs(changed) do
-        local line = code .. id .. '-' .. (x - 1) .. tail
-        local old = olds[j]
-        writes[#writes + 1] = phones[x]
-        writes[#writes + 1] = old and (line .. '\\n' .. old) or line
-      end
-      redis.call('HSET', marks, unpack(writes))
-      redis.call('SADD', KEYS[4], ARGV[3])
-    end
-  end
-  i = first + n
-end
--- Past the retention, entries leave the feed, oldest first. A number whose resume
--- leaves the feed, unchanged since, leaves the hash with its history.
-local cutoff = now_ms - tonumber(ARGV[1])
-if cutoff > 0 then
-  local old = redis.call('XRANGE', stream, '-', '(' .. cutoff .. '-0', 'COUNT', ARGV[2])
-  local last = nil
-  for _, entry in ipairs(old) do
-    local id, f = entry[1], entry[2]
-    local t, numbers = nil, ''
-    for x = 1, #f, 2 do
-      if f[x] == 't' then t = f[x + 1] elseif f[x] == 'n' then numbers = f[x + 1] end
-    end
-    local index = 0
-    for phone in string.gmatch(numbers, '[^,]+') do
-      if t == 'r' then
-        local prefix = 'r' .. id .. '-' .. index .. ' '
-        local v = redis.call('HGET', marks, phone)
-        if v and string.sub(v, 1, #prefix) == prefix then redis.call('HDEL', marks, phone) end
-      end
-      index = index + 1
-    end
-    redis.call('XDEL', stream, id)
-    last = id .. '-' .. math.max(index - 1, 0)
-  end
-  if last then redis.call('HSET', KEYS[3], ARGV[3], last) end
-end
-return flags
-"""
-)
+# Applies one campaign's changes, those past their request's deadline not.
+WRITE_SCRIPT = SERVER_TIME + lua.load("shared", "store_write")
 
 
 def _script_keys(scope: Scope) -> list[str]:

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from shared import lua
 from shared.apikeys import Scope
 from shared.clock import SERVER_TIME
 from shared.deliveries import DUE, due_key
@@ -229,27 +230,8 @@ class Creation(Enum):
     REVOKED = -1  # its key was revoked since it was admitted
 
 
-# A webhook, its place in the campaign's set and in its key's, and its cursor at the
-# feed's end (it gets the changes made after it), unless the campaign has its fill or
-# the key was revoked: one script, so that concurrent creations cannot together pass
-# the limit, none lands after its key's revoke made the list of what to disable, and
-# no change falls between the cursor and the first the write script counts for it.
-# KEYS: webhook, campaign set, CURSORS, the feed, ADDED, the key's set (the campaign
-# set, the feed and the key's set are named after the campaign, to share its hash tag
-# in a Cluster; the others are not, as before); ARGV: limit, id, feed name, REVOKED,
-# then the record's fields and values. Returns a Creation's value.
-CREATE_SCRIPT = """
-if redis.call('SISMEMBER', KEYS[6], ARGV[4]) == 1 then return -1 end
-if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('SADD', KEYS[6], ARGV[2])
-local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)[1]
-local entry = last and last[1] or '0-0'
-local passed = redis.call('HGET', KEYS[5], ARGV[3]) or '0'
-redis.call('HSET', KEYS[3], ARGV[2], entry .. ' ' .. passed .. ' ' .. ARGV[3])
-return 1
-"""
+# A webhook created unless its campaign has its fill or its key was revoked.
+CREATE_SCRIPT = lua.load("shared", "webhooks_create")
 
 
 def create_call(webhook: Webhook, feed: str) -> tuple[list[str], list[str | int]]:
@@ -282,26 +264,8 @@ def queue_delete(
     pipe.hdel(CURSORS, webhook.id)
 
 
-# Disables webhooks as a receiver's 410 does (worker/deliveries.py, COMMIT_SCRIPT):
-# `disabled_at` set, out of the deliveries' registry (CURSORS; the dispatcher that
-# follows one lets go at its next look, within a second), and first in DUE when it
-# has retries, so that the next claim drops them rather than sends them. KEYS:
-# CURSORS, DUE, then per webhook its record and its due set (none named after the
-# campaign, as for the deliveries' scripts); ARGV: when, then the webhook ids.
-# Returns the ids it disabled (not those deleted or disabled before).
-DISABLE_SCRIPT = """
-local disabled = {}
-for i = 2, #ARGV do
-  local hook, record, due = ARGV[i], KEYS[2 * i - 1], KEYS[2 * i]
-  if redis.call('EXISTS', record) == 1
-      and redis.call('HSETNX', record, 'disabled_at', ARGV[1]) == 1 then
-    redis.call('HDEL', KEYS[1], hook)
-    if redis.call('EXISTS', due) == 1 then redis.call('ZADD', KEYS[2], 0, hook) end
-    disabled[#disabled + 1] = hook
-  end
-end
-return disabled
-"""
+# Disables webhooks as a receiver's 410 does.
+DISABLE_SCRIPT = lua.load("shared", "webhooks_disable")
 
 
 def disable_call(webhook_ids: list[str], at: str) -> tuple[list[str], list[str]]:
@@ -324,22 +288,8 @@ def listing(records: list[Mapping[Any, Any]]) -> list[Webhook]:
     return sorted(found, key=lambda hook: (hook.created_at, hook.id))
 
 
-# A new secret, the current one kept as the previous for ARGV[2] ms of the store's clock
-# (the dispatchers sign on it: worker.deliveries); nothing if the webhook was deleted
-# meanwhile (an HSET would leave a record with only secrets). Read and written in one
-# script, so two rotations at once each keep a real secret. Returns until when (ms),
-# or 0.
-ROTATE_SCRIPT = (
-    SERVER_TIME
-    + """
-local current = redis.call('HGET', KEYS[1], 'secret')
-if not current then return 0 end
-local previous_until = now_ms + tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 'secret', ARGV[1], 'previous_secret', current,
-           'previous_until', previous_until)
-return previous_until
-"""
-)
+# A new secret, the current one kept signing for a while on the store's clock.
+ROTATE_SCRIPT = SERVER_TIME + lua.load("shared", "webhooks_rotate")
 
 
 @dataclass(frozen=True)

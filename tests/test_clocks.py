@@ -32,7 +32,8 @@ from tests.helpers import post_numbers, wait_until
 from tests.processes import spawn, stop, wait_for, worker_ready
 from tests.test_cli import endcontact
 from tests.test_webhook_delivery import HookStack
-from worker.deliveries import LEASE_MS, RETRY_POLL
+from worker.deliveries.leases import LEASE_MS
+from worker.deliveries.retries import RETRY_POLL
 
 # Where Debian's faketime puts it.
 _FOUND = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))

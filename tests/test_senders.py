@@ -15,7 +15,7 @@ from shared import deliveries
 from shared.apikeys import Scope
 from shared.clock import ServerClock
 from shared.webhooks import EVENT_TYPES, new_webhook
-from worker.deliveries import Finished, Job, attempt
+from worker.deliveries.attempt import Finished, Job, attempt
 from worker.senders import ATTEMPT_TIMEOUT, Connections, Request, error_of
 
 # Longer than the attempt's deadline, a header line a second: well within the socket

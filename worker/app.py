@@ -181,7 +181,7 @@ def create_celery(settings: Settings) -> Celery:
         for beat in beats:
             beat.stop()
 
-    # Webhook deliveries (worker/deliveries.py): a process of its own per worker
+    # Webhook deliveries (worker/deliveries/): a process of its own per worker
     # process, started and stopped with it, at a lower priority.
     dispatchers: list[subprocess.Popen[bytes]] = []
 

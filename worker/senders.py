@@ -26,10 +26,10 @@ from urllib.parse import quote, urlsplit
 
 from shared.addresses import IPAddress
 
-# The contract's limit on one attempt, in all: resolving the name (worker/deliveries.py),
-# connecting, TLS, sending and reading the answer (each step's socket timeout is at most
-# this too, but a sum of steps is not bounded by it: a receiver sending a byte every few
-# seconds held one attempt for hours, issue 19).
+# The contract's limit on one attempt, in all: resolving the name
+# (worker/deliveries/attempt.py), connecting, TLS, sending and reading the answer (each
+# step's socket timeout is at most this too, but a sum of steps is not bounded by it: a
+# receiver sending a byte every few seconds held one attempt for hours, issue 19).
 ATTEMPT_TIMEOUT = 10.0
 # Of a receiver's answer, at most this much is read; it is not kept.
 MAX_ANSWER_BYTES = 65_536

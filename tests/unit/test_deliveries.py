@@ -18,7 +18,9 @@ from shared.apikeys import Scope
 from shared.deliveries import Attempt
 from shared.events import Event, EventId
 from shared.webhooks import new_secret, new_webhook
-from worker.deliveries import LEASE_MARGIN, LEASE_MS, InFlight, may_start, parse_claim
+from worker.deliveries.leases import LEASE_MARGIN, LEASE_MS, may_start
+from worker.deliveries.retries import parse_claim
+from worker.deliveries.runners import InFlight
 from worker.senders import ATTEMPT_TIMEOUT, error_of
 
 SCHEDULE = (5, 300, 1800)
