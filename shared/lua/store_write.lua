@@ -12,8 +12,6 @@
 -- pays one SCARD per script that adds an entry.
 -- Runs after server_time.lua (shared/store.py).
 local marks, stream = KEYS[1], KEYS[2]
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local flags = {}
 local hooked = nil
 local i = 4
