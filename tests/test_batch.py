@@ -342,3 +342,52 @@ def test_a_malformed_message_fails_only_itself(slow_stack: Stack) -> None:
         assert any("task_id" in line and line["task_id"] == task for line in failed), kind
     assert HIDDEN[2:] not in logs
     assert "acknowledged" not in logs
+
+
+# Entries of the queue that are not kombu's envelope of a message at all.
+NOT_MESSAGES = [
+    f"not json {HIDDEN}",
+    json.dumps([HIDDEN]),
+    json.dumps({"body": HIDDEN, "headers": {"task": "endcontact.end_contact"}}),
+    HIDDEN[2:],  # a number
+]
+
+
+def test_an_entry_that_is_not_a_message_costs_only_itself(stack: Stack) -> None:
+    caller = new_caller(Store(stack.client))
+    broker = stack.broker_client
+    worker = stack.worker
+    assert worker is not None
+
+    def dropped(count: int, where: str) -> None:
+        def logged() -> bool:
+            return stack.logs().count("dropped a queue entry that is not a task message") == count
+
+        wait_until(logged, 10, f"dropped {where}", watch=[worker], logs=stack.logs)
+
+    # Alone: each the entry the worker waits on (kombu's transport reads it).
+    broker.lpush(QUEUE, *NOT_MESSAGES)
+    dropped(len(NOT_MESSAGES), "alone")
+    # After a message, in one push: taken with it for its batch (worker.batch).
+    good = TaskPublisher(None)  # type: ignore[arg-type]  # builds, never sends
+    task = task_id(uuid.uuid4().hex, 0)
+    args = ["raw", "tenant", "+15095550100", "key_x", "request-x", ""]
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+    broker.lpush(QUEUE, good.message(task, args, "['+15*******00']", expires), *NOT_MESSAGES)
+    dropped(2 * len(NOT_MESSAGES), "in a batch")
+    wait_until(_stored(broker, task), 10, "the message's result", watch=[worker])
+    assert json.loads(broker.get(RESULT_KEY_PREFIX + task) or "")["status"] == SUCCESS
+
+    response = post(stack.base, caller, numbers(0, 5))
+    assert response.status_code == 201
+    assert response.json()["failure"] == []
+    assert len(response.json()["success"]) == 5
+    # The same worker process: it never exited.
+    assert worker.poll() is None
+    assert stack.worker is worker
+    assert broker.llen(QUEUE) == 0
+    logs = stack.logs()
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    drops = [line for line in lines if "dropped a queue entry" in line["message"]]
+    assert [line["level"] for line in drops] == ["ERROR"] * 2 * len(NOT_MESSAGES)
+    assert HIDDEN[2:] not in logs

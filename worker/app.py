@@ -30,6 +30,7 @@ from shared.metrics import TASKS, Registry
 from shared.settings import Settings
 from shared.store import Store
 from shared.tasks import QUEUE, RESUME_TASK_NAME, TASK_NAME, change_of
+from worker import transport
 from worker.batch import Batches
 from worker.heartbeat import DrainMeter, Heartbeat
 from worker.privileges import ACCEPT_CONTENT, checked_by_starter
@@ -111,6 +112,9 @@ def create_celery(settings: Settings) -> Celery:
     app = EndContactCelery("endcontact", set_as_current=False)
     app.conf.update(
         broker_url=url,
+        # kombu's Redis transport, where a queue entry that is not a message is dropped
+        # on its own (worker/transport.py).
+        **transport.settings(url),
         # Celery's Redis backend minus a read per task we never need (worker/backend.py),
         # named the way Celery takes a backend class: "module:Class+url".
         result_backend=f"worker.backend:{backend}+{url}",

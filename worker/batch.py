@@ -30,7 +30,9 @@ task_success and task_failure are not sent.
 
 A malformed message costs only itself: one whose arguments are not a change of ours
 (shared.tasks) fails alone, and one that cannot become a request at all is dropped on
-its own by the consumer (worker/consumer.py); either is logged with its traceback.
+its own by the consumer (worker/consumer.py); either is logged with its traceback. An
+entry of the queue that is not a message at all is dropped as it is taken
+(worker/transport.py).
 """
 
 from __future__ import annotations
@@ -50,7 +52,6 @@ from celery.utils.imports import symbol_by_name
 from celery.worker import state as worker_state
 from celery.worker.request import create_request_cls
 from celery.worker.strategy import default, hybrid_to_proto2, proto1_to_proto2
-from kombu.utils.json import loads
 from kombu.utils.uuid import uuid
 
 from shared.clock import ServerClock
@@ -58,6 +59,7 @@ from shared.events import Change
 from shared.metrics import Registry
 from shared.store import Store
 from shared.tasks import QUEUE, change_of
+from worker.transport import envelope
 
 log = logging.getLogger(__name__)
 
@@ -230,12 +232,16 @@ class Batches:
             log.warning("could not take waiting messages: %s", exc.__class__.__name__)
             return
         for raw in raws or ():
+            # Not kombu's envelope: taken off the queue, it is gone, logged as the
+            # transport logs one it pops itself (worker.transport). One that is,
+            # whatever its task message holds, is handled by worker.consumer.
+            message = envelope(raw)
+            if message is None:
+                continue
             try:
-                channel.connection._deliver(loads(raw), QUEUE)  # type: ignore[no-untyped-call]
+                channel.connection._deliver(message, QUEUE)
             except Exception:
-                # Not kombu's envelope: taken off the queue, it is gone (one that is,
-                # whatever its task message holds, is handled by worker.consumer). One
-                # bad message must not cost the rest of the batch.
+                # One bad message must not cost the rest of the batch.
                 log.exception("could not deliver a message")
 
     def run(self, task: Any, requests: Sequence[Any]) -> None:

@@ -6,7 +6,9 @@ Celery's consumer, the error drops the broker connection and puts the message ba
 the queue, to raise again at once, forever; raised into a batch (worker/batch.py), it
 would cost the batch's other tasks; left unacknowledged, the message would hold the
 worker's one prefetch slot and it would take no other. Here each message is handled on
-its own: one that raises is dropped (drop()), and the next is handled as usual.
+its own: one that raises is dropped (drop()), and the next is handled as usual. (An
+entry of the queue that is not a message at all never reaches the consumer: the
+transport drops it, worker/transport.py.)
 
 Celery's own answers to a message it cannot run (unknown task, invalid or undecodable
 message) log the message's body, numbers and all; here they drop it the same way.

@@ -1,0 +1,165 @@
+"""kombu's Redis transport, where an entry of the queue that is not a message at all
+costs only itself. A seam to kombu's internals, kept to this one module.
+
+Every entry of the queue (the list QUEUE on the broker) should be kombu's envelope of
+a message: a JSON object with `body` (a string), `headers` (an object) and
+`properties` (an object with a `delivery_tag` string, a `delivery_info` object and
+a `body_encoding` kombu knows), as kombu writes it and as the web does
+(api/publisher.py). kombu reads that envelope in its transport, below Celery's
+consumer: `Channel._brpop_read` decodes the entry it popped and hands it to
+`Connection._deliver`, which builds kombu's Message from it. An entry that is not an
+envelope (`LPUSH endcontact "not json"`, a JSON array, an object without properties)
+raises there, out of the worker's event loop, and the worker exits ("Unrecoverable
+error"); the supervisor restarts it at most five times a minute, so a handful of such
+entries would leave no worker.
+
+Here each entry is read by envelope(), the one rule for both ways a worker takes
+entries (this transport's BRPOP, and worker.batch taking what else waits): an entry
+that is not an envelope is logged (its length and what is wrong, never its content:
+it may hold a phone number) and dropped, and the worker goes on with the next. An
+envelope whose message Celery cannot run is worker.consumer's to drop.
+
+Celery takes the transport by its `broker_transport` setting (settings()). The
+override is of kombu's `Channel._brpop_read`, whose text this repeats but for the
+decoding; it was read in kombu 5.5.2, 5.6.0 and 5.7.0, which differ only where said.
+Before moving to a later kombu, compare its `_brpop_read` with this one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from queue import Empty
+from typing import Any
+
+import kombu
+from kombu.connection import Connection
+from kombu.transport import redis
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import loads
+
+log = logging.getLogger(__name__)
+
+# kombu 5.7 flushes a pending re-authentication of the BRPOP connection once a reply
+# is read (Channel._flush_brpop_reauth); 5.5 and 5.6 have no such step.
+_FLUSHES_REAUTH = kombu.VERSION >= (5, 7)
+
+
+class NotAnEnvelope(ValueError):
+    """What is wrong with an entry of the queue, in words of ours (never its content)."""
+
+
+def envelope(raw: bytes) -> dict[str, Any] | None:
+    """The envelope an entry of the queue holds (as the broker's client returns it),
+    decoded as kombu decodes it; None if it holds none: then it is logged, and the
+    caller drops it."""
+    try:
+        return _envelope(raw)
+    except Exception as exc:
+        # The error's words only when they are ours: a decoder's may quote the entry.
+        error = exc.__class__.__name__
+        log.error(
+            "dropped a queue entry that is not a task message (%d bytes): %s",
+            len(raw),
+            exc if isinstance(exc, NotAnEnvelope) else error,
+            extra={"length": len(raw), "error": error},
+        )
+        return None
+
+
+def _envelope(raw: bytes) -> dict[str, Any]:
+    payload = loads(bytes_to_str(raw))  # type: ignore[no-untyped-call]
+    if not isinstance(payload, dict):
+        raise NotAnEnvelope("not a JSON object")
+    properties = payload.get("properties")
+    if not isinstance(properties, dict):
+        raise NotAnEnvelope("properties are not an object")
+    if not isinstance(payload.get("headers"), dict):
+        raise NotAnEnvelope("headers are not an object")
+    body = payload.get("body")
+    if not isinstance(body, str):
+        raise NotAnEnvelope("the body is not a string")
+    # kombu's QoS keeps each delivered message under its tag (a dict key).
+    if not isinstance(properties.get("delivery_tag"), str):
+        raise NotAnEnvelope("the delivery tag is not a string")
+    if not isinstance(properties.get("delivery_info"), dict):
+        raise NotAnEnvelope("the delivery info is not an object")
+    # As kombu's Channel.decode_body: none or utf-8 leave the body as it is; its only
+    # codec is base64, which its Message decodes when it is built.
+    encoding = properties.get("body_encoding")
+    if encoding == "base64":
+        try:
+            base64.b64decode(str_to_bytes(body))  # type: ignore[no-untyped-call]
+        except (binascii.Error, ValueError):
+            raise NotAnEnvelope("the body is not base64") from None
+    elif encoding and not (isinstance(encoding, str) and encoding.lower() == "utf-8"):
+        raise NotAnEnvelope("the body encoding is not one kombu knows")
+    return payload
+
+
+class _ReadsEnvelopes:
+    """kombu's Channel._brpop_read, but for how it reads the entry it popped."""
+
+    def _brpop_read(self: Any, **options: Any) -> bool:
+        try:
+            try:
+                dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                # As kombu: the next poll reconnects.
+                self.client.connection.disconnect()
+                raise
+            if not dest__item:
+                raise Empty()
+            dest, item = dest__item
+            dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]  # type: ignore[no-untyped-call]
+            self._queue_cycle.rotate(dest)
+            message = envelope(item)
+            if message is None:
+                # Nothing delivered, as kombu says of a fanout message it cannot decode
+                # (Channel._receive_one); the next poll pops the next entry.
+                raise Empty()
+            self.connection._deliver(message, dest)
+            return True
+        finally:
+            self._in_poll = None
+            if _FLUSHES_REAUTH:
+                self._flush_brpop_reauth()
+
+
+class Channel(_ReadsEnvelopes, redis.Channel):  # type: ignore[misc]
+    pass
+
+
+class SentinelChannel(_ReadsEnvelopes, redis.SentinelChannel):  # type: ignore[misc]
+    pass
+
+
+class Transport(redis.Transport):
+    Channel = Channel
+
+
+class SentinelTransport(redis.SentinelTransport):
+    Channel = SentinelChannel
+
+
+# kombu's transport for each scheme a broker URL may have (shared.settings) -> ours.
+_TRANSPORTS = {
+    "redis": f"{__name__}:Transport",
+    "rediss": f"{__name__}:Transport",
+    "sentinel": f"{__name__}:SentinelTransport",
+}
+
+
+def settings(url: str) -> dict[str, Any]:
+    """Celery's settings that put this module's transport under the broker at `url`.
+
+    A transport named by its class, not by the URL's scheme, gets none of what kombu
+    reads from the scheme itself: TLS for `rediss://` (kombu's Connection), so it is
+    asked of kombu and given as `broker_use_ssl`. A scheme kombu has no Redis transport
+    for gets kombu's own answer (no setting)."""
+    transport = _TRANSPORTS.get(url.partition("://")[0])
+    if transport is None:
+        return {}
+    ssl = Connection(url).ssl  # type: ignore[no-untyped-call]
+    return {"broker_transport": transport, "broker_use_ssl": ssl}
