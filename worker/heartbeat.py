@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import redis
 
 from shared.broker import Broker
+from shared.connection import failure
 from shared.metrics import TASKS, Registry
 from shared.store import Store
 
@@ -136,14 +137,14 @@ class Heartbeat:
                 waiting = self._broker.queued() > 0
                 self._broker.heartbeat(self._name, time.time(), self._meter.rate(waiting))
             except (redis.RedisError, OSError) as exc:
-                log.warning("heartbeat failed: %s", exc.__class__.__name__)
+                log.warning("heartbeat failed: %s", failure(exc))
             self._flush()
             if time.monotonic() - trimmed >= TRIM_EVERY:
                 trimmed = time.monotonic()
                 try:
                     self._store.trim_feeds(every_ms=int(TRIM_EVERY * 1000))
                 except (redis.RedisError, OSError) as exc:
-                    log.warning("trimming the feeds failed: %s", exc.__class__.__name__)
+                    log.warning("trimming the feeds failed: %s", failure(exc))
             self._stop.wait(INTERVAL)
 
     def _flush(self) -> None:
