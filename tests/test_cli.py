@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import redis
@@ -180,3 +182,33 @@ def test_checks_fail_without_what_they_check(
     assert endcontact("check", "web", "--url", web, env={}).returncode == 0
     nobody = f"http://127.0.0.1:{free_port()}"
     assert endcontact("check", "web", "--url", nobody, env={}).returncode == 1
+
+
+def test_an_import_that_finished_keeps_its_result_whatever_signal_follows(
+    web: str, store: Store, tmp_path: Path
+) -> None:
+    """A SIGTERM once the summary is out (the process still exiting) does not make a
+    finished import exit 143."""
+    source = tmp_path / "numbers.csv"
+    source.write_text("phone\n(509) 555-1234\n")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ENDCONTACT_"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli", "import", str(source), f"--url={web}"],
+        cwd=ROOT,
+        env={**clean, "ENDCONTACT_API_KEY": new_caller(store).secret},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        summary = process.stdout.readline().decode()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, summary
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+    assert summary.startswith("ended 1, invalid 0, failed 0 of 1 rows")
