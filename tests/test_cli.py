@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import httpx
@@ -54,11 +56,26 @@ def test_keys_create_list_revoke(redis_url: str, web: str) -> None:
     listed = endcontact("keys", "list", env=env)
     assert listed.returncode == 0
     assert secret not in listed.stdout
-    line = next(row for row in listed.stdout.splitlines() if "\tcrm\t" in row)
-    key_id, label, company, campaign, _, revoked = line.split("\t")
+    header, *rows = listed.stdout.splitlines()
+    assert header.split("\t") == ["id", "label", "company", "campaign", "createdAt", "revokedAt"]
+    line = next(row for row in rows if "\tcrm\t" in row)
+    key_id, label, company, campaign, created_at, revoked = line.split("\t")
     assert key_id.startswith("key_")
     assert (label, company, campaign, revoked) == ("crm", "Acme: Inc", "spring", "-")
     assert key_id in created.stdout
+    # --json: the same keys, the same fields, null where the table says "-".
+    as_json = endcontact("keys", "list", "--json", env=env)
+    assert as_json.returncode == 0, as_json.stderr
+    keys = json.loads(as_json.stdout)
+    assert len(keys) == len(rows)
+    assert next(key for key in keys if key["id"] == key_id) == {
+        "id": key_id,
+        "label": "crm",
+        "company": "Acme: Inc",
+        "campaign": "spring",
+        "createdAt": created_at,
+        "revokedAt": None,
+    }
 
     headers = {"x-api-key": secret}
     body = {"phoneNumberList": ["(509) 555-1234"]}
@@ -146,6 +163,18 @@ def test_keys_revoke_unknown_id_fails(redis_url: str) -> None:
     assert "no key" in result.stderr
 
 
+def test_keys_revoke_given_a_secret_says_what_it_takes_and_never_shows_it(
+    redis_url: str, store: Store
+) -> None:
+    secret = new_caller(store).secret
+    result = endcontact("keys", "revoke", secret, env={"REDIS_URL": redis_url})
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "endcontact: that is a key's secret; revoke takes its id, key_…, "
+        "see `endcontact keys list`\n"
+    )
+
+
 def test_keys_create_refuses_empty_names(redis_url: str) -> None:
     result = endcontact(
         "keys", "create", "--company", " ", "--campaign", "x", env={"REDIS_URL": redis_url}
@@ -182,6 +211,19 @@ def test_checks_fail_without_what_they_check(
     assert endcontact("check", "web", "--url", web, env={}).returncode == 0
     nobody = f"http://127.0.0.1:{free_port()}"
     assert endcontact("check", "web", "--url", nobody, env={}).returncode == 1
+
+
+def test_version_and_an_option_that_cannot_work() -> None:
+    shown = endcontact("--version", env={})
+    assert (shown.returncode, shown.stdout) == (0, f"endcontact {version('endcontact')}\n")
+    # Refused before anything starts: no worker at all would have run, silently.
+    nowhere = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    refused = endcontact("worker", "--concurrency", "0", env=nowhere)
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr == (
+        "endcontact worker: argument --concurrency: must be a whole number from 1 to 1024, "
+        "got '0' (see endcontact worker --help)\n"
+    )
 
 
 def test_an_import_that_finished_keeps_its_result_whatever_signal_follows(
