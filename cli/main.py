@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import importlib.metadata
 import json
+import logging
 import os
 import socket
 import sys
@@ -18,6 +19,7 @@ from typing import Any, NoReturn, TextIO
 import redis
 
 from cli import importer
+from cli.preflight import Unavailable, check_servers, listen
 from cli.supervisor import cli_command, supervise
 from shared import logs
 from shared.apikeys import PREFIX as SECRET_PREFIX
@@ -31,6 +33,7 @@ from shared.store import Store, feed_name
 # One more than the cores: each worker waits on Redis for part of every task, and a
 # third process fills those waits on two cores (measured: bench/README.md).
 DEFAULT_WORKERS = (os.cpu_count() or 1) + 1
+log = logging.getLogger("endcontact.cli")
 
 
 @contextlib.contextmanager
@@ -60,14 +63,19 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     logs.configure()
-    with servers(settings) as resolved:
+    # The port first, before any server is started or joined: a taken one ends the
+    # command here. (uvicorn's own bind, after the app's start-up, failed into a
+    # shutdown that never ended.)
+    if args.listen_fd is not None:
+        listener = socket.socket(fileno=args.listen_fd)
+    else:
+        listener = listen(args.host, args.port)
+    with listener, servers(settings) as resolved:
         # The factory reads its settings from the environment, as in compose.
         os.environ.update(server_env(resolved))
-        uvicorn.run(
+        config = uvicorn.Config(
             "api.app:create_app_from_env",
             factory=True,
-            host=args.host,
-            port=args.port,
             workers=args.workers,
             # Its lines carry the request path, and the lookup path is a phone number;
             # api.middleware logs each request with its route instead.
@@ -78,6 +86,20 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
             # In-flight requests finish within their deadline; give them that long.
             timeout_graceful_shutdown=int(settings.result_timeout) + 5,
         )
+        host, port = listener.getsockname()[:2]
+        log.info("web listening on %s:%s", host, port, extra={"host": host, "port": port})
+        return _serve(config, listener)
+
+
+def _serve(config: Any, listener: socket.socket) -> int:
+    """uvicorn on `listener`: one process, or a supervisor of config.workers."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    if config.workers == 1:
+        uvicorn.Server(config).run(sockets=[listener])
+    else:
+        Multiprocess(config, sockets=[listener]).run()
     return 0
 
 
@@ -121,8 +143,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from cli.run import run_all
 
     logs.configure()
-    with servers(settings) as resolved:
-        return run_all(server_env(resolved), args.host, args.port, args.concurrency)
+    # The port, then the servers, before anything says it runs: either missing is one
+    # line and exit status 1, having started nothing that stays.
+    with listen(args.host, args.port) as listener, servers(settings) as resolved:
+        check_servers(resolved)
+        return run_all(server_env(resolved), listener, args.host, args.port, args.concurrency)
 
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -380,6 +405,8 @@ def parser() -> argparse.ArgumentParser:
     web = commands.add_parser("web", help="the HTTP front end")
     serve_options(web)
     web.add_argument("--workers", type=PROCESSES, default=1, metavar="N", help="uvicorn processes")
+    # `run`'s listening socket, inherited: its web serves there instead of binding.
+    web.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     web.set_defaults(handler=cmd_web)
 
     worker = commands.add_parser("worker", help="Celery workers")
@@ -462,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, EmbeddedServerError) as exc:
         print(f"endcontact: {exc}", file=sys.stderr)
         return 2
+    except Unavailable as exc:
+        print(f"endcontact: {exc}", file=sys.stderr)
+        return 1
     except redis.RedisError as exc:
         print(f"endcontact: Redis did not answer: {exc}", file=sys.stderr)
         return 1

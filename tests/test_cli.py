@@ -18,8 +18,8 @@ from shared.embedded import free_port
 from shared.store import Store, feed_name, key_record
 from shared.webhooks import key_webhooks_key, webhook_key
 from tests.conftest import new_caller
-from tests.helpers import URL
-from tests.processes import ROOT
+from tests.helpers import URL, wait_until
+from tests.processes import ROOT, spawn, start_web, stop
 
 
 def endcontact(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -224,6 +224,66 @@ def test_version_and_an_option_that_cannot_work() -> None:
         "endcontact worker: argument --concurrency: must be a whole number from 1 to 1024, "
         "got '0' (see endcontact worker --help)\n"
     )
+
+
+def test_run_checks_its_servers_before_it_says_it_runs(redis_url: str) -> None:
+    """One line naming the server that does not answer, without its password; nothing
+    said to be running."""
+    closed, port = free_port(), f"--port={free_port()}"
+    store_down = endcontact(
+        "run", port, env={"REDIS_URL": f"redis://:hunter2@127.0.0.1:{closed}/0"}
+    )
+    broker_down = endcontact(
+        "run",
+        port,
+        env={"REDIS_URL": redis_url, "ENDCONTACT_BROKER_URL": f"redis://127.0.0.1:{closed}/0"},
+    )
+    for result, said in [
+        (store_down, f"the store (REDIS_URL) at redis://:**@127.0.0.1:{closed}/0"),
+        (broker_down, f"the broker (ENDCONTACT_BROKER_URL) at redis://127.0.0.1:{closed}/0"),
+    ]:
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr.startswith(f"endcontact: {said} does not answer: ")
+        assert len(result.stderr.splitlines()) == 1
+        assert "hunter2" not in result.stderr
+
+
+def test_web_and_worker_without_their_server_retry_saying_where_and_are_not_ready(
+    tmp_path: Path,
+) -> None:
+    """What compose runs waits for its servers instead of exiting: each attempt a
+    warning naming the address (never the password), and /readyz 503 meanwhile."""
+    closed = free_port()
+    env = {"REDIS_URL": f"redis://:hunter2@127.0.0.1:{closed}/0"}
+    web_log, worker_log = tmp_path / "web.log", tmp_path / "worker.log"
+    worker = spawn(["worker", "--concurrency=1"], env, worker_log)
+    base, web = start_web(env, web_log)
+    refused = f"Error 111 connecting to 127.0.0.1:{closed}. Connection refused."
+    try:
+        wait_until(
+            lambda: (
+                web_log.read_text().count(f"metrics flush failed: ConnectionError: {refused}") >= 2
+            ),
+            30,
+            "the web's warnings",
+            watch=[web],
+        )
+        ready = httpx.get(f"{base}/readyz", timeout=10)
+        assert (ready.status_code, ready.json()) == (
+            503,
+            {"status": "unavailable", "redis": "down", "broker": "down"},
+        )
+        wait_until(
+            lambda: f"Cannot connect to redis://:**@127.0.0.1:{closed}/0" in worker_log.read_text(),
+            30,
+            "the worker's warning",
+            watch=[worker],
+        )
+    finally:
+        for process in (web, worker):
+            stop(process)
+    for log in (web_log, worker_log):
+        assert "hunter2" not in log.read_text()
 
 
 def test_an_import_that_finished_keeps_its_result_whatever_signal_follows(
