@@ -9,18 +9,20 @@ import importlib.metadata
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from types import FrameType
 from typing import Any, NoReturn, TextIO
 
 import redis
 
 from cli import importer
 from cli.preflight import Unavailable, check_servers, listen
-from cli.supervisor import cli_command, supervise
+from cli.supervisor import cli_command, stopped_by, supervise
 from shared import logs
 from shared.apikeys import PREFIX as SECRET_PREFIX
 from shared.apikeys import ApiKey, Scope
@@ -97,10 +99,25 @@ def _serve(config: Any, listener: socket.socket) -> int:
     from uvicorn.supervisors import Multiprocess
 
     if config.workers == 1:
+        # Stopped by a signal, it raises that signal again once shut down: main() says
+        # which (KeyboardInterrupt, Terminated).
         uvicorn.Server(config).run(sockets=[listener])
-    else:
-        Multiprocess(config, sockets=[listener]).run()
-    return 0
+        return 0
+    processes = Multiprocess(config, sockets=[listener])
+    # Its handlers, in place now, stop the processes and forget the signal: note it.
+    caught: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _noting(signal.getsignal(signum), caught))
+    processes.run()
+    return stopped_by(caught[0]) if caught else 0
+
+
+def _noting(handler: Any, caught: list[int]) -> Callable[[int, FrameType | None], None]:
+    def note(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+        handler(signum, frame)
+
+    return note
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -116,27 +133,40 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _solo_worker(settings: Settings) -> int:
+    from celery.signals import worker_shutting_down
+
     from shared.tasks import QUEUE
     from worker.app import create_celery
 
+    # Celery handles SIGINT and SIGTERM itself and exits 0 after either: note which.
+    stopping: list[str] = []
+
+    def note(sig: str, **kwargs: object) -> None:
+        stopping.append(sig)
+
+    worker_shutting_down.connect(note, weak=False)
     app = create_celery(settings)
-    app.worker_main(
-        [
-            "worker",
-            "--pool=solo",
-            # What runs: one process, one task at a time. Celery would otherwise say
-            # (and prefetch for) as many as the machine has cores.
-            "--concurrency=1",
-            f"--queues={QUEUE}",
-            "--loglevel=INFO",
-            f"--hostname=endcontact-{os.getpid()}@%h",
-            # No clock sync or revoke lists to share between workers: skipping them
-            # makes start-up faster and keeps broadcast chatter off the broker.
-            "--without-gossip",
-            "--without-mingle",
-        ]
-    )
-    return 0
+    try:
+        app.worker_main(
+            [
+                "worker",
+                "--pool=solo",
+                # What runs: one process, one task at a time. Celery would otherwise say
+                # (and prefetch for) as many as the machine has cores.
+                "--concurrency=1",
+                f"--queues={QUEUE}",
+                "--loglevel=INFO",
+                f"--hostname=endcontact-{os.getpid()}@%h",
+                # No clock sync or revoke lists to share between workers: skipping them
+                # makes start-up faster and keeps broadcast chatter off the broker.
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+    except SystemExit:
+        if not stopping:
+            raise
+    return stopped_by(signal.Signals[stopping[0]]) if stopping else 0
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
@@ -328,6 +358,15 @@ def _store(settings: Settings) -> Iterator[Store]:
             store.close()
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the command is, as Ctrl-C raises KeyboardInterrupt: what
+    it holds is let go on the way out (an embedded server it started is stopped)."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
+    raise Terminated
+
+
 class DefaultsHelp(argparse.HelpFormatter):
     """Each option's default at the end of its help, unless the help says it already
     or there is none to say."""
@@ -482,6 +521,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -496,5 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"endcontact: Redis did not answer: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        return stopped_by(signal.SIGINT)
+    except Terminated:
+        return stopped_by(signal.SIGTERM)
     return code

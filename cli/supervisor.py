@@ -20,7 +20,14 @@ log = logging.getLogger("endcontact.supervisor")
 
 
 class _Stop(Exception):
-    pass
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+def stopped_by(signum: int) -> int:
+    """The exit status of a command a signal stopped, as a shell reports one it killed:
+    130 after Ctrl-C (SIGINT), 143 after SIGTERM."""
+    return 128 + signum
 
 
 @dataclass(frozen=True)
@@ -114,11 +121,11 @@ def supervise(
     env: dict[str, str],
     on_started: Callable[[Supervisor], bool] | None = None,
 ) -> int:
-    """Run until SIGINT or SIGTERM; 0 after a clean stop. `on_started` returns False
-    if the service did not come up: 1, having stopped all."""
+    """Run until SIGINT or SIGTERM, then stop the children; stopped_by(the signal).
+    `on_started` returns False if the service did not come up: 1, having stopped all."""
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        raise _Stop
+        raise _Stop(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     supervisor = Supervisor(commands, env)
@@ -131,8 +138,8 @@ def supervise(
             time.sleep(0.2)
             if not supervisor.restart_crashed():
                 code = 1
-    except _Stop:
-        pass
+    except _Stop as stop:
+        code = stopped_by(stop.signum)
     finally:
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
