@@ -16,15 +16,22 @@ class Unavailable(RuntimeError):
     """What the command needs is not there; the message says what, in one line."""
 
 
+# uvicorn's default: connections wait there until the web accepts them.
+BACKLOG = 2048
+
+
 def listen(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port, as uvicorn binds one (SO_REUSEADDR: a port whose
-    last connections linger in TIME_WAIT is free). Binding is the test: a check that
-    let go of the port could lose it to another process before the web took it."""
+    """A socket listening on host:port, as uvicorn makes one (SO_REUSEADDR: a port whose
+    last connections linger in TIME_WAIT is free). Taking the port is the test: a check
+    that let go of it could lose it to another process before the web took it. And
+    listening, not only bound: on Linux two sockets with SO_REUSEADDR may both be bound
+    to a port that neither listens on yet, as `run`'s would be while its servers start."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:

@@ -1,5 +1,5 @@
-"""The command line's options: each default in its help, a value that cannot work
-refused in one line with exit status 2."""
+"""The command line's options, each default in its help, a value that cannot work
+refused in one line with exit status 2; and the port `run` and `web` take first."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from cli.main import parser
+from cli.preflight import Unavailable, listen
 
 
 def _commands(command: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
@@ -74,3 +75,12 @@ def test_the_limits_themselves_are_accepted() -> None:
     args = parser().parse_args(["run", "--port", "65535", "--concurrency", "1024"])
     assert (args.port, args.concurrency) == (65535, 1024)
     assert parser().parse_args(["web", "--port", "1", "--workers", "1"]).port == 1
+
+
+def test_a_port_taken_by_listen_is_taken_for_the_next() -> None:
+    """What `run` holds while its servers start, before its web serves there: a second
+    `run` must find the port taken then too."""
+    with listen("127.0.0.1", 0) as first:
+        port = first.getsockname()[1]
+        with pytest.raises(Unavailable, match=f"^port {port} on 127.0.0.1 is taken"):
+            listen("127.0.0.1", port).close()
