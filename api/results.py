@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from shared.connection import failure
 from shared.tasks import RESULT_KEY_PREFIX, batch_channel, task_id
 
 if TYPE_CHECKING:
@@ -190,7 +191,7 @@ class ResultListener:
                 message = await self._pubsub.get_message(timeout=None)
             except (redis.RedisError, OSError) as exc:
                 if not self._lost:
-                    log.warning("result listener lost Redis: %s", exc.__class__.__name__)
+                    log.warning("result listener lost the broker: %s", failure(exc))
                 self._lost = True
                 self._subscribed.clear()
                 await asyncio.sleep(_RECONNECT_DELAY)

@@ -863,8 +863,9 @@ def _run_until_signal(work: Awaitable[Counts]) -> int | None:
         loop = asyncio.get_running_loop()
 
         def stop(signum: int) -> None:
-            caught.append(signum)
-            task.cancel()
+            # False once the import is done: its result stands.
+            if task.cancel():
+                caught.append(signum)
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop, signum)
@@ -876,6 +877,9 @@ def _run_until_signal(work: Awaitable[Counts]) -> int | None:
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
+                # The result is decided: a signal during the summary or the exit (tens
+                # of ms) must not kill the process with another status (it did: 143).
+                signal.signal(signum, signal.SIG_IGN)
         return caught[0] if caught else None
 
     return asyncio.run(main())

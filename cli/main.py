@@ -5,29 +5,36 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
+import logging
 import os
+import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import TextIO
+from types import FrameType
+from typing import Any, NoReturn, TextIO
 
 import redis
 
 from cli import importer
-from cli.supervisor import cli_command, supervise
+from cli.preflight import Unavailable, check_servers, listen
+from cli.supervisor import cli_command, stopped_by, supervise
 from shared import logs
-from shared.apikeys import Scope
+from shared.apikeys import PREFIX as SECRET_PREFIX
+from shared.apikeys import ApiKey, Scope
 from shared.broker import Broker
 from shared.embedded import EmbeddedServerError, embedded_broker, embedded_redis
 from shared.marks import CSV_HEADER
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings, SettingsError, shown, whole_number
 from shared.store import Store, feed_name
 
 # One more than the cores: each worker waits on Redis for part of every task, and a
 # third process fills those waits on two cores (measured: bench/README.md).
 DEFAULT_WORKERS = (os.cpu_count() or 1) + 1
+log = logging.getLogger("endcontact.cli")
 
 
 @contextlib.contextmanager
@@ -57,14 +64,19 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     logs.configure()
-    with servers(settings) as resolved:
+    # The port first, before any server is started or joined: a taken one ends the
+    # command here. (uvicorn's own bind, after the app's start-up, failed into a
+    # shutdown that never ended.)
+    if args.listen_fd is not None:
+        listener = socket.socket(fileno=args.listen_fd)
+    else:
+        listener = listen(args.host, args.port)
+    with listener, servers(settings) as resolved:
         # The factory reads its settings from the environment, as in compose.
         os.environ.update(server_env(resolved))
-        uvicorn.run(
+        config = uvicorn.Config(
             "api.app:create_app_from_env",
             factory=True,
-            host=args.host,
-            port=args.port,
             workers=args.workers,
             # Its lines carry the request path, and the lookup path is a phone number;
             # api.middleware logs each request with its route instead.
@@ -75,7 +87,36 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
             # In-flight requests finish within their deadline; give them that long.
             timeout_graceful_shutdown=int(settings.result_timeout) + 5,
         )
-    return 0
+        host, port = listener.getsockname()[:2]
+        log.info("web listening on %s:%s", host, port, extra={"host": host, "port": port})
+        return _serve(config, listener)
+
+
+def _serve(config: Any, listener: socket.socket) -> int:
+    """uvicorn on `listener`: one process, or a supervisor of config.workers."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    if config.workers == 1:
+        # Stopped by a signal, it raises that signal again once shut down: main() says
+        # which (KeyboardInterrupt, Terminated).
+        uvicorn.Server(config).run(sockets=[listener])
+        return 0
+    processes = Multiprocess(config, sockets=[listener])
+    # Its handlers, in place now, stop the processes and forget the signal: note it.
+    caught: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _noting(signal.getsignal(signum), caught))
+    processes.run()
+    return stopped_by(caught[0]) if caught else 0
+
+
+def _noting(handler: Any, caught: list[int]) -> Callable[[int, FrameType | None], None]:
+    def note(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+        handler(signum, frame)
+
+    return note
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -94,35 +135,51 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _solo_worker(settings: Settings) -> int:
+    from celery.signals import worker_shutting_down
+
     from shared.tasks import QUEUE
     from worker.app import create_celery
 
+    # Celery handles SIGINT and SIGTERM itself and exits 0 after either: note which.
+    stopping: list[str] = []
+
+    def note(sig: str, **kwargs: object) -> None:
+        stopping.append(sig)
+
+    worker_shutting_down.connect(note, weak=False)
     app = create_celery(settings)
-    app.worker_main(
-        [
-            "worker",
-            "--pool=solo",
-            # What runs: one process, one task at a time. Celery would otherwise say
-            # (and prefetch for) as many as the machine has cores.
-            "--concurrency=1",
-            f"--queues={QUEUE}",
-            "--loglevel=INFO",
-            f"--hostname=endcontact-{os.getpid()}@%h",
-            # No clock sync or revoke lists to share between workers: skipping them
-            # makes start-up faster and keeps broadcast chatter off the broker.
-            "--without-gossip",
-            "--without-mingle",
-        ]
-    )
-    return 0
+    try:
+        app.worker_main(
+            [
+                "worker",
+                "--pool=solo",
+                # What runs: one process, one task at a time. Celery would otherwise say
+                # (and prefetch for) as many as the machine has cores.
+                "--concurrency=1",
+                f"--queues={QUEUE}",
+                "--loglevel=INFO",
+                f"--hostname=endcontact-{os.getpid()}@%h",
+                # No clock sync or revoke lists to share between workers: skipping them
+                # makes start-up faster and keeps broadcast chatter off the broker.
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+    except SystemExit:
+        if not stopping:
+            raise
+    return stopped_by(signal.Signals[stopping[0]]) if stopping else 0
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from cli.run import run_all
 
     logs.configure()
-    with servers(settings) as resolved:
-        return run_all(server_env(resolved), args.host, args.port, args.concurrency)
+    # The port, then the servers, before anything says it runs: either missing is one
+    # line and exit status 1, having started nothing that stays.
+    with listen(args.host, args.port) as listener, servers(settings) as resolved:
+        check_servers(resolved)
+        return run_all(server_env(resolved), listener, args.host, args.port, args.concurrency)
 
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -138,23 +195,40 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+KEY_COLUMNS = ("id", "label", "company", "campaign", "createdAt", "revokedAt")
+
+
 def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
     with _store(settings) as store:
-        keys = store.list_keys()
-    for key in keys:
-        fields = [
-            key.id,
-            key.label or "-",
-            key.scope.company,
-            key.scope.campaign,
-            key.created_at,
-            key.revoked_at or "-",
-        ]
-        print("\t".join(fields))
+        keys = [_key_fields(key) for key in store.list_keys()]
+    if args.json:
+        print(json.dumps(keys, ensure_ascii=False, separators=(",", ":")))
+    else:
+        _print_table(KEY_COLUMNS, keys)
     return 0
 
 
+def _key_fields(key: ApiKey) -> dict[str, Any]:
+    """KEY_COLUMNS of `key`; None for no label, or not revoked."""
+    return {
+        "id": key.id,
+        "label": key.label or None,
+        "company": key.scope.company,
+        "campaign": key.scope.campaign,
+        "createdAt": key.created_at,
+        "revokedAt": key.revoked_at,
+    }
+
+
 def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    if args.key_id.strip().startswith(SECRET_PREFIX):
+        # Said without the argument: a secret in a terminal's scrollback is one more copy.
+        print(
+            "endcontact: that is a key's secret; revoke takes its id, key_…, "
+            "see `endcontact keys list`",
+            file=sys.stderr,
+        )
+        return 2
     with _store(settings) as store:
         key = store.revoke_key(args.key_id)
         if key is None:
@@ -187,11 +261,15 @@ def cmd_webhooks_list(settings: Settings, args: argparse.Namespace) -> int:
         body = {"webhooks": [hook.to_json() for hook in hooks]}
         print(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
         return 0
-    print("\t".join(WEBHOOK_COLUMNS))
-    for hook in hooks:
-        shown = hook.to_json()
-        print("\t".join(_cell(shown.get(column)) for column in WEBHOOK_COLUMNS))
+    _print_table(WEBHOOK_COLUMNS, [hook.to_json() for hook in hooks])
     return 0
+
+
+def _print_table(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """Tab-separated, a header first: each row's `columns`, as its --json has them."""
+    print("\t".join(columns))
+    for row in rows:
+        print("\t".join(_cell(row.get(column)) for column in columns))
 
 
 def _cell(value: object) -> str:
@@ -282,32 +360,106 @@ def _store(settings: Settings) -> Iterator[Store]:
             store.close()
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the command is, as Ctrl-C raises KeyboardInterrupt: what
+    it holds is let go on the way out (an embedded server it started is stopped)."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
+    raise Terminated
+
+
+class DefaultsHelp(argparse.HelpFormatter):
+    """Each option's default at the end of its help, unless the help says it already
+    or there is none to say."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or default is None
+            or default is False
+            or default == ""
+            or default == argparse.SUPPRESS
+            or "default" in text
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """Every (sub)command's: defaults in its help, a usage error in one line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelp)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _whole(least: int, most: int) -> Callable[[str], int]:
+    """An option's type: a whole number from `least` to `most`, else a usage error."""
+
+    def parse(raw: str) -> int:
+        value = whole_number(raw, least, most)
+        if value is None:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number from {least} to {most}, got {shown(raw)}"
+            )
+        return value
+
+    return parse
+
+
+# One type per kind of option. Up to 1024 processes: more is a typo, not a machine.
+PORT = _whole(1, 65_535)
+PROCESSES = _whole(1, 1024)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("endcontact")
+    except importlib.metadata.PackageNotFoundError:  # a checkout never installed
+        return "(not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="endcontact", description=__doc__)
+    # Typed as the base class: importer.add_parser takes its subparsers as such.
+    top: argparse.ArgumentParser = Parser(prog="endcontact", description=__doc__)
+    top.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = top.add_subparsers(dest="command", required=True)
 
     def serve_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--host", default="127.0.0.1")
-        command.add_argument("--port", type=int, default=8000)
+        command.add_argument("--host", default="127.0.0.1", help="address to listen on")
+        command.add_argument("--port", type=PORT, default=8000, help="port to listen on")
 
+    processes_help = "worker processes (default: cores + 1, here %(default)s)"
     run = commands.add_parser("run", help="web, a worker and (without REDIS_URL) Redis")
     serve_options(run)
-    run.add_argument("--concurrency", type=int, default=DEFAULT_WORKERS, help="worker processes")
+    run.add_argument(
+        "--concurrency", type=PROCESSES, default=DEFAULT_WORKERS, metavar="N", help=processes_help
+    )
     run.set_defaults(handler=cmd_run)
 
     web = commands.add_parser("web", help="the HTTP front end")
     serve_options(web)
-    web.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    web.add_argument("--workers", type=PROCESSES, default=1, metavar="N", help="uvicorn processes")
+    # `run`'s listening socket, inherited: its web serves there instead of binding.
+    web.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     web.set_defaults(handler=cmd_web)
 
     worker = commands.add_parser("worker", help="Celery workers")
-    worker.add_argument("--concurrency", type=int, default=DEFAULT_WORKERS, help="worker processes")
+    worker.add_argument(
+        "--concurrency", type=PROCESSES, default=DEFAULT_WORKERS, metavar="N", help=processes_help
+    )
     worker.set_defaults(handler=cmd_worker)
 
     check = commands.add_parser("check", help="health checks for containers (exit 0 or 1)")
     check_commands = check.add_subparsers(dest="check_command", required=True)
     check_web = check_commands.add_parser("web", help="the web answers its /healthz")
-    check_web.add_argument("--url", default="http://127.0.0.1:8000")
+    check_web.add_argument("--url", default="http://127.0.0.1:8000", help="the web's base URL")
     check_web.set_defaults(handler=cmd_check_web)
     check_commands.add_parser(
         "worker", help="a worker on this host sent a heartbeat in the last 10 s"
@@ -318,15 +470,21 @@ def parser() -> argparse.ArgumentParser:
     create = key_commands.add_parser("create", help="create a key; prints it last")
     create.add_argument("--company", required=True)
     create.add_argument("--campaign", required=True)
-    create.add_argument("--label", default="")
+    create.add_argument("--label", default="", help="a name for it, shown by keys list")
     create.set_defaults(handler=cmd_keys_create)
-    key_commands.add_parser(
-        "list", help="id, label, company, campaign, created, revoked"
-    ).set_defaults(handler=cmd_keys_list)
+    key_list = key_commands.add_parser(
+        "list", help="id, label, company, campaign, createdAt, revokedAt; never a secret"
+    )
+    key_list.add_argument(
+        "--json",
+        action="store_true",
+        help="an array of objects with those fields, null for none (default: a table)",
+    )
+    key_list.set_defaults(handler=cmd_keys_list)
     revoke = key_commands.add_parser(
         "revoke", help="refuse the key from now on and disable the webhooks it created"
     )
-    revoke.add_argument("key_id")
+    revoke.add_argument("key_id", metavar="KEY_ID", help="its id, key_... (see keys list)")
     revoke.add_argument(
         "--keep-webhooks",
         action="store_true",
@@ -365,6 +523,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -372,9 +531,14 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, EmbeddedServerError) as exc:
         print(f"endcontact: {exc}", file=sys.stderr)
         return 2
+    except Unavailable as exc:
+        print(f"endcontact: {exc}", file=sys.stderr)
+        return 1
     except redis.RedisError as exc:
         print(f"endcontact: Redis did not answer: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        return stopped_by(signal.SIGINT)
+    except Terminated:
+        return stopped_by(signal.SIGTERM)
     return code

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from cli.supervisor import cli_command, supervise
+from cli.supervisor import Supervisor, cli_command, supervise
 
 START_TIMEOUT = 60.0
 log = logging.getLogger("endcontact.run")
@@ -40,13 +41,23 @@ Then end contact with a lead (put the key's last line in KEY):
 """
 
 
-def run_all(servers: dict[str, str], host: str, port: int, concurrency: int) -> int:
-    """`servers`: REDIS_URL and ENDCONTACT_BROKER_URL, for the children."""
+def run_all(
+    servers: dict[str, str], listener: socket.socket, host: str, port: int, concurrency: int
+) -> int:
+    """`servers`: REDIS_URL and ENDCONTACT_BROKER_URL, for the children. `listener`:
+    the bound socket the web serves on (a web restarted after a crash too), so the web
+    that answers on `port` is this one, and it never loses the port to another."""
     base = f"http://{host}:{port}"
 
-    def announce() -> bool:
+    def announce(children: Supervisor) -> bool:
         deadline = time.monotonic() + START_TIMEOUT
         while not healthy(base):
+            # A child that fails at start-up ends the run at once: restarting it would
+            # fail the same way, and the service is not running.
+            exited = children.exited()
+            if exited is not None:
+                log.error("%s before the web answered: stopping", exited)
+                return False
             if time.monotonic() > deadline:
                 log.error("the web did not answer on %s", base)
                 return False
@@ -59,6 +70,6 @@ def run_all(servers: dict[str, str], host: str, port: int, concurrency: int) -> 
 
     commands = [
         cli_command("worker", f"--concurrency={concurrency}"),
-        cli_command("web", f"--host={host}", f"--port={port}"),
+        cli_command("web", f"--listen-fd={listener.fileno()}", pass_fds=(listener.fileno(),)),
     ]
     return supervise(commands, servers, announce)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 
 # Warm shutdown takes up to the request deadline plus a margin; past this, kill.
@@ -19,7 +20,24 @@ log = logging.getLogger("endcontact.supervisor")
 
 
 class _Stop(Exception):
-    pass
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+def stopped_by(signum: int) -> int:
+    """The exit status of a command a signal stopped, as a shell reports one it killed:
+    130 after Ctrl-C (SIGINT), 143 after SIGTERM."""
+    return 128 + signum
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: list[str]
+    # Descriptors the child inherits: `run`'s listening socket, for its web.
+    pass_fds: tuple[int, ...] = ()
+
+    def __str__(self) -> str:
+        return " ".join(self.argv[2:])
 
 
 def _die_with_parent() -> None:
@@ -32,12 +50,12 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6").prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cli", *args]
+def cli_command(*args: str, pass_fds: tuple[int, ...] = ()) -> Command:
+    return Command([sys.executable, "-m", "cli", *args], pass_fds)
 
 
 class Supervisor:
-    def __init__(self, commands: list[list[str]], env: dict[str, str]) -> None:
+    def __init__(self, commands: list[Command], env: dict[str, str]) -> None:
         self._commands = commands
         self._env = {**os.environ, **env}
         self._children: list[subprocess.Popen[bytes] | None] = [None] * len(commands)
@@ -46,9 +64,11 @@ class Supervisor:
     def _start(self, index: int) -> None:
         # Own sessions: a terminal's Ctrl-C reaches only the supervisor, which stops
         # each child once (a second SIGINT would make Celery abandon its tasks).
+        command = self._commands[index]
         self._children[index] = subprocess.Popen(
-            self._commands[index],
+            command.argv,
             env=self._env,
+            pass_fds=command.pass_fds,
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
@@ -56,6 +76,13 @@ class Supervisor:
     def start(self) -> None:
         for index in range(len(self._commands)):
             self._start(index)
+
+    def exited(self) -> str | None:
+        """A child that has exited, and how; None while all run."""
+        for command, child in zip(self._commands, self._children, strict=True):
+            if child is not None and child.poll() is not None:
+                return f"{command} exited with {child.returncode}"
+        return None
 
     def restart_crashed(self) -> bool:
         """Restart children that exited; False when they crash too often to go on."""
@@ -67,9 +94,7 @@ class Supervisor:
                     log.error("children keep crashing; stopping")
                     return False
                 log.warning(
-                    "%s exited with %s; restarting",
-                    " ".join(self._commands[index][2:]),
-                    child.returncode,
+                    "%s exited with %s; restarting", self._commands[index], child.returncode
                 )
                 self._start(index)
         return True
@@ -92,27 +117,29 @@ class Supervisor:
 
 
 def supervise(
-    commands: list[list[str]], env: dict[str, str], on_started: Callable[[], bool] | None = None
+    commands: list[Command],
+    env: dict[str, str],
+    on_started: Callable[[Supervisor], bool] | None = None,
 ) -> int:
-    """Run until SIGINT or SIGTERM; 0 after a clean stop. `on_started` returns False
-    if the service did not come up."""
+    """Run until SIGINT or SIGTERM, then stop the children; stopped_by(the signal).
+    `on_started` returns False if the service did not come up: 1, having stopped all."""
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        raise _Stop
+        raise _Stop(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     supervisor = Supervisor(commands, env)
     code = 0
     try:
         supervisor.start()
-        if on_started is not None and not on_started():
+        if on_started is not None and not on_started(supervisor):
             code = 1
         while code == 0:
             time.sleep(0.2)
             if not supervisor.restart_crashed():
                 code = 1
-    except _Stop:
-        pass
+    except _Stop as stop:
+        code = stopped_by(stop.signum)
     finally:
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)

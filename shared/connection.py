@@ -73,6 +73,15 @@ def group(settings: Settings) -> SentinelGroup | None:
     return SentinelGroup.parse(url, settings.sentinel_master, settings.sentinel_password)
 
 
+def failure(exc: BaseException) -> str:
+    """A Redis failure as a log line says it. A connection's error says where, as
+    host:port and never with a password, so that a line names the server that is down;
+    any other only by its kind, since a reply's text can quote what was sent."""
+    connection = isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError)
+    said = str(exc) if connection else ""
+    return f"{exc.__class__.__name__}: {said}" if said else exc.__class__.__name__
+
+
 def sync_client(settings: Settings, **options: Any) -> redis.Redis:
     target = group(settings)
     if target is None:

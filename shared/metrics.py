@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import redis
 
+from shared.connection import failure
+
 log = logging.getLogger(__name__)
 
 METRICS_KEY = "ec:metrics"
@@ -214,7 +216,7 @@ class Registry:
             yield counts
         except (TimeoutError, redis.RedisError, OSError) as exc:
             self.give_back(counts)
-            log.warning("metrics flush failed: %s", exc.__class__.__name__)
+            log.warning("metrics flush failed: %s", failure(exc))
 
 
 def render(stored: Mapping[str, str], gauges: Mapping[Family, float]) -> str:

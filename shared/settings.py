@@ -123,7 +123,7 @@ _WHOLE = re.compile(r"[0-9]{1,10}")
 _DECIMAL = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
 
 
-def _shown(raw: str) -> str:
+def shown(raw: str) -> str:
     """The value as the error shows it: quoted, escaped onto one line, and short."""
     return repr(raw) if len(raw) <= 40 else f"{raw[:40]!r}..."
 
@@ -140,7 +140,7 @@ def _seconds(
         least = f"from 0 ({zero})" if zero else "above 0"
         raise SettingsError(
             f"{name} must be a number of seconds {least} and at most {most:g} "
-            f"(like 5 or 2.5), got {_shown(raw)}"
+            f"(like 5 or 2.5), got {shown(raw)}"
         )
     return value
 
@@ -154,7 +154,7 @@ def _days(env: Mapping[str, str], name: str, *, default: float) -> float:
     if not 1 / 86_400 <= value <= 36_500:
         raise SettingsError(
             f"{name} must be a number of days from 0.0000116 (a second) to 36500 "
-            f"(like 30 or 0.5), got {_shown(raw)}"
+            f"(like 30 or 0.5), got {shown(raw)}"
         )
     return value
 
@@ -165,11 +165,11 @@ def _count(
     raw = env.get(name)
     if not raw:
         return default
-    value = int(raw) if _WHOLE.fullmatch(raw) else -1
-    if not least <= value <= most:
+    value = whole_number(raw, least, most)
+    if value is None:
         meaning = f" ({least} turns it {zero})" if zero else ""
         raise SettingsError(
-            f"{name} must be a whole number from {least} to {most}{meaning}, got {_shown(raw)}"
+            f"{name} must be a whole number from {least} to {most}{meaning}, got {shown(raw)}"
         )
     return value
 
@@ -181,8 +181,15 @@ def log_format(env: Mapping[str, str]) -> str:
     if not raw:
         return "auto"
     if raw not in LOG_FORMATS:
-        raise SettingsError(f"ENDCONTACT_LOG_FORMAT must be auto, json or text, got {_shown(raw)}")
+        raise SettingsError(f"ENDCONTACT_LOG_FORMAT must be auto, json or text, got {shown(raw)}")
     return raw
+
+
+def whole_number(raw: str, least: int, most: int) -> int | None:
+    """`raw` as a whole number from `least` to `most`, else None; the one reading of a
+    count, in settings and in command options alike."""
+    value = int(raw) if _WHOLE.fullmatch(raw) else None
+    return value if value is not None and least <= value <= most else None
 
 
 def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
@@ -191,7 +198,7 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
         return default
     # Only the two words: "yes", "1" or "True " would each be a guess about intent.
     if raw not in ("true", "false"):
-        raise SettingsError(f"{name} must be true or false, got {_shown(raw)}")
+        raise SettingsError(f"{name} must be true or false, got {shown(raw)}")
     return raw == "true"
 
 
@@ -201,13 +208,11 @@ def _schedule(env: Mapping[str, str], name: str) -> tuple[int, ...]:
         return DEFAULT_RETRY_SCHEDULE
     parts = raw.split(",")
     # A day at most per step and 100 steps keep a typo from meaning "retry for a year".
-    ok = 1 <= len(parts) <= 100 and all(
-        _WHOLE.fullmatch(part) and 1 <= int(part) <= 86_400 for part in parts
-    )
+    ok = 1 <= len(parts) <= 100 and all(whole_number(part, 1, 86_400) is not None for part in parts)
     if not ok:
         raise SettingsError(
             f"{name} must be whole seconds from 1 to 86400, comma-separated "
-            f"(like 5,300,1800), got {_shown(raw)}"
+            f"(like 5,300,1800), got {shown(raw)}"
         )
     return tuple(int(part) for part in parts)
 
@@ -217,7 +222,7 @@ def _region(raw: str) -> str:
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise SettingsError(
             "ENDCONTACT_DEFAULT_REGION must be a two-letter region code such as US or GB, "
-            f"got {_shown(raw)}"
+            f"got {shown(raw)}"
         )
     return region
 
@@ -238,13 +243,13 @@ def _redis_url(raw: str | None, name: str = "REDIS_URL") -> str | None:
     if not ok:
         raise SettingsError(
             f"{name} must be a redis://, rediss://, unix:// or sentinel:// URL, "
-            f"got {_shown(_without_password(raw))}"
+            f"got {shown(without_password(raw))}"
         )
     return raw
 
 
-def _without_password(url: str) -> str:
-    # The error line must not carry the password the URL may hold (it may hold an @).
+def without_password(url: str) -> str:
+    """The URL as a line may show it: a password it holds (which may hold an @) as **."""
     return re.sub(r"(://[^:/@;]*:)[^;]*@", r"\1**@", url)
 
 

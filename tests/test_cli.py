@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+from importlib.metadata import version
+from pathlib import Path
 
 import httpx
 import redis
@@ -14,8 +18,8 @@ from shared.embedded import free_port
 from shared.store import Store, feed_name, key_record
 from shared.webhooks import key_webhooks_key, webhook_key
 from tests.conftest import new_caller
-from tests.helpers import URL
-from tests.processes import ROOT
+from tests.helpers import URL, wait_until
+from tests.processes import ROOT, spawn, start_web, stop
 
 
 def endcontact(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -52,11 +56,26 @@ def test_keys_create_list_revoke(redis_url: str, web: str) -> None:
     listed = endcontact("keys", "list", env=env)
     assert listed.returncode == 0
     assert secret not in listed.stdout
-    line = next(row for row in listed.stdout.splitlines() if "\tcrm\t" in row)
-    key_id, label, company, campaign, _, revoked = line.split("\t")
+    header, *rows = listed.stdout.splitlines()
+    assert header.split("\t") == ["id", "label", "company", "campaign", "createdAt", "revokedAt"]
+    line = next(row for row in rows if "\tcrm\t" in row)
+    key_id, label, company, campaign, created_at, revoked = line.split("\t")
     assert key_id.startswith("key_")
     assert (label, company, campaign, revoked) == ("crm", "Acme: Inc", "spring", "-")
     assert key_id in created.stdout
+    # --json: the same keys, the same fields, null where the table says "-".
+    as_json = endcontact("keys", "list", "--json", env=env)
+    assert as_json.returncode == 0, as_json.stderr
+    keys = json.loads(as_json.stdout)
+    assert len(keys) == len(rows)
+    assert next(key for key in keys if key["id"] == key_id) == {
+        "id": key_id,
+        "label": "crm",
+        "company": "Acme: Inc",
+        "campaign": "spring",
+        "createdAt": created_at,
+        "revokedAt": None,
+    }
 
     headers = {"x-api-key": secret}
     body = {"phoneNumberList": ["(509) 555-1234"]}
@@ -144,6 +163,18 @@ def test_keys_revoke_unknown_id_fails(redis_url: str) -> None:
     assert "no key" in result.stderr
 
 
+def test_keys_revoke_given_a_secret_says_what_it_takes_and_never_shows_it(
+    redis_url: str, store: Store
+) -> None:
+    secret = new_caller(store).secret
+    result = endcontact("keys", "revoke", secret, env={"REDIS_URL": redis_url})
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "endcontact: that is a key's secret; revoke takes its id, key_…, "
+        "see `endcontact keys list`\n"
+    )
+
+
 def test_keys_create_refuses_empty_names(redis_url: str) -> None:
     result = endcontact(
         "keys", "create", "--company", " ", "--campaign", "x", env={"REDIS_URL": redis_url}
@@ -180,3 +211,106 @@ def test_checks_fail_without_what_they_check(
     assert endcontact("check", "web", "--url", web, env={}).returncode == 0
     nobody = f"http://127.0.0.1:{free_port()}"
     assert endcontact("check", "web", "--url", nobody, env={}).returncode == 1
+
+
+def test_version_and_an_option_that_cannot_work() -> None:
+    shown = endcontact("--version", env={})
+    assert (shown.returncode, shown.stdout) == (0, f"endcontact {version('endcontact')}\n")
+    # Refused before anything starts: no worker at all would have run, silently.
+    nowhere = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    refused = endcontact("worker", "--concurrency", "0", env=nowhere)
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr == (
+        "endcontact worker: argument --concurrency: must be a whole number from 1 to 1024, "
+        "got '0' (see endcontact worker --help)\n"
+    )
+
+
+def test_run_checks_its_servers_before_it_says_it_runs(redis_url: str) -> None:
+    """One line naming the server that does not answer, without its password; nothing
+    said to be running."""
+    closed, port = free_port(), f"--port={free_port()}"
+    store_down = endcontact(
+        "run", port, env={"REDIS_URL": f"redis://:hunter2@127.0.0.1:{closed}/0"}
+    )
+    broker_down = endcontact(
+        "run",
+        port,
+        env={"REDIS_URL": redis_url, "ENDCONTACT_BROKER_URL": f"redis://127.0.0.1:{closed}/0"},
+    )
+    for result, said in [
+        (store_down, f"the store (REDIS_URL) at redis://:**@127.0.0.1:{closed}/0"),
+        (broker_down, f"the broker (ENDCONTACT_BROKER_URL) at redis://127.0.0.1:{closed}/0"),
+    ]:
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr.startswith(f"endcontact: {said} does not answer: ")
+        assert len(result.stderr.splitlines()) == 1
+        assert "hunter2" not in result.stderr
+
+
+def test_web_and_worker_without_their_server_retry_saying_where_and_are_not_ready(
+    tmp_path: Path,
+) -> None:
+    """What compose runs waits for its servers instead of exiting: each attempt a
+    warning naming the address (never the password), and /readyz 503 meanwhile."""
+    closed = free_port()
+    env = {"REDIS_URL": f"redis://:hunter2@127.0.0.1:{closed}/0"}
+    web_log, worker_log = tmp_path / "web.log", tmp_path / "worker.log"
+    worker = spawn(["worker", "--concurrency=1"], env, worker_log)
+    base, web = start_web(env, web_log)
+    refused = f"Error 111 connecting to 127.0.0.1:{closed}. Connection refused."
+    try:
+        wait_until(
+            lambda: (
+                web_log.read_text().count(f"metrics flush failed: ConnectionError: {refused}") >= 2
+            ),
+            30,
+            "the web's warnings",
+            watch=[web],
+        )
+        ready = httpx.get(f"{base}/readyz", timeout=10)
+        assert (ready.status_code, ready.json()) == (
+            503,
+            {"status": "unavailable", "redis": "down", "broker": "down"},
+        )
+        wait_until(
+            lambda: f"Cannot connect to redis://:**@127.0.0.1:{closed}/0" in worker_log.read_text(),
+            30,
+            "the worker's warning",
+            watch=[worker],
+        )
+    finally:
+        for process in (web, worker):
+            stop(process)
+    for log in (web_log, worker_log):
+        assert "hunter2" not in log.read_text()
+
+
+def test_an_import_that_finished_keeps_its_result_whatever_signal_follows(
+    web: str, store: Store, tmp_path: Path
+) -> None:
+    """A SIGTERM once the summary is out (the process still exiting) does not make a
+    finished import exit 143."""
+    source = tmp_path / "numbers.csv"
+    source.write_text("phone\n(509) 555-1234\n")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ENDCONTACT_"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli", "import", str(source), f"--url={web}"],
+        cwd=ROOT,
+        env={**clean, "ENDCONTACT_API_KEY": new_caller(store).secret},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        summary = process.stdout.readline().decode()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, summary
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+    assert summary.startswith("ended 1, invalid 0, failed 0 of 1 rows")

@@ -56,10 +56,10 @@ class Run:
         self.base = f"http://127.0.0.1:{port}"
         wait_for(lambda: http_ready(self.base), self.process, self.log, timeout=60)
 
-    def stop(self) -> int:
+    def stop(self, sig: int = signal.SIGINT) -> int:
         """Ctrl-C, as at a terminal: it stops the web, the worker and both servers."""
         assert self.process is not None
-        return stop(self.process, signal.SIGINT)
+        return stop(self.process, sig)
 
     def password(self, server_dir: Path) -> str:
         return (server_dir / PASSWORD_FILE).read_text().strip()
@@ -247,6 +247,26 @@ def test_a_command_alone_starts_the_store_with_a_password_and_says_only_its_own(
     assert running_url(data) is None  # stopped with the command
 
 
+def test_a_second_run_on_the_same_port_starts_and_joins_nothing(running: Run) -> None:
+    """`./scripts/start` twice: the second says the port is taken, and neither starts
+    nor joins anything (it used to add its workers to the first's servers, and hang)."""
+    port = running.base.rsplit(":", 1)[1]
+    store_url, broker_url = (running_url(where) for where in running.server_dirs)
+    assert broker_url is not None
+    taken = (
+        f"endcontact: port {port} on 127.0.0.1 is taken (another endcontact run?): "
+        f"stop that, or choose another with --port\n"
+    )
+    for argv in (["run", f"--port={port}", "--concurrency=1"], ["web", f"--port={port}"]):
+        result = endcontact(*argv, env=running.env)
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", taken)
+    assert [running_url(where) for where in running.server_dirs] == [store_url, broker_url]
+    with redis.Redis.from_url(broker_url) as broker:
+        assert broker.zcard(WORKERS) == 1
+    assert running.process is not None
+    assert running.process.poll() is None
+
+
 # Last in the module: it stops and restarts the module's `run`.
 @pytest.mark.timeout(180)
 def test_a_restart_keeps_the_password_and_the_data(running: Run) -> None:
@@ -254,7 +274,8 @@ def test_a_restart_keeps_the_password_and_the_data(running: Run) -> None:
     lookup = f"{running.base}{URL}/{NUMBER}"
     ended_at = httpx.get(lookup, headers=running.headers).json()["endedAt"]
 
-    assert running.stop() == 0
+    # Stopped by a signal, its status says which, as a shell reports one it killed.
+    assert running.stop(signal.SIGTERM) == 143
     assert [running_url(where) for where in running.server_dirs] == [None, None]
     assert "endcontact is running on" in running.log.read_text()
 
@@ -263,3 +284,4 @@ def test_a_restart_keeps_the_password_and_the_data(running: Run) -> None:
     found = httpx.get(f"{running.base}{URL}/{NUMBER}", headers=running.headers)
     assert found.status_code == 200
     assert found.json()["endedAt"] == ended_at
+    assert running.stop() == 130

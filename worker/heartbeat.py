@@ -21,6 +21,7 @@ import redis
 
 from shared.broker import Broker
 from shared.clock import ServerClock
+from shared.connection import failure
 from shared.metrics import TASKS, Registry
 from shared.store import Store
 
@@ -152,7 +153,7 @@ class Heartbeat:
                 try:
                     self._store.trim_feeds(every_ms=int(TRIM_EVERY * 1000))
                 except (redis.RedisError, OSError) as exc:
-                    log.warning("trimming the feeds failed: %s", exc.__class__.__name__)
+                    log.warning("trimming the feeds failed: %s", failure(exc))
             if self._stop.wait(INTERVAL):
                 return
             self._beat()
@@ -165,13 +166,13 @@ class Heartbeat:
             server = self._broker.heartbeat(self._name, rate)
             self._clock.observe(server, sent, time.time())
         except (redis.RedisError, OSError) as exc:
-            log.warning("heartbeat failed: %s", exc.__class__.__name__)
+            log.warning("heartbeat failed: %s", failure(exc))
         try:
             sent = time.time()
             server = self._store.time()
             self._store_clock.observe(server, sent, time.time())
         except (redis.RedisError, OSError) as exc:
-            log.warning("reading the store's clock failed: %s", exc.__class__.__name__)
+            log.warning("reading the store's clock failed: %s", failure(exc))
 
     def _flush(self) -> None:
         with self._metrics.flushing() as counts:

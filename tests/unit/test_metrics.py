@@ -117,11 +117,22 @@ def test_a_flush_that_writes_keeps_nothing() -> None:
         assert counts == {}
 
 
+REFUSED = "Error 111 connecting to 127.0.0.1:6379. Connection refused."
+
+
 @pytest.mark.parametrize(
-    "error", [redis.ConnectionError("gone"), TimeoutError(), ConnectionResetError()]
+    ("error", "said"),
+    [
+        # Where: the line names the server that is down.
+        (redis.ConnectionError(REFUSED), f"ConnectionError: {REFUSED}"),
+        (TimeoutError(), "TimeoutError"),
+        (ConnectionResetError(), "ConnectionResetError"),
+        # Any other reply only by its kind: its text may quote what was sent.
+        (redis.ResponseError("ERR with args beginning with: '+15095551234'"), "ResponseError"),
+    ],
 )
 def test_a_failed_flush_gives_the_counts_back_and_logs_it(
-    error: Exception, caplog: pytest.LogCaptureFixture
+    error: Exception, said: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     registry = Registry()
     registry.inc(TASKS, {"outcome": "success"}, 2)
@@ -129,9 +140,7 @@ def test_a_failed_flush_gives_the_counts_back_and_logs_it(
         registry.inc(TASKS, {"outcome": "success"})  # counted meanwhile
         raise error
     assert registry.take() == {'endcontact_tasks_total{outcome="success"}': 3.0}
-    assert [r.getMessage() for r in caplog.records] == [
-        f"metrics flush failed: {error.__class__.__name__}"
-    ]
+    assert [r.getMessage() for r in caplog.records] == [f"metrics flush failed: {said}"]
 
 
 def test_a_bug_in_a_flush_is_not_taken_for_a_redis_failure() -> None:
