@@ -63,7 +63,7 @@ def run_all(
                 return False
             time.sleep(0.1)
         log.info("endcontact is running on %s", base, extra={"url": base})
-        # What to do next, for the person at the terminal; logs stay JSON lines.
+        # What to do next, for the person at the terminal (beside the logs, not one of them).
         if sys.stdout.isatty():
             print(_banner(base), flush=True)
         return True

@@ -109,12 +109,12 @@ def create_celery(settings: Settings) -> Celery:
     if sentinels is not None:
         ha = {"master_name": sentinels.master, "sentinel_kwargs": sentinels.sentinel_kwargs()}
         backend = "WriteOnlySentinelBackend"
+    # kombu's Redis transport, where a queue entry that is not a message is dropped on
+    # its own (worker/transport.py).
+    transport.register()
     app = EndContactCelery("endcontact", set_as_current=False)
     app.conf.update(
         broker_url=url,
-        # kombu's Redis transport, where a queue entry that is not a message is dropped
-        # on its own (worker/transport.py).
-        **transport.settings(url),
         # Celery's Redis backend minus a read per task we never need (worker/backend.py),
         # named the way Celery takes a backend class: "module:Class+url".
         result_backend=f"worker.backend:{backend}+{url}",

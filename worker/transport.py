@@ -19,7 +19,7 @@ that is not an envelope is logged (its length and what is wrong, never its conte
 it may hold a phone number) and dropped, and the worker goes on with the next. An
 envelope whose message Celery cannot run is worker.consumer's to drop.
 
-Celery takes the transport by its `broker_transport` setting (settings()). The
+The worker takes the transport by the broker URL's scheme, as kombu does (register()). The
 override is of kombu's `Channel._brpop_read`, whose text this repeats but for the
 decoding; it was read in kombu 5.5.2, 5.6.0 and 5.7.0, which differ only where said.
 Before moving to a later kombu, compare its `_brpop_read` with this one.
@@ -34,8 +34,7 @@ from queue import Empty
 from typing import Any
 
 import kombu
-from kombu.connection import Connection
-from kombu.transport import redis
+from kombu.transport import TRANSPORT_ALIASES, _transport_cache, redis
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import loads
 
@@ -151,15 +150,14 @@ _TRANSPORTS = {
 }
 
 
-def settings(url: str) -> dict[str, Any]:
-    """Celery's settings that put this module's transport under the broker at `url`.
-
-    A transport named by its class, not by the URL's scheme, gets none of what kombu
-    reads from the scheme itself: TLS for `rediss://` (kombu's Connection), so it is
-    asked of kombu and given as `broker_use_ssl`. A scheme kombu has no Redis transport
-    for gets kombu's own answer (no setting)."""
-    transport = _TRANSPORTS.get(url.partition("://")[0])
-    if transport is None:
-        return {}
-    ssl = Connection(url).ssl  # type: ignore[no-untyped-call]
-    return {"broker_transport": transport, "broker_use_ssl": ssl}
+def register() -> None:
+    """Put this module's transports under kombu's names for Redis URLs, in kombu's own
+    registry (kombu.transport.TRANSPORT_ALIASES, read whenever a connection resolves
+    its transport), for this process: the worker's, Celery's tools', Flower's. A broker
+    URL then picks ours by its scheme as before, so kombu still reads TLS from
+    `rediss://` and Celery still names the broker by its URL (named by its class, in
+    Celery's `broker_transport`, it was `worker.transport:Transport://...` in every
+    log line, and TLS had to be asked of kombu by hand)."""
+    TRANSPORT_ALIASES.update(_TRANSPORTS)
+    for scheme in _TRANSPORTS:  # resolved before, by kombu's name: looked up again
+        _transport_cache.pop(scheme, None)
