@@ -634,8 +634,8 @@ WEBHOOK_PATHS: dict[str, Any] = {
             "summary": "Send the key's campaign's changes to a URL, signed",
             "description": "Every change of the campaign (the events of the feed, "
             "`/api/v1/leads/end-contact/events`) of the types asked for is POSTed to "
-            "`url`, signed per Standard Webhooks, and retried until delivered (README, "
-            "Webhooks). The URL must be an absolute https:// URL with a host and no user "
+            "`url`, signed per Standard Webhooks, and retried until delivered "
+            "(docs/webhooks.md). The URL must be an absolute https:// URL with a host and no user "
             f"info, at most {MAX_URL_LENGTH} characters, whose host resolves (within "
             f"{RESOLVE_TIMEOUT:g} s) only to public addresses: not loopback, private, "
             "link-local, shared or otherwise non-public. ENDCONTACT_WEBHOOK_ALLOW_PRIVATE"

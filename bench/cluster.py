@@ -79,8 +79,8 @@ class Cluster:
         self.workers = workers
         self.port = free_port()
         self.redis_url = ""
-        # The broker apart, as the embedded default and compose run it (README,
-        # "Durability"); the baseline webs read REDIS_URL alone, so with them (our
+        # The broker apart, as the embedded default and compose run it
+        # (docs/durability.md); the baseline webs read REDIS_URL alone, so with them (our
         # worker behind the naive web included) one server is both.
         self.broker_url = ""
         self.web: subprocess.Popen[bytes] | None = None

@@ -1,7 +1,7 @@
 """The broker's keyspace besides Celery's own, and the admission of a request's tasks.
 
 The broker is ENDCONTACT_BROKER_URL's server, or REDIS_URL's when that is unset. It
-holds what lives for seconds, so it needs no fsync (README, "Durability"):
+holds what lives for seconds, so it needs no fsync (docs/durability.md):
 
   endcontact                      list: Celery's task queue (shared.tasks.QUEUE)
   celery-task-meta-<task id>      Celery's results, and their pub/sub channels

@@ -8,7 +8,7 @@ data directory, so keys and marks survive restarts.
 Beside it, in the `broker` subdirectory, a second server is the broker and result
 backend (ENDCONTACT_BROKER_URL's role), found and started the same way, but without
 an append-only file: its messages and results live for a request's deadline, and
-losing them costs failures a client retries, never a success (README, "Durability").
+losing them costs failures a client retries, never a success (docs/durability.md).
 
 Both require a password, made at the first start and kept in their directory's
 valkey.password, and the data directory and all in it are its owner's alone: the store
@@ -90,7 +90,7 @@ def start_server(
         "appendonly": "yes",
         # Every write on disk before its reply: a success must survive a crash, and
         # batching fsyncs (everysec) would make each task wait up to a second for
-        # WAITAOF. Measured and argued in the README, "Durability".
+        # WAITAOF. Measured and argued in docs/durability.md.
         "appendfsync": "always",
         # The append-only file is the one persistence; RDB snapshots would only add
         # fork pauses and a second, older copy.

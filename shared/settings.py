@@ -41,11 +41,11 @@ class Settings:
     sentinel_master: str | None = None
     sentinel_password: str | None = None
     # Replicas that must have a mark on disk too before it counts as a success; 1 or
-    # more keeps successes through a failover to a replica (README, "Several hosts").
+    # more keeps successes through a failover to a replica (docs/operating.md, "Several hosts").
     durable_replicas: int = 0
     # The broker and result backend when they are not REDIS_URL's server (None: they
     # are). Queue messages and results live for a deadline, so that server needs no
-    # fsync (README, "Durability"); broker() gives the settings as they see it.
+    # fsync (docs/durability.md); broker() gives the settings as they see it.
     broker_url: str | None = None
     broker_sentinel_master: str | None = None
     # How long the change feed keeps an event (shared.events); a number's history is

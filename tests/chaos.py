@@ -83,9 +83,10 @@ def rng(seed: int) -> random.Random:
 
 
 def deadlines() -> Deadlines:
-    """A change answers within the deadline plus its last look at the results (README:
-    "within this plus about 0.25 s"); a read after the key's lookup, the count of the
-    rate limit and its own read, each bounded (api.problems, api.ratelimit)."""
+    """A change answers within the deadline plus its last look at the results
+    (docs/settings.md, ENDCONTACT_RESULT_TIMEOUT: "within this plus about 0.25 s"); a read
+    after the key's lookup, the count of the rate limit and its own read, each bounded
+    (api.problems, api.ratelimit)."""
     return Deadlines(
         change=TIMEOUT + SWEEP_TIMEOUT, read=2 * REDIS_TIMEOUT + BROKER_TIMEOUT, margin=MARGIN
     )

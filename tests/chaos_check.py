@@ -1,5 +1,5 @@
 """The checker of a chaos run (tests/chaos.py): what the clients saw, judged against
-what the service promises (README). Pure: it reads the run's record and says what was
+what the service promises (docs/api.md). Pure: it reads the run's record and says what was
 wrong, with the faults that came before, and the figures.
 
 What is checked, and why each rule is as strict as it can be:

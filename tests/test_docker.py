@@ -1,6 +1,6 @@
 """compose.yaml for real: the image built, `docker compose up --wait` with three web and two
 worker replicas, and what an operator does to it, through the published port and the
-`docker compose` commands (README.md, "docker compose").
+`docker compose` commands (docs/operating.md, "docker compose").
 
 Needs a Docker engine with compose v2 and the base images: `scripts/docker-host up` makes
 them where it can (.ci/run does). Without an engine these tests are skipped, unless

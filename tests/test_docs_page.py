@@ -33,7 +33,7 @@ from tests.helpers import URL, lookup_path
 # Each browser step takes well under a second on an idle machine; the deadline only
 # stops a hang (two loaded cores have made one take several seconds).
 STEP = 30.0
-# Where the screenshot goes when asked for (the README links docs/docs-page.png):
+# Where the screenshot goes when asked for (docs/api.md shows docs/docs-page.png):
 # ENDCONTACT_DOCS_SCREENSHOT=docs/docs-page.png .venv/bin/pytest tests/test_docs_page.py
 SCREENSHOT = "ENDCONTACT_DOCS_SCREENSHOT"
 NUMBERS = ["(509) 555-0142", "+1 201-555-0123"]

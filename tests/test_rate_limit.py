@@ -111,5 +111,5 @@ def test_revocation_reaches_every_web_process_at_once(two_webs: Webs) -> None:
     for base in two_webs.bases:
         refused = post_numbers(base, caller.headers, phones)
         assert refused.status_code == 401
-        # No key, nothing counted (README, ENDCONTACT_RATE_LIMIT): no RateLimit headers.
+        # No key, nothing counted (docs/settings.md, ENDCONTACT_RATE_LIMIT): no RateLimit headers.
         assert not [name for name in refused.headers if name.startswith("ratelimit-")]

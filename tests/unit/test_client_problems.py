@@ -65,7 +65,7 @@ def test_no_answer_is_a_retryable_503_made_up() -> None:
 
 
 def test_the_error_says_whether_its_document_was_made_up() -> None:
-    """`synthesized` on the exception itself, as the README shows it."""
+    """`synthesized` on the exception itself, as docs/client.md shows it."""
 
     def error(status: int, content_type: str, body: bytes) -> ProblemError:
         headers = {"content-type": content_type}
