@@ -89,16 +89,16 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
 
 
 def test_check_answers_in_request_order_after_real_end_contacts(
-    client: httpx.Client, caller: Caller
+    web_client: httpx.Client, caller: Caller
 ) -> None:
-    ended = post_numbers(client, caller.headers, ["(509) 555-1234", "+1 201-555-0123"])
+    ended = post_numbers(web_client, caller.headers, ["(509) 555-1234", "+1 201-555-0123"])
     assert ended.json()["failure"] == []
     found = {
-        n: client.get(f"{URL}/{n}", headers=caller.headers).json()["endedAt"]
+        n: web_client.get(f"{URL}/{n}", headers=caller.headers).json()["endedAt"]
         for n in ended.json()["success"]
     }
     asked = ["212.555.0199", "+1 201 555 0123", "(509) 555-9876", "+1 (509) 555-1234"]
-    response = client.post(CHECK, json={"phoneNumberList": asked}, headers=caller.headers)
+    response = web_client.post(CHECK, json={"phoneNumberList": asked}, headers=caller.headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {
