@@ -1,4 +1,5 @@
-"""POST /api/v1/leads/end-contact and its lookup, against a real web, worker and Redis."""
+"""POST /api/v1/leads/end-contact and its lookup, against real Redis servers: through a web
+process and a worker where numbers are ended, else with the web app in this process."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ import redis
 
 from shared.store import Store, ended_key, utc_now
 from shared.tasks import QUEUE
-from tests.conftest import Caller, new_caller
+from tests.conftest import Caller, new_caller, serving
 from tests.helpers import URL, lookup_path, post_numbers, wait_until
-from tests.processes import spawn, start_web, stop, wait_for, worker_ready
+from tests.processes import spawn, stop, wait_for, worker_ready
 
 
 def lookup(client: httpx.Client, caller: Caller, number: str) -> httpx.Response:
@@ -33,24 +34,23 @@ def clock_passes(ended_at: str) -> None:
 
 @dataclass(frozen=True)
 class Workerless:
-    """A web on a database no worker serves: every task a request publishes stays on
-    the queue, so the queue's length tells at once what a request set in motion."""
+    """The web app on a database no worker serves: every task a request publishes stays
+    on the queue, so the queue's length tells at once what a request set in motion."""
 
-    base: str
+    web: httpx.Client
     store: Store
     redis: redis.Redis
 
 
 @pytest.fixture(scope="module")
-def workerless(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workerless]:
+def workerless(redis_server: str) -> Iterator[Workerless]:
     # Database 1: no worker listens there; keys are created and looked up there too.
     url = f"{redis_server}/1"
-    log = tmp_path_factory.mktemp("workerless") / "web.log"
-    base, process = start_web({"REDIS_URL": url, "ENDCONTACT_RESULT_TIMEOUT": "1"}, log)
-    client = redis.Redis.from_url(url, decode_responses=True)
-    yield Workerless(base, Store(client), client)
-    stop(process)
-    client.close()
+    with (
+        serving({"REDIS_URL": url, "ENDCONTACT_RESULT_TIMEOUT": "1"}) as web,
+        redis.Redis.from_url(url, decode_responses=True) as client,
+    ):
+        yield Workerless(web, Store(client), client)
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -232,7 +232,7 @@ def test_every_bad_entry_is_reported_and_nothing_is_processed(workerless: Worker
         "(509) 555-9876",  # fine
     ]
     queued = workerless.redis.llen(QUEUE)
-    response = post_numbers(workerless.base, caller.headers, numbers)
+    response = post_numbers(workerless.web, caller.headers, numbers)
     problem = assert_problem(response, 400)
     by_pointer = {error["pointer"]: error for error in problem["errors"]}
     assert sorted(by_pointer) == [f"/phoneNumberList/{i}" for i in (1, 2, 3, 4, 5)]
@@ -316,7 +316,7 @@ def test_without_a_worker_every_number_fails_within_the_deadline(
 ) -> None:
     caller = new_caller(workerless.store)
     started = time.monotonic()
-    response = post_numbers(workerless.base, caller.headers, ["(509) 555-1234", "(509) 555-9876"])
+    response = post_numbers(workerless.web, caller.headers, ["(509) 555-1234", "(509) 555-9876"])
     elapsed = time.monotonic() - started
     assert response.status_code == 201
     assert response.json() == {"success": [], "failure": ["+15095551234", "+15095559876"]}
@@ -358,7 +358,7 @@ def test_readyz_sees_redis_and_a_live_worker(web_client: httpx.Client) -> None:
 
 
 def test_readyz_is_503_without_workers_or_redis(
-    redis_server: str, broker_url: str, worker: None, tmp_path: Path
+    redis_server: str, broker_url: str, worker: None
 ) -> None:
     from shared.embedded import free_port
 
@@ -384,13 +384,10 @@ def test_readyz_is_503_without_workers_or_redis(
         ),
     ]
     for env, readiness, metrics_status in cases:
-        base, process = start_web(env, tmp_path / "web.log")
-        try:
-            ready = httpx.get(f"{base}/readyz", timeout=10)
-            alive = httpx.get(f"{base}/healthz", timeout=10)
-            metrics = httpx.get(f"{base}/metrics", timeout=10)
-        finally:
-            stop(process)
+        with serving(env) as web:
+            ready = web.get("/readyz")
+            alive = web.get("/healthz")
+            metrics = web.get("/metrics")
         assert ready.status_code == 503, env
         assert ready.json() == {"status": "unavailable", **readiness}, env
         assert alive.status_code == 200
