@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
+from starlette.testclient import TestClient
 
+from api.app import create_app
 from shared.apikeys import ApiKey
 from shared.embedded import BROKER_ARGS, free_port, start_server, stop_server
+from shared.settings import Settings
 from shared.store import Store
 from tests.processes import Stack, spawn, start_web, stop, wait_for, worker_ready
 
@@ -83,8 +87,28 @@ def web(servers: dict[str, str], worker: None, logs: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def client(web: str) -> Iterator[httpx.Client]:
+def web_client(web: str) -> Iterator[httpx.Client]:
+    """A client of the session's web process, which has a worker behind it."""
     with httpx.Client(base_url=web, timeout=30) as http:
+        yield http
+
+
+@contextlib.contextmanager
+def serving(env: Mapping[str, str]) -> Iterator[TestClient]:
+    """The web app in this process on the real servers `env` names, through Starlette's
+    TestClient: the lifespan of `endcontact web` opens its connections, result listener
+    and flusher, on the event loop TestClient runs in a thread. No uvicorn, no worker:
+    for what the web answers by itself. Redirects are not followed, as by httpx.Client."""
+    app = create_app(Settings.from_env(env))
+    with TestClient(app, follow_redirects=False) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+def client(servers: dict[str, str]) -> Iterator[TestClient]:
+    """The web app in this process on the session's store and broker, with no worker:
+    validation, keys, errors and reads, without a web process to start."""
+    with serving(servers) as http:
         yield http
 
 

@@ -26,7 +26,7 @@ def _head(caller: Caller, extra: str) -> bytes:
 
 
 def test_chunked_body_over_64_kib_is_refused_without_reading_it_all(
-    client: httpx.Client, caller: Caller
+    web_client: httpx.Client, caller: Caller
 ) -> None:
     offered, sent = 64 * 1024, 0
     chunk = b"x" * 1024
@@ -39,7 +39,7 @@ def test_chunked_body_over_64_kib_is_refused_without_reading_it_all(
             yield chunk
         yield b'"}'
 
-    response = client.post(
+    response = web_client.post(
         URL, content=chunks(), headers={**caller.headers, "content-type": "application/json"}
     )
     assert response.status_code == 413

@@ -71,7 +71,7 @@ def _wait_for_line(log: Path, offset: int, request_id: str, timeout: float = 10)
 
 
 def test_an_unhandled_error_is_a_500_problem_with_its_request_id_logged_once(
-    client: httpx.Client, store: Store, redis_url: str, logs: Path
+    web_client: httpx.Client, store: Store, redis_url: str, logs: Path
 ) -> None:
     # A key record without its company: a server-side fault the code does not expect.
     corrupt = new_caller(store)
@@ -81,7 +81,9 @@ def test_an_unhandled_error_is_a_500_problem_with_its_request_id_logged_once(
     offset = log.stat().st_size
     rid = f"edge-{uuid.uuid4().hex}"
 
-    response = client.get(f"{URL}/+15095551234", headers={**corrupt.headers, "x-request-id": rid})
+    response = web_client.get(
+        f"{URL}/+15095551234", headers={**corrupt.headers, "x-request-id": rid}
+    )
     body = _assert_problem(response, 500)
     assert body["detail"] == "Something went wrong on our side; retry shortly."
     assert response.headers["x-request-id"] == rid
@@ -89,7 +91,7 @@ def test_an_unhandled_error_is_a_500_problem_with_its_request_id_logged_once(
     # Whatever the server logs for the error is logged before it answers the next
     # request; that request's own line marks how far to read.
     marker = f"edge-{uuid.uuid4().hex}"
-    assert client.get("/healthz", headers={"x-request-id": marker}).status_code == 200
+    assert web_client.get("/healthz", headers={"x-request-id": marker}).status_code == 200
     _wait_for_line(log, offset, marker)
     text = log.read_bytes()[offset:].decode()
     errors = [line for line in _log_lines(log, offset) if line["level"] in ("ERROR", "CRITICAL")]
@@ -101,16 +103,16 @@ def test_an_unhandled_error_is_a_500_problem_with_its_request_id_logged_once(
 
 
 def test_every_answer_to_a_keyed_request_carries_the_rate_limit(
-    client: httpx.Client, caller: Caller
+    web_client: httpx.Client, caller: Caller
 ) -> None:
     as_json = {**caller.headers, "content-type": "application/json"}
     answers = [
-        client.post(URL, json={"phoneNumberList": ["(555) 555-1234"]}, headers=caller.headers),
-        client.post(URL, content=b"{", headers=as_json),
-        client.post(URL, content=b"x" * 70_000, headers=as_json),
-        client.get(f"{URL}/not-a-number", headers=caller.headers),
-        client.get(f"{URL}/+12125550199", headers=caller.headers),
-        client.post(URL, json={"phoneNumberList": ["(509) 555-1234"]}, headers=caller.headers),
+        web_client.post(URL, json={"phoneNumberList": ["(555) 555-1234"]}, headers=caller.headers),
+        web_client.post(URL, content=b"{", headers=as_json),
+        web_client.post(URL, content=b"x" * 70_000, headers=as_json),
+        web_client.get(f"{URL}/not-a-number", headers=caller.headers),
+        web_client.get(f"{URL}/+12125550199", headers=caller.headers),
+        web_client.post(URL, json={"phoneNumberList": ["(509) 555-1234"]}, headers=caller.headers),
     ]
     assert [answer.status_code for answer in answers] == [400, 400, 413, 400, 404, 201]
     remaining = [int(answer.headers["ratelimit-remaining"]) for answer in answers]

@@ -1,4 +1,5 @@
-"""POST /api/v1/leads/end-contact and its lookup, against a real web, worker and Redis."""
+"""POST /api/v1/leads/end-contact and its lookup, against real Redis servers: through a web
+process and a worker where numbers are ended, else with the web app in this process."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ import redis
 
 from shared.store import Store, ended_key, utc_now
 from shared.tasks import QUEUE
-from tests.conftest import Caller, new_caller
+from tests.conftest import Caller, new_caller, serving
 from tests.helpers import URL, lookup_path, post_numbers, wait_until
-from tests.processes import spawn, start_web, stop, wait_for, worker_ready
+from tests.processes import spawn, stop, wait_for, worker_ready
 
 
 def lookup(client: httpx.Client, caller: Caller, number: str) -> httpx.Response:
@@ -33,24 +34,23 @@ def clock_passes(ended_at: str) -> None:
 
 @dataclass(frozen=True)
 class Workerless:
-    """A web on a database no worker serves: every task a request publishes stays on
-    the queue, so the queue's length tells at once what a request set in motion."""
+    """The web app on a database no worker serves: every task a request publishes stays
+    on the queue, so the queue's length tells at once what a request set in motion."""
 
-    base: str
+    web: httpx.Client
     store: Store
     redis: redis.Redis
 
 
 @pytest.fixture(scope="module")
-def workerless(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workerless]:
+def workerless(redis_server: str) -> Iterator[Workerless]:
     # Database 1: no worker listens there; keys are created and looked up there too.
     url = f"{redis_server}/1"
-    log = tmp_path_factory.mktemp("workerless") / "web.log"
-    base, process = start_web({"REDIS_URL": url, "ENDCONTACT_RESULT_TIMEOUT": "1"}, log)
-    client = redis.Redis.from_url(url, decode_responses=True)
-    yield Workerless(base, Store(client), client)
-    stop(process)
-    client.close()
+    with (
+        serving({"REDIS_URL": url, "ENDCONTACT_RESULT_TIMEOUT": "1"}) as web,
+        redis.Redis.from_url(url, decode_responses=True) as client,
+    ):
+        yield Workerless(web, Store(client), client)
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -65,9 +65,9 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
 # --- 201 -------------------------------------------------------------------------
 
 
-def test_ends_contact_in_e164_in_request_order(client: httpx.Client, caller: Caller) -> None:
+def test_ends_contact_in_e164_in_request_order(web_client: httpx.Client, caller: Caller) -> None:
     numbers = ["(509) 555-1234", "+1 201-555-0123", "212.555.0199", "+44 20 7946 0958"]
-    response = post_numbers(client, caller.headers, numbers)
+    response = post_numbers(web_client, caller.headers, numbers)
     assert response.status_code == 201, response.text
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {
@@ -75,35 +75,35 @@ def test_ends_contact_in_e164_in_request_order(client: httpx.Client, caller: Cal
         "failure": [],
     }
     for number in response.json()["success"]:
-        found = lookup(client, caller, number)
+        found = lookup(web_client, caller, number)
         assert found.status_code == 200
         assert found.json()["phoneNumber"] == number
 
 
-def test_fifty_numbers_all_succeed(client: httpx.Client, caller: Caller) -> None:
+def test_fifty_numbers_all_succeed(web_client: httpx.Client, caller: Caller) -> None:
     numbers = [f"(509) 555-{n:04d}" for n in range(1000, 1050)]
-    response = post_numbers(client, caller.headers, numbers)
+    response = post_numbers(web_client, caller.headers, numbers)
     assert response.status_code == 201
     assert response.json()["success"] == [f"+1509555{n:04d}" for n in range(1000, 1050)]
     assert response.json()["failure"] == []
 
 
 def test_ending_again_is_a_success_and_keeps_the_first_time(
-    client: httpx.Client, caller: Caller
+    web_client: httpx.Client, caller: Caller
 ) -> None:
-    ended = post_numbers(client, caller.headers, ["(509) 555-1234"])
+    ended = post_numbers(web_client, caller.headers, ["(509) 555-1234"])
     assert ended.json()["success"] == ["+15095551234"]
-    first = lookup(client, caller, "+15095551234").json()["endedAt"]
+    first = lookup(web_client, caller, "+15095551234").json()["endedAt"]
     clock_passes(first)  # else an overwrite would look the same as a kept time
-    again = post_numbers(client, caller.headers, ["+1 (509) 555 1234", "(509) 555-9876"])
+    again = post_numbers(web_client, caller.headers, ["+1 (509) 555 1234", "(509) 555-9876"])
     assert again.status_code == 201
     assert again.json() == {"success": ["+15095551234", "+15095559876"], "failure": []}
-    assert lookup(client, caller, "+15095551234").json()["endedAt"] == first
+    assert lookup(web_client, caller, "+15095551234").json()["endedAt"] == first
 
 
-def test_ended_at_is_iso_8601_utc(client: httpx.Client, caller: Caller) -> None:
-    post_numbers(client, caller.headers, ["(509) 555-1234"])
-    ended_at = lookup(client, caller, "(509) 555-1234").json()["endedAt"]
+def test_ended_at_is_iso_8601_utc(web_client: httpx.Client, caller: Caller) -> None:
+    post_numbers(web_client, caller.headers, ["(509) 555-1234"])
+    ended_at = lookup(web_client, caller, "(509) 555-1234").json()["endedAt"]
     assert ended_at.endswith("Z")
     parsed = time.strptime(ended_at, "%Y-%m-%dT%H:%M:%S.%fZ")
     # timegm reads the fields as UTC (mktime would read them as local time).
@@ -111,9 +111,9 @@ def test_ended_at_is_iso_8601_utc(client: httpx.Client, caller: Caller) -> None:
 
 
 def test_other_fields_are_ignored_and_charset_is_accepted(
-    client: httpx.Client, caller: Caller
+    web_client: httpx.Client, caller: Caller
 ) -> None:
-    response = client.post(
+    response = web_client.post(
         URL,
         content=json.dumps({"phoneNumberList": ["5095551234"], "note": 1}),
         headers={**caller.headers, "content-type": "application/json; charset=UTF-8"},
@@ -141,11 +141,11 @@ def test_bad_keys_get_401(client: httpx.Client, headers: dict[str, str]) -> None
     assert problem["detail"] == "A valid x-api-key header is required."
 
 
-def test_revoked_key_gets_401(client: httpx.Client, caller: Caller, store: Store) -> None:
-    assert post_numbers(client, caller.headers, ["(509) 555-1234"]).status_code == 201
+def test_revoked_key_gets_401(web_client: httpx.Client, caller: Caller, store: Store) -> None:
+    assert post_numbers(web_client, caller.headers, ["(509) 555-1234"]).status_code == 201
     store.revoke_key(caller.key.id)
-    assert_problem(post_numbers(client, caller.headers, ["(509) 555-1234"]), 401)
-    assert_problem(lookup(client, caller, "+15095551234"), 401)
+    assert_problem(post_numbers(web_client, caller.headers, ["(509) 555-1234"]), 401)
+    assert_problem(lookup(web_client, caller, "+15095551234"), 401)
 
 
 def test_401_comes_before_400(client: httpx.Client) -> None:
@@ -232,7 +232,7 @@ def test_every_bad_entry_is_reported_and_nothing_is_processed(workerless: Worker
         "(509) 555-9876",  # fine
     ]
     queued = workerless.redis.llen(QUEUE)
-    response = post_numbers(workerless.base, caller.headers, numbers)
+    response = post_numbers(workerless.web, caller.headers, numbers)
     problem = assert_problem(response, 400)
     by_pointer = {error["pointer"]: error for error in problem["errors"]}
     assert sorted(by_pointer) == [f"/phoneNumberList/{i}" for i in (1, 2, 3, 4, 5)]
@@ -260,35 +260,35 @@ def test_body_over_64_kib_gets_413(client: httpx.Client, caller: Caller) -> None
 
 
 def test_lookup_accepts_any_format_and_404s_when_not_ended(
-    client: httpx.Client, caller: Caller
+    web_client: httpx.Client, caller: Caller
 ) -> None:
-    post_numbers(client, caller.headers, ["(509) 555-1234"])
+    post_numbers(web_client, caller.headers, ["(509) 555-1234"])
     for form in ["(509) 555-1234", "+15095551234", "509.555.1234"]:
-        found = lookup(client, caller, form)
+        found = lookup(web_client, caller, form)
         assert found.status_code == 200, form
         assert found.json()["phoneNumber"] == "+15095551234"
-    problem = assert_problem(lookup(client, caller, "(509) 555-0000"), 404)
+    problem = assert_problem(lookup(web_client, caller, "(509) 555-0000"), 404)
     assert problem["type"] == "/problems/not-ended"
-    bad = assert_problem(lookup(client, caller, "(555) 555-1234"), 400)
+    bad = assert_problem(lookup(web_client, caller, "(555) 555-1234"), 400)
     assert bad["errors"][0]["parameter"] == "phoneNumber"
 
 
 def test_marks_are_invisible_to_other_campaigns_and_companies(
-    client: httpx.Client, store: Store
+    web_client: httpx.Client, store: Store
 ) -> None:
     owner = new_caller(store)
     company = owner.key.scope.company
     same_company = new_caller(store, company=company)
     same_campaign_name = new_caller(store, campaign=owner.key.scope.campaign)
-    assert post_numbers(client, owner.headers, ["(509) 555-1234"]).status_code == 201
-    first = lookup(client, owner, "+15095551234").json()["endedAt"]
+    assert post_numbers(web_client, owner.headers, ["(509) 555-1234"]).status_code == 201
+    first = lookup(web_client, owner, "+15095551234").json()["endedAt"]
     for other in (same_company, same_campaign_name):
-        assert lookup(client, other, "+15095551234").status_code == 404
+        assert lookup(web_client, other, "+15095551234").status_code == 404
     # Another campaign ending the same number gets its own mark; the owner's stays.
     clock_passes(first)
-    assert post_numbers(client, same_company.headers, ["(509) 555-1234"]).status_code == 201
-    theirs = lookup(client, same_company, "+15095551234").json()["endedAt"]
-    assert lookup(client, owner, "+15095551234").json()["endedAt"] == first
+    assert post_numbers(web_client, same_company.headers, ["(509) 555-1234"]).status_code == 201
+    theirs = lookup(web_client, same_company, "+15095551234").json()["endedAt"]
+    assert lookup(web_client, owner, "+15095551234").json()["endedAt"] == first
     assert theirs > first  # written now: not the owner's mark seen through another scope
 
 
@@ -296,18 +296,18 @@ def test_marks_are_invisible_to_other_campaigns_and_companies(
 
 
 def test_a_task_that_raises_is_a_failure(
-    client: httpx.Client, caller: Caller, store: Store, redis_url: str
+    web_client: httpx.Client, caller: Caller, store: Store, redis_url: str
 ) -> None:
     # Break the campaign's storage for real: a string where the worker expects a
     # hash makes every write of that campaign raise WRONGTYPE inside the task.
     raw = redis.Redis.from_url(redis_url)
     raw.set(ended_key(caller.key.scope), "not a hash")
-    response = post_numbers(client, caller.headers, ["(509) 555-1234", "(509) 555-9876"])
+    response = post_numbers(web_client, caller.headers, ["(509) 555-1234", "(509) 555-9876"])
     assert response.status_code == 201
     assert response.json() == {"success": [], "failure": ["+15095551234", "+15095559876"]}
     raw.delete(ended_key(caller.key.scope))
     # Nothing is stuck: the client's retry succeeds.
-    retry = post_numbers(client, caller.headers, ["(509) 555-1234", "(509) 555-9876"])
+    retry = post_numbers(web_client, caller.headers, ["(509) 555-1234", "(509) 555-9876"])
     assert retry.json() == {"success": ["+15095551234", "+15095559876"], "failure": []}
 
 
@@ -316,7 +316,7 @@ def test_without_a_worker_every_number_fails_within_the_deadline(
 ) -> None:
     caller = new_caller(workerless.store)
     started = time.monotonic()
-    response = post_numbers(workerless.base, caller.headers, ["(509) 555-1234", "(509) 555-9876"])
+    response = post_numbers(workerless.web, caller.headers, ["(509) 555-1234", "(509) 555-9876"])
     elapsed = time.monotonic() - started
     assert response.status_code == 201
     assert response.json() == {"success": [], "failure": ["+15095551234", "+15095559876"]}
@@ -350,15 +350,15 @@ def test_healthz(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
-def test_readyz_sees_redis_and_a_live_worker(client: httpx.Client) -> None:
-    ready = client.get("/readyz")
+def test_readyz_sees_redis_and_a_live_worker(web_client: httpx.Client) -> None:
+    ready = web_client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["workers"] >= 2  # the session's two worker processes
     assert (ready.json()["redis"], ready.json()["broker"]) == ("ok", "ok")
 
 
 def test_readyz_is_503_without_workers_or_redis(
-    redis_server: str, broker_url: str, worker: None, tmp_path: Path
+    redis_server: str, broker_url: str, worker: None
 ) -> None:
     from shared.embedded import free_port
 
@@ -384,13 +384,10 @@ def test_readyz_is_503_without_workers_or_redis(
         ),
     ]
     for env, readiness, metrics_status in cases:
-        base, process = start_web(env, tmp_path / "web.log")
-        try:
-            ready = httpx.get(f"{base}/readyz", timeout=10)
-            alive = httpx.get(f"{base}/healthz", timeout=10)
-            metrics = httpx.get(f"{base}/metrics", timeout=10)
-        finally:
-            stop(process)
+        with serving(env) as web:
+            ready = web.get("/readyz")
+            alive = web.get("/healthz")
+            metrics = web.get("/metrics")
         assert ready.status_code == 503, env
         assert ready.json() == {"status": "unavailable", **readiness}, env
         assert alive.status_code == 200

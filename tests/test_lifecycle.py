@@ -117,58 +117,58 @@ def lookup(http: httpx.Client, caller: Caller, phone: str) -> httpx.Response:
 
 
 def test_resume_answers_in_e164_and_request_order_and_the_lookup_says_404(
-    client: httpx.Client, caller: Caller
+    web_client: httpx.Client, caller: Caller
 ) -> None:
     ended = numbers(100, 6)
-    created(change(client, caller, URL, ended))
-    first_end = {p: lookup(client, caller, p).json()["endedAt"] for p in ended}
+    created(change(web_client, caller, URL, ended))
+    first_end = {p: lookup(web_client, caller, p).json()["endedAt"] for p in ended}
     # Mixed formats and order, with two numbers never ended.
     asked = [ended[3], "+1 509 555 0200", ended[0], "509.555.0201", ended[5]]
-    body = created(change(client, caller, RESUME, asked))
+    body = created(change(web_client, caller, RESUME, asked))
     assert body == {
         "success": ["+15095550103", "+15095550200", "+15095550100", "+15095550201", "+15095550105"],
         "failure": [],
     }
     for phone in (ended[3], ended[0], ended[5], "+15095550200", "+15095550201"):
-        found = problem(lookup(client, caller, phone), 404)
+        found = problem(lookup(web_client, caller, phone), 404)
         assert found["type"] == "/problems/not-ended"
     for phone in (ended[1], ended[2], ended[4]):
-        assert lookup(client, caller, phone).json()["endedAt"] == first_end[phone]
+        assert lookup(web_client, caller, phone).json()["endedAt"] == first_end[phone]
     # Never ended: a success with no event.
-    assert hist(client, caller, "+15095550200") == []
-    assert hist(client, caller, "+15095550201") == []
-    assert [e["type"] for e in hist(client, caller, ended[0])] == [ENDED, RESUMED]
-    assert len(whole_feed(client, caller)) == 6 + 3
+    assert hist(web_client, caller, "+15095550200") == []
+    assert hist(web_client, caller, "+15095550201") == []
+    assert [e["type"] for e in hist(web_client, caller, ended[0])] == [ENDED, RESUMED]
+    assert len(whole_feed(web_client, caller)) == 6 + 3
 
     # Ended again: a new endedAt, later than the first, and the lookup finds it.
-    created(change(client, caller, URL, [ended[0]]))
-    again = lookup(client, caller, ended[0])
+    created(change(web_client, caller, URL, [ended[0]]))
+    again = lookup(web_client, caller, ended[0])
     assert again.status_code == 200
     assert again.json()["endedAt"] > first_end[ended[0]]
-    events = hist(client, caller, ended[0])
+    events = hist(web_client, caller, ended[0])
     assert [e["type"] for e in events] == [ENDED, RESUMED, ENDED]
     assert events[-1]["at"] == again.json()["endedAt"]
     assert events[0]["at"] == first_end[ended[0]]
 
 
-def test_only_changes_are_events(client: httpx.Client, caller: Caller) -> None:
+def test_only_changes_are_events(web_client: httpx.Client, caller: Caller) -> None:
     phones = numbers(300, 5)
-    created(change(client, caller, URL, phones))
-    feed = whole_feed(client, caller)
-    histories = [hist(client, caller, p) for p in phones]
-    when = lookup(client, caller, phones[0]).json()["endedAt"]
+    created(change(web_client, caller, URL, phones))
+    feed = whole_feed(web_client, caller)
+    histories = [hist(web_client, caller, p) for p in phones]
+    when = lookup(web_client, caller, phones[0]).json()["endedAt"]
     # Ending ended numbers, resuming never-ended ones: successes, and nothing recorded.
-    assert created(change(client, caller, URL, phones))["success"] == e164(phones)
+    assert created(change(web_client, caller, URL, phones))["success"] == e164(phones)
     never = numbers(400, 3)
-    assert created(change(client, caller, RESUME, never))["success"] == e164(never)
-    assert whole_feed(client, caller) == feed
-    assert [hist(client, caller, p) for p in phones] == histories
-    assert all(hist(client, caller, p) == [] for p in never)
-    assert lookup(client, caller, phones[0]).json()["endedAt"] == when
+    assert created(change(web_client, caller, RESUME, never))["success"] == e164(never)
+    assert whole_feed(web_client, caller) == feed
+    assert [hist(web_client, caller, p) for p in phones] == histories
+    assert all(hist(web_client, caller, p) == [] for p in never)
+    assert lookup(web_client, caller, phones[0]).json()["endedAt"] == when
     # Resuming twice: one event.
-    created(change(client, caller, RESUME, phones[:2]))
-    created(change(client, caller, RESUME, phones[:2]))
-    assert len(whole_feed(client, caller)) == len(feed) + 2
+    created(change(web_client, caller, RESUME, phones[:2]))
+    created(change(web_client, caller, RESUME, phones[:2]))
+    assert len(whole_feed(web_client, caller)) == len(feed) + 2
 
 
 @pytest.mark.parametrize("path", [URL, RESUME])
@@ -190,11 +190,11 @@ def snapshot(client: httpx.Client, caller: Caller, phones: list[str]) -> object:
 
 @pytest.mark.parametrize("path", [URL, RESUME])
 def test_a_bad_entry_refuses_the_whole_request(
-    client: httpx.Client, caller: Caller, path: str
+    web_client: httpx.Client, caller: Caller, path: str
 ) -> None:
     phones = numbers(500, 4)
-    created(change(client, caller, URL, phones[:2]))
-    before = snapshot(client, caller, phones)
+    created(change(web_client, caller, URL, phones[:2]))
+    before = snapshot(web_client, caller, phones)
     cases: list[tuple[list[Any], list[str]]] = [
         ([*phones, "not a number"], ["/phoneNumberList/4"]),
         ([phones[0], 5095550501, phones[2]], ["/phoneNumberList/1"]),
@@ -204,11 +204,11 @@ def test_a_bad_entry_refuses_the_whole_request(
         (numbers(600, 51), ["/phoneNumberList"]),
     ]
     for body, expected in cases:
-        response = change(client, caller, path, body, reason="ignored")
+        response = change(web_client, caller, path, body, reason="ignored")
         assert pointers(response) == expected
-    assert snapshot(client, caller, phones) == before
+    assert snapshot(web_client, caller, phones) == before
     # 50 is as many as one request takes.
-    assert len(created(change(client, caller, path, numbers(600, 50)))["success"]) == 50
+    assert len(created(change(web_client, caller, path, numbers(600, 50)))["success"]) == 50
 
 
 # --- 2. reason -----------------------------------------------------------------------
@@ -224,24 +224,24 @@ REASONS = [
 
 @pytest.mark.parametrize("reason", REASONS)
 def test_a_reason_is_recorded_with_end_and_resume(
-    client: httpx.Client, caller: Caller, reason: str
+    web_client: httpx.Client, caller: Caller, reason: str
 ) -> None:
     phones = numbers(700, 2)
-    created(change(client, caller, URL, phones, reason=reason, unknown={"a": 1}))
-    created(change(client, caller, RESUME, phones[:1], reason=reason[::-1]))
-    events = hist(client, caller, phones[0])
+    created(change(web_client, caller, URL, phones, reason=reason, unknown={"a": 1}))
+    created(change(web_client, caller, RESUME, phones[:1], reason=reason[::-1]))
+    events = hist(web_client, caller, phones[0])
     assert [(e["type"], e["reason"]) for e in events] == [(ENDED, reason), (RESUMED, reason[::-1])]
     # A request's numbers may be run by two workers, in either order.
-    feed = [(e["phoneNumber"], e["reason"]) for e in whole_feed(client, caller)]
+    feed = [(e["phoneNumber"], e["reason"]) for e in whole_feed(web_client, caller)]
     assert sorted(feed[:2]) == [("+15095550700", reason), ("+15095550701", reason)]
     assert feed[2:] == [("+15095550700", reason[::-1])]
 
 
-def test_no_reason_is_no_reason_key(client: httpx.Client, caller: Caller) -> None:
+def test_no_reason_is_no_reason_key(web_client: httpx.Client, caller: Caller) -> None:
     phone = numbers(800, 1)
-    created(change(client, caller, URL, phone))
-    created(change(client, caller, RESUME, phone, other="ignored"))
-    events = hist(client, caller, phone[0]) + whole_feed(client, caller)
+    created(change(web_client, caller, URL, phone))
+    created(change(web_client, caller, RESUME, phone, other="ignored"))
+    events = hist(web_client, caller, phone[0]) + whole_feed(web_client, caller)
     assert len(events) == 4
     assert all(set(e) == EVENT_FIELDS for e in events)
 
@@ -282,15 +282,15 @@ def test_a_bad_reason_is_a_400_at_its_pointer(
 
 
 def test_events_name_the_key_and_the_request_and_are_read_at_once(
-    client: httpx.Client, caller: Caller, store: Store
+    web_client: httpx.Client, caller: Caller, store: Store
 ) -> None:
     phones = numbers(1000, 10)
     rid = f"life-{uuid.uuid4().hex}"
-    response = change(client, caller, URL, phones, request_id=rid, reason="r1")
+    response = change(web_client, caller, URL, phones, request_id=rid, reason="r1")
     assert response.headers["x-request-id"] == rid
     success = created(response)["success"]
     # Read your writes: as soon as the 201 is here, so is every event.
-    feed = whole_feed(client, caller)
+    feed = whole_feed(web_client, caller)
     assert success == e164(phones)
     # In the feed in the order they were written, which two workers may change.
     assert sorted(e["phoneNumber"] for e in feed) == success
@@ -301,24 +301,24 @@ def test_events_name_the_key_and_the_request_and_are_read_at_once(
         assert event["keyId"].startswith("key_")
         assert event["requestId"] == rid
         assert event["reason"] == "r1"
-        found = lookup(client, caller, event["phoneNumber"]).json()
+        found = lookup(web_client, caller, event["phoneNumber"]).json()
         assert event["at"] == found["endedAt"]
-        assert hist(client, caller, event["phoneNumber"]) == [event]
+        assert hist(web_client, caller, event["phoneNumber"]) == [event]
     ids = [EventId.parse(e["id"]) for e in feed]
     assert ids == sorted(set(ids))
 
     # Without an X-Request-ID, the one the service gave it, as echoed.
-    response = change(client, caller, RESUME, phones[:3])
+    response = change(web_client, caller, RESUME, phones[:3])
     given = response.headers["x-request-id"]
     created(response)
-    resumed = whole_feed(client, caller, after=feed[-1]["id"])
+    resumed = whole_feed(web_client, caller, after=feed[-1]["id"])
     assert sorted((e["phoneNumber"], e["type"], e["requestId"]) for e in resumed) == [
         (phone, RESUMED, given) for phone in e164(phones[:3])
     ]
     # Another key of the same campaign is named as such.
     other = new_caller(store, caller.key.scope.company, caller.key.scope.campaign)
-    created(change(client, other, URL, phones[:1]))
-    (last,) = whole_feed(client, caller, after=resumed[-1]["id"])
+    created(change(web_client, other, URL, phones[:1]))
+    (last,) = whole_feed(web_client, caller, after=resumed[-1]["id"])
     assert last["keyId"] == other.key.id != caller.key.id
 
 
@@ -373,7 +373,7 @@ def tail(base: str, caller: Caller, limit: int, stop: threading.Event) -> list[d
 
 
 def test_tailing_the_feed_while_clients_write_sees_each_change_once_in_order(
-    web: str, client: httpx.Client, caller: Caller, store: Store
+    web: str, web_client: httpx.Client, caller: Caller, store: Store
 ) -> None:
     scope = caller.key.scope
 
@@ -404,7 +404,7 @@ def test_tailing_the_feed_while_clients_write_sees_each_change_once_in_order(
         assert seen == followed[0]
         assert {e["keyId"] for e in seen} == {w.caller.key.id for w in writers}
     # The feed read whole from the start is what the tails saw, and so is each history.
-    assert whole_feed(client, caller) == followed[0]
+    assert whole_feed(web_client, caller) == followed[0]
     by_phone: dict[str, list[dict[str, Any]]] = {}
     for event in followed[0]:
         by_phone.setdefault(event["phoneNumber"], []).append(event)
@@ -425,49 +425,49 @@ def as_event(body: dict[str, Any]) -> Event:
 
 
 def test_the_feed_from_the_start_when_dry_and_when_asked_wrong(
-    client: httpx.Client, caller: Caller, store: Store
+    web_client: httpx.Client, caller: Caller, store: Store
 ) -> None:
-    empty = page(client, caller)
+    empty = page(web_client, caller)
     assert empty == {"events": [], "next": "0-0-0"}
-    assert_ahead(client, caller, "9796288602400-0-0")
+    assert_ahead(web_client, caller, "9796288602400-0-0")
     phones = numbers(3000, 5)
-    created(change(client, caller, URL, phones))
-    whole = page(client, caller)["events"]
+    created(change(web_client, caller, URL, phones))
+    whole = page(web_client, caller)["events"]
     assert sorted(e["phoneNumber"] for e in whole) == e164(phones)
-    first = page(client, caller, limit=2)
+    first = page(web_client, caller, limit=2)
     assert first["events"] == whole[:2]
-    rest = page(client, caller, after=first["next"])
+    rest = page(web_client, caller, after=first["next"])
     assert rest["events"] == whole[2:]
     # Nothing new: empty, and next where the client stands; so too past the last event
     # but not past the store's clock (the id a later entry of this millisecond gets).
-    assert page(client, caller, after=rest["next"]) == {"events": [], "next": rest["next"]}
+    assert page(web_client, caller, after=rest["next"]) == {"events": [], "next": rest["next"]}
     last = EventId.parse(rest["next"])
     unused = f"{last.ms}-{last.seq + 1}-0"
-    assert page(client, caller, after=unused) == {"events": [], "next": unused}
+    assert page(web_client, caller, after=unused) == {"events": [], "next": unused}
     # Past the clock, the feed can hold nothing yet: a client tailing from there would
     # skip every event to come.
     for future in ("9796288602400-0-0", f"{2**63}-0-0", f"{last.ms + 3_600_000}-0-0"):
-        assert_ahead(client, caller, future)
-    assert len(page(client, caller)["events"]) == 5  # 100 by default
-    assert page(client, caller, limit=1000)["events"] == page(client, caller)["events"]
+        assert_ahead(web_client, caller, future)
+    assert len(page(web_client, caller)["events"]) == 5  # 100 by default
+    assert page(web_client, caller, limit=1000)["events"] == page(web_client, caller)["events"]
 
     for limit in ("0", "1001", "x", "1.5", "-1", "", " 5", "²"):
-        response = client.get(FEED, params={"limit": limit}, headers=caller.headers)
+        response = web_client.get(FEED, params={"limit": limit}, headers=caller.headers)
         (error,) = problem(response, 400)["errors"]
         assert error["parameter"] == "limit", limit
     for after in ("x", "1-0", "1-0-0-0", "", "1764450000000-0-a", f"{2**64}-0-0"):
-        response = client.get(FEED, params={"after": after}, headers=caller.headers)
+        response = web_client.get(FEED, params={"after": after}, headers=caller.headers)
         (error,) = problem(response, 400)["errors"]
         assert error["parameter"] == "after", after
-    response = client.get(FEED, params={"after": "x", "limit": "0"}, headers=caller.headers)
+    response = web_client.get(FEED, params={"after": "x", "limit": "0"}, headers=caller.headers)
     assert {e["parameter"] for e in problem(response, 400)["errors"]} == {"after", "limit"}
-    problem(client.get(FEED), 401)
+    problem(web_client.get(FEED), 401)
 
     # Another campaign, even of the same company, sees none of it.
     for other in (new_caller(store), new_caller(store, caller.key.scope.company)):
-        assert page(client, other) == {"events": [], "next": "0-0-0"}
-        assert hist(client, other, phones[0]) == []
-        problem(lookup(client, other, phones[0]), 404)
+        assert page(web_client, other) == {"events": [], "next": "0-0-0"}
+        assert hist(web_client, other, phones[0]) == []
+        problem(lookup(web_client, other, phones[0]), 404)
 
 
 def assert_ahead(client: httpx.Client, caller: Caller, after: str) -> None:

@@ -1,5 +1,5 @@
 """The service's OpenAPI document against the app's routes, and schemathesis against
-the service with every check and every phase."""
+the service (a web process and a worker) with every check and every phase."""
 
 from __future__ import annotations
 
@@ -29,8 +29,10 @@ def _operations(document: dict[str, Any]) -> set[tuple[str, str]]:
     return {(path, method.upper()) for path, item in document["paths"].items() for method in item}
 
 
-def test_document_describes_exactly_the_routes_the_app_serves(web: str, redis_url: str) -> None:
-    document = httpx.get(f"{web}/openapi.json").json()
+def test_document_describes_exactly_the_routes_the_app_serves(
+    client: httpx.Client, redis_url: str
+) -> None:
+    document = client.get("/openapi.json").json()
     assert document["openapi"].startswith("3.")
     app = create_app(Settings.from_env({"REDIS_URL": redis_url}))
     served = {

@@ -1,11 +1,12 @@
 """What every web process must agree on at once: the per-key rate limit (counted in
-Redis) and revocation."""
+Redis) and revocation. Two apps in this process stand for two web processes: each opens
+connections of its own, and they share nothing else (no module keeps state)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -13,22 +14,21 @@ import redis
 
 from shared.store import Store
 from shared.tasks import QUEUE
-from tests.conftest import Caller, new_caller
+from tests.conftest import Caller, new_caller, serving
 from tests.helpers import URL, post_numbers
-from tests.processes import start_web, stop
 
 LIMIT = 3
 
 
 @dataclass(frozen=True)
 class Webs:
-    bases: list[str]
+    clients: Sequence[httpx.Client]
     store: Store
     redis: redis.Redis
 
 
 @pytest.fixture
-def two_webs(redis_server: str, tmp_path: Path) -> Iterator[Webs]:
+def two_webs(redis_server: str) -> Iterator[Webs]:
     # Database 3, which no worker serves: a task a request publishes stays on the
     # queue, so the queue's length tells at once what a request set in motion. An
     # accepted request answers 201 with its numbers as failures, at a short deadline.
@@ -41,12 +41,10 @@ def two_webs(redis_server: str, tmp_path: Path) -> Iterator[Webs]:
         "ENDCONTACT_RATE_WINDOW": "3600",
         "ENDCONTACT_RESULT_TIMEOUT": "0.2",
     }
-    started = [start_web(env, tmp_path / f"web{i}.log") for i in range(2)]
-    client = redis.Redis.from_url(url, decode_responses=True)
-    yield Webs([base for base, _ in started], Store(client), client)
-    for _, process in started:
-        stop(process)
-    client.close()
+    with contextlib.ExitStack() as opened:
+        clients = [opened.enter_context(serving(env)) for _ in range(2)]
+        client = opened.enter_context(redis.Redis.from_url(url, decode_responses=True))
+        yield Webs(clients, Store(client), client)
 
 
 def one_window(answers: list[httpx.Response]) -> bool:
@@ -60,12 +58,12 @@ def use_up(webs: Webs, caller: Caller) -> tuple[list[httpx.Response], list[httpx
     """LIMIT accepted requests, then a POST and a GET on each web: what each answered,
     accepted and refused."""
     accepted = [
-        post_numbers(webs.bases[i % 2], caller.headers, ["(509) 555-1234"]) for i in range(LIMIT)
+        post_numbers(webs.clients[i % 2], caller.headers, ["(509) 555-1234"]) for i in range(LIMIT)
     ]
     refused: list[httpx.Response] = []
-    for base in webs.bases:
-        refused.append(post_numbers(base, caller.headers, ["(509) 555-9876"]))
-        refused.append(httpx.get(f"{base}{URL}/+15095551234", headers=caller.headers))
+    for web in webs.clients:
+        refused.append(post_numbers(web, caller.headers, ["(509) 555-9876"]))
+        refused.append(web.get(f"{URL}/+15095551234", headers=caller.headers))
     return accepted, refused
 
 
@@ -96,20 +94,20 @@ def test_limit_is_per_key_and_shared_by_web_processes(two_webs: Webs) -> None:
 
     # Another key has its own budget.
     other = new_caller(two_webs.store)
-    assert post_numbers(two_webs.bases[0], other.headers, ["(509) 555-1234"]).status_code == 201
+    assert post_numbers(two_webs.clients[0], other.headers, ["(509) 555-1234"]).status_code == 201
 
 
 def test_revocation_reaches_every_web_process_at_once(two_webs: Webs) -> None:
     caller = new_caller(two_webs.store)
     phones = ["(509) 555-1234"]
-    for base in two_webs.bases:
-        accepted = post_numbers(base, caller.headers, phones)
+    for web in two_webs.clients:
+        accepted = post_numbers(web, caller.headers, phones)
         assert accepted.status_code == 201
         assert "ratelimit-remaining" in accepted.headers
     two_webs.store.revoke_key(caller.key.id)
     # Keys are checked in Redis on every request, not cached: no delay to wait out.
-    for base in two_webs.bases:
-        refused = post_numbers(base, caller.headers, phones)
+    for web in two_webs.clients:
+        refused = post_numbers(web, caller.headers, phones)
         assert refused.status_code == 401
         # No key, nothing counted (docs/settings.md, ENDCONTACT_RATE_LIMIT): no RateLimit headers.
         assert not [name for name in refused.headers if name.startswith("ratelimit-")]

@@ -390,16 +390,16 @@ def test_unknown_ids(http: httpx.Client, webhook_id: str) -> None:
         assert answer.status_code == 404, answer.text
 
 
-def test_a_key_is_required(client: httpx.Client, caller: Caller) -> None:
-    with httpx.Client(base_url=str(client.base_url), headers=caller.headers) as http:
+def test_a_key_is_required(web_client: httpx.Client, caller: Caller) -> None:
+    with httpx.Client(base_url=str(web_client.base_url), headers=caller.headers) as http:
         hook = create(http)["id"]
     for headers in ({}, {"x-api-key": "ec_not-a-key"}):
         for answer in (
-            client.post(HOOKS, json={"url": PUBLIC_URL}, headers=headers),
-            client.get(HOOKS, headers=headers),
-            client.delete(f"{HOOKS}/{hook}", headers=headers),
-            client.post(f"{HOOKS}/{hook}/rotate-secret", headers=headers),
-            client.get(f"{HOOKS}/{hook}/deliveries", headers=headers),
+            web_client.post(HOOKS, json={"url": PUBLIC_URL}, headers=headers),
+            web_client.get(HOOKS, headers=headers),
+            web_client.delete(f"{HOOKS}/{hook}", headers=headers),
+            web_client.post(f"{HOOKS}/{hook}/rotate-secret", headers=headers),
+            web_client.get(f"{HOOKS}/{hook}/deliveries", headers=headers),
         ):
             assert answer.status_code == 401, answer.text
             assert answer.json()["type"] == "/problems/unauthorized"
