@@ -325,19 +325,25 @@ def test_dockerfile_builds_a_pinned_non_root_image_of_every_package() -> None:
     users = re.findall(r"^USER (\S+)$", dockerfile, re.MULTILINE)
     assert users[-1] not in ("root", "0")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    # The top-level packages ("api", not "api.*"), and the client's own distribution,
+    # which the image builds from its folder beside the service.
     packages = [
-        name.rstrip("*") for name in project["tool"]["setuptools"]["packages"]["find"]["include"]
+        name
+        for name in project["tool"]["setuptools"]["packages"]["find"]["include"]
+        if "." not in name
     ]
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
-    for package in packages:
-        assert f"COPY {package} ./{package}" in dockerfile
-        assert f"!{package}/" in ignored
+    for folder in [*packages, "client"]:
+        assert f"COPY {folder} ./{folder}" in dockerfile
+        assert f"!{folder}/" in ignored
+    assert "pip install --constraint constraints.txt ./client ." in dockerfile
     # Every package the image installs is pinned by the constraints file.
     pinned = {
         line.split("==")[0].lower().replace("_", "-")
         for line in (ROOT / "constraints.txt").read_text().splitlines()
         if "==" in line
     }
-    for requirement in project["project"]["dependencies"]:
+    client = tomllib.loads((ROOT / "client" / "pyproject.toml").read_text())["project"]
+    for requirement in [*project["project"]["dependencies"], *client["dependencies"]]:
         name = re.split(r"[<>=\[;! ]", requirement, maxsplit=1)[0].lower()
-        assert name in pinned, name
+        assert name in pinned or name == client["name"], name
