@@ -5,8 +5,10 @@ thread per request) and sends one LPUSH per message. Here Celery builds each
 message's headers and body (`app.amqp.as_task_v2`, so the protocol stays Celery's),
 we wrap them in the envelope kombu's Redis transport puts on the list, and one
 LPUSH carries them all. A stock Celery worker consumes them as if `apply_async`
-had sent them. For a request's messages Celery builds one, and each task's id and
-arguments are put into its text (messages(): the same bytes, a quarter of the CPU).
+had sent them (tests/test_celery_contract.py runs one, and compares the envelope
+with what Celery's producer puts on the queue). For a request's messages Celery
+builds one, and each task's id and arguments are put into its text (messages(): the
+same bytes, a quarter of the CPU).
 """
 
 from __future__ import annotations

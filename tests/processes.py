@@ -18,13 +18,16 @@ from tests.helpers import wait_until
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """`python -m cli ARGS` with `env` added, output to `log`, in its own session."""
+def spawn(
+    args: list[str], env: dict[str, str], log: Path, module: str = "cli"
+) -> subprocess.Popen[bytes]:
+    """`python -m MODULE ARGS` (`endcontact`'s by default) with `env` added, output to
+    `log`, in its own session."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ENDCONTACT_"))}
     full_env.update(env)
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "cli", *args],
+            [sys.executable, "-m", module, *args],
             cwd=ROOT,
             env=full_env,
             stdin=subprocess.DEVNULL,
