@@ -55,7 +55,7 @@ class FanOut:
         # Past its request's deadline a task is pointless: the worker discards it, and
         # the store refuses its write. Taken before the deadline, so that it is never
         # later: what is answered as a failure is never made afterwards. On the broker's
-        # clock, which the worker reads too (worker.batch): neither machine's clock need
+        # clock, which the worker reads too (worker.celery_seam): neither machine's clock need
         # be right. Read in the background (ServerClock.kept), not in this request's path.
         expires = datetime.fromtimestamp(self._broker_clock.now() + self._timeout, UTC)
         loop = asyncio.get_running_loop()

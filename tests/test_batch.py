@@ -1,4 +1,4 @@
-"""Batches: a worker runs the tasks waiting on the queue together (worker/batch.py), and
+"""Batches: a worker runs the tasks waiting on the queue together (worker/celery_seam/batch.py), and
 the web builds a request's messages from one template (api/publisher.py)."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tests.conftest import Caller, new_caller
 from tests.helpers import numbers, post_numbers, wait_until
 from tests.processes import ROOT, Stack, stop
 from worker.app import RESULT_EXPIRES, create_celery
-from worker.batch import SHARED_FROM, BatchFailed
+from worker.celery_seam.batch import SHARED_FROM, BatchFailed
 
 # A worker takes one message, then every waiting one if fewer than SHARED_FROM wait.
 ONE_BATCH = 30
@@ -187,7 +187,7 @@ def test_apply_changes_is_not_durable_without_an_append_only_file(tmp_path: Path
 
 
 def test_a_batch_stores_its_failures_beside_its_successes(redis_url: str, broker_url: str) -> None:
-    # The worker's own backend (worker/backend.py), as the worker configures it.
+    # The worker's own backend (worker/celery_seam/backend.py), as the worker configures it.
     settings = Settings.from_env({"REDIS_URL": redis_url, "ENDCONTACT_BROKER_URL": broker_url})
     app = create_celery(settings)
     listener = uuid.uuid4().hex
@@ -368,7 +368,7 @@ def test_an_entry_that_is_not_a_message_costs_only_itself(stack: Stack) -> None:
     # Alone: each the entry the worker waits on (kombu's transport reads it).
     broker.lpush(QUEUE, *NOT_MESSAGES)
     dropped(len(NOT_MESSAGES), "alone")
-    # After a message, in one push: taken with it for its batch (worker.batch).
+    # After a message, in one push: taken with it for its batch (worker.celery_seam.batch).
     good = TaskPublisher(None)  # type: ignore[arg-type]  # builds, never sends
     task = task_id(uuid.uuid4().hex, 0)
     args = ["raw", "tenant", "+15095550100", "key_x", "request-x", ""]

@@ -1,1 +1,2 @@
-"""The Celery worker: runs one end-contact task per phone number."""
+"""The Celery worker: runs the end-contact and resume-contact tasks, in batches
+(worker.celery_seam)."""

@@ -30,8 +30,7 @@ from shared.metrics import TASKS, Registry
 from shared.settings import Settings
 from shared.store import Store
 from shared.tasks import QUEUE, RESUME_TASK_NAME, TASK_NAME, change_of
-from worker import transport
-from worker.batch import Batches
+from worker.celery_seam import CONSUMER, Batches, register_transport, result_backend
 from worker.heartbeat import DrainMeter, Heartbeat
 from worker.privileges import ACCEPT_CONTENT, checked_by_starter
 
@@ -105,23 +104,20 @@ def create_celery(settings: Settings) -> Celery:
     sentinels = group(settings.broker())
     # Through Sentinel (shared.connection), broker and backend ask it for the primary.
     ha: dict[str, object] = {}
-    backend = "WriteOnlyRedisBackend"
     if sentinels is not None:
         ha = {"master_name": sentinels.master, "sentinel_kwargs": sentinels.sentinel_kwargs()}
-        backend = "WriteOnlySentinelBackend"
     # kombu's Redis transport, where a queue entry that is not a message is dropped on
-    # its own (worker/transport.py).
-    transport.register()
+    # its own (worker.celery_seam).
+    register_transport()
     app = EndContactCelery("endcontact", set_as_current=False)
     app.conf.update(
         broker_url=url,
-        # Celery's Redis backend minus a read per task we never need (worker/backend.py),
-        # named the way Celery takes a backend class: "module:Class+url".
-        result_backend=f"worker.backend:{backend}+{url}",
+        # Celery's Redis backend minus a read per task we never need (worker.celery_seam).
+        result_backend=result_backend(url, sentinel=sentinels is not None),
         result_backend_transport_options=ha,
         task_default_queue=QUEUE,
         # Celery's consumer, where a malformed message is dropped on its own.
-        worker_consumer="worker.consumer:Consumer",
+        worker_consumer=CONSUMER,
         # JSON only: a worker must never unpickle what arrives on a shared broker.
         task_serializer="json",
         result_serializer="json",
@@ -168,7 +164,7 @@ def create_celery(settings: Settings) -> Celery:
     beats: list[Heartbeat] = []
     metrics = Registry()
     meter = DrainMeter(metrics)
-    # The broker's clock, read at each heartbeat: tasks expire on it (worker.batch). And
+    # The broker's clock, read at each heartbeat: tasks expire on it (worker.celery_seam). And
     # the store's, on which the write script checks each change's deadline.
     broker_clock = ServerClock()
     store_clock = ServerClock()
@@ -233,7 +229,7 @@ def create_celery(settings: Settings) -> Celery:
     worker_shutdown.connect(stop_deliveries, weak=False)
     worker_shutdown.connect(stop_heartbeat, weak=False)
 
-    # The worker runs these tasks in batches (worker/batch.py); the functions below are
+    # The worker runs these tasks in batches (worker.celery_seam); the functions below are
     # what one task does, for anyone who calls them directly.
     batches = Batches(store, metrics, broker_clock, store_clock)
     strategy = staticmethod(batches.strategy)

@@ -5,7 +5,7 @@ time (api.admission); on the same beat it adds its metrics to everyone's in the 
 (shared.metrics), and now and then it trims the change feeds nobody writes to
 (Store.trim_feeds: writes trim their own campaign's as they go). Each beat also reads
 the broker's clock, on which the web sets a task's expiry, and the store's, on which
-the write script checks it (shared.clock, worker.batch)."""
+the write script checks it (shared.clock, worker.celery_seam.batch)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""worker.transport, in process: which queue entries are kombu's envelope of a message,
-and the Celery settings that put the transport under each kind of broker URL."""
+"""worker.celery_seam.transport, in process: which queue entries are kombu's envelope
+of a message, and the Celery settings that put the transport under each kind of broker
+URL."""
 
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ from kombu.transport import get_transport_cls
 
 from api.publisher import TaskPublisher
 from shared.logs import JsonFormatter
-from worker import transport
-from worker.transport import envelope
+from worker.celery_seam import envelope, register_transport
 
 # The number an entry carries: it must not show in the log line.
 HIDDEN = "+15095559876"
@@ -104,18 +104,18 @@ def test_what_is_no_envelope_is_logged_without_its_content(
 )
 def test_the_transport_is_ours_under_kombus_name_for_the_url(url: str) -> None:
     # As Celery makes the broker connection (no server is asked).
-    transport.register()
+    register_transport()
     app = Celery(set_as_current=False)
     app.conf.update(broker_url=url)
     with app.connection_for_read() as connection:
         ours = get_transport_cls(connection.transport_cls)
         assert ours is not None
-        assert ours.__module__ == "worker.transport"
+        assert ours.__module__ == "worker.celery_seam.transport"
         # Named by its scheme, as kombu names its own: in logs and in kombu's TLS rule.
         assert connection.as_uri().startswith(url.partition("://")[0] + "://")
         assert bool(connection.ssl) == url.startswith("rediss://")
 
 
 def test_a_scheme_without_a_redis_transport_is_left_to_kombu() -> None:
-    transport.register()
+    register_transport()
     assert get_transport_cls("memory").__module__ == "kombu.transport.memory"

@@ -14,10 +14,10 @@ error"); the supervisor restarts it at most five times a minute, so a handful of
 entries would leave no worker.
 
 Here each entry is read by envelope(), the one rule for both ways a worker takes
-entries (this transport's BRPOP, and worker.batch taking what else waits): an entry
+entries (this transport's BRPOP, and batch.py taking what else waits): an entry
 that is not an envelope is logged (its length and what is wrong, never its content:
 it may hold a phone number) and dropped, and the worker goes on with the next. An
-envelope whose message Celery cannot run is worker.consumer's to drop.
+envelope whose message Celery cannot run is consumer.py's to drop.
 
 The worker takes the transport by the broker URL's scheme, as kombu does (register()). The
 override is of kombu's `Channel._brpop_read`, whose text this repeats but for the
@@ -33,16 +33,14 @@ import logging
 from queue import Empty
 from typing import Any
 
-import kombu
 from kombu.transport import TRANSPORT_ALIASES, _transport_cache, redis
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import loads
 
-log = logging.getLogger(__name__)
+from worker.celery_seam.versions import FLUSHES_BRPOP_REAUTH
 
-# kombu 5.7 flushes a pending re-authentication of the BRPOP connection once a reply
-# is read (Channel._flush_brpop_reauth); 5.5 and 5.6 have no such step.
-_FLUSHES_REAUTH = kombu.VERSION >= (5, 7)
+# The logger name of before the seam package: what operators filter the logs on.
+log = logging.getLogger("worker.transport")
 
 
 class NotAnEnvelope(ValueError):
@@ -122,7 +120,7 @@ class _ReadsEnvelopes:
             return True
         finally:
             self._in_poll = None
-            if _FLUSHES_REAUTH:
+            if FLUSHES_BRPOP_REAUTH:
                 self._flush_brpop_reauth()
 
 

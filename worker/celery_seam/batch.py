@@ -11,7 +11,7 @@ argsrepr, acks all as usual). Then, for the whole batch:
 1. one round trip to the store: each campaign's changes, marks with their events, in one
    script, and one `WAITAOF` (Store.apply_changes);
 2. only once the marks are confirmed on disk, one round trip to the result backend
-   with every task's result (worker.backend.WriteOnly.store_results).
+   with every task's result (backend.WriteOnly.store_results).
 
 A worker killed in between leaves no result behind, so the web reports those numbers
 as failures, never as successes. An empty queue adds nothing: a batch is what was
@@ -30,9 +30,9 @@ task_success and task_failure are not sent.
 
 A malformed message costs only itself: one whose arguments are not a change of ours
 (shared.tasks) fails alone, and one that cannot become a request at all is dropped on
-its own by the consumer (worker/consumer.py); either is logged with its traceback. An
+its own by the consumer (consumer.py); either is logged with its traceback. An
 entry of the queue that is not a message at all is dropped as it is taken
-(worker/transport.py).
+(transport.py).
 """
 
 from __future__ import annotations
@@ -59,9 +59,10 @@ from shared.events import Change
 from shared.metrics import Registry
 from shared.store import Store
 from shared.tasks import QUEUE, change_of
-from worker.transport import envelope
+from worker.celery_seam.transport import envelope
 
-log = logging.getLogger(__name__)
+# The logger name of before the seam package: what operators filter the logs on.
+log = logging.getLogger("worker.batch")
 
 # Most messages one batch takes. Larger batches cost fewer round trips per number but
 # keep the numbers of one batch waiting for its slowest part, and leave less work for
@@ -233,8 +234,8 @@ class Batches:
             return
         for raw in raws or ():
             # Not kombu's envelope: taken off the queue, it is gone, logged as the
-            # transport logs one it pops itself (worker.transport). One that is,
-            # whatever its task message holds, is handled by worker.consumer.
+            # transport logs one it pops itself (transport.py). One that is,
+            # whatever its task message holds, is handled by consumer.py.
             message = envelope(raw)
             if message is None:
                 continue

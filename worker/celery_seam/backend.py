@@ -6,7 +6,7 @@ SUCCESS. Our tasks are never delivered twice (acks on receipt, no ack emulation,
 worker.app) and a request reads each result once, so the read only costs: about a
 tenth of a worker's CPU per task (bench/README.md). Everything else is Celery's.
 
-store_results writes the results of a batch of tasks (worker/batch.py) in one round
+store_results writes the results of a batch of tasks (batch.py) in one round
 trip, announced in one message per web process instead of one per task.
 """
 
@@ -20,6 +20,7 @@ from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.states import FAILURE
 
 from shared.tasks import batch_channel, listener_of
+from worker.celery_seam.versions import HAS_FAILURE_EXPIRES
 
 
 class WriteOnly:
@@ -57,9 +58,8 @@ class WriteOnly:
         # The meta holds plain values only: for them kombu's JSON serializer writes the
         # text json.dumps does, at twice the CPU.
         encode = json.dumps if backend.serializer == "json" else backend.encode
-        # result_failure_expires came with Celery 5.7; before it, failures expire as
-        # every result does.
-        failure_expires = getattr(backend, "failure_expires", backend.expires)
+        # result_failure_expires came with Celery 5.7 (versions.py).
+        failure_expires = backend.failure_expires if HAS_FAILURE_EXPIRES else backend.expires
         batches: dict[str, dict[str, str]] = {}
         with backend.client.pipeline(transaction=False) as pipe:
             for task_id, state, result in results:

@@ -3,12 +3,12 @@
 Whatever a message on the queue holds (a body that is not JSON, arguments of the wrong
 kind, headers without an id or a task name), handling it can raise. Raised into
 Celery's consumer, the error drops the broker connection and puts the message back on
-the queue, to raise again at once, forever; raised into a batch (worker/batch.py), it
+the queue, to raise again at once, forever; raised into a batch (batch.py), it
 would cost the batch's other tasks; left unacknowledged, the message would hold the
 worker's one prefetch slot and it would take no other. Here each message is handled on
 its own: one that raises is dropped (drop()), and the next is handled as usual. (An
 entry of the queue that is not a message at all never reaches the consumer: the
-transport drops it, worker/transport.py.)
+transport drops it, transport.py.)
 
 Celery's own answers to a message it cannot run (unknown task, invalid or undecodable
 message) log the message's body, numbers and all; here they drop it the same way.
@@ -23,9 +23,10 @@ from typing import Any
 from celery.states import FAILURE
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from worker.batch import Malformed
+from worker.celery_seam.batch import Malformed
 
-log = logging.getLogger(__name__)
+# The logger name of before the seam package: what operators filter the logs on.
+log = logging.getLogger("worker.consumer")
 
 
 class Consumer(CeleryConsumer):  # type: ignore[misc]
