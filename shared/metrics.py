@@ -21,7 +21,6 @@ import contextlib
 import logging
 import math
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -172,18 +171,6 @@ class Registry:
             self._counts[sample(f"{name}_bucket", {**labels, "le": "+Inf"})] += times
             self._counts[sample(f"{name}_sum", labels)] += value * times
             self._counts[sample(f"{name}_count", labels)] += times
-
-    @contextlib.contextmanager
-    def timed_task(self) -> Iterator[None]:
-        """Count the task run in the block, and its run time, as success or error."""
-        started = time.perf_counter()
-        outcome = "error"
-        try:
-            yield
-            outcome = "success"
-        finally:
-            self.inc(TASKS, {"outcome": outcome})
-            self.observe(TASK_SECONDS, {}, time.perf_counter() - started)
 
     def count_tasks(self, succeeded: int, failed: int, seconds: float) -> None:
         """Count a batch of tasks run together in `seconds`: that is each one's run time."""

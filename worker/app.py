@@ -1,4 +1,5 @@
-"""The Celery app, built from Settings. Tasks are thin wrappers over shared.store."""
+"""The Celery app, built from Settings: our tasks (worker.tasks) on Celery with our seams
+(worker.celery_seam), logging, heartbeats and webhook deliveries."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from shared.connection import group
 from shared.metrics import TASKS, Registry
 from shared.settings import Settings
 from shared.store import Store
-from shared.tasks import QUEUE, RESUME_TASK_NAME, TASK_NAME, change_of
+from shared.tasks import QUEUE
+from worker import tasks
 from worker.celery_seam import CONSUMER, Batches, register_transport, result_backend
 from worker.heartbeat import DrainMeter, Heartbeat
 from worker.privileges import ACCEPT_CONTENT, checked_by_starter
@@ -229,27 +231,8 @@ def create_celery(settings: Settings) -> Celery:
     worker_shutdown.connect(stop_deliveries, weak=False)
     worker_shutdown.connect(stop_heartbeat, weak=False)
 
-    # The worker runs these tasks in batches (worker.celery_seam); the functions below are
-    # what one task does, for anyone who calls them directly.
+    # Our tasks, run in batches (worker.celery_seam) through their Strategy.
     batches = Batches(store, metrics, broker_clock, store_clock)
-    strategy = staticmethod(batches.strategy)
-
-    def change(name: str, args: tuple[str, ...]) -> bool:
-        wanted = change_of(name, args)
-        if wanted is None:
-            raise ValueError("arguments are not those of a change (shared.tasks)")
-        with metrics.timed_task():
-            (changed,) = store.apply_changes([wanted])
-        if changed is None:
-            raise RuntimeError("refused by the store")
-        return changed
-
-    @app.task(name=TASK_NAME, Strategy=strategy)  # type: ignore[untyped-decorator]
-    def end_contact(*args: str) -> bool:
-        return change(TASK_NAME, args)
-
-    @app.task(name=RESUME_TASK_NAME, Strategy=strategy)  # type: ignore[untyped-decorator]
-    def resume_contact(*args: str) -> bool:
-        return change(RESUME_TASK_NAME, args)
+    tasks.register(app, store, Strategy=staticmethod(batches.strategy))
 
     return app
