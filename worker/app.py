@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import os
 import subprocess
 import sys
-from typing import Any
 
-import celery.apps.worker
 from celery import Celery
 from celery.signals import (
     setup_logging,
@@ -21,7 +18,6 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
-from kombu.utils.objects import cached_property
 
 from shared import logs
 from shared.broker import Broker
@@ -32,9 +28,15 @@ from shared.settings import Settings
 from shared.store import Store
 from shared.tasks import QUEUE
 from worker import tasks
-from worker.celery_seam import CONSUMER, Batches, register_transport, result_backend
+from worker.celery_seam import (
+    CONSUMER,
+    Batches,
+    EndContactCelery,
+    register_transport,
+    result_backend,
+)
 from worker.heartbeat import DrainMeter, Heartbeat
-from worker.privileges import ACCEPT_CONTENT, checked_by_starter
+from worker.privileges import ACCEPT_CONTENT
 
 # Results are read by the waiting web process within its deadline (seconds), so they
 # need not outlive it by much; a short life keeps Redis memory flat under load.
@@ -42,62 +44,6 @@ RESULT_EXPIRES = 60
 # How long a stopping worker waits for its deliveries process (it records the attempts
 # in flight for a few seconds first).
 DELIVERIES_STOP = 15
-log = logging.getLogger("celery.apps.worker")
-
-
-class JsonWorker(celery.apps.worker.Worker):  # type: ignore[misc]
-    """Celery's worker program, saying what it prints as log lines like every log (JSON,
-    or text on a terminal: shared.logs).
-
-    Celery writes its banner, and its shutdown notices, straight to the terminal as
-    text, and its root-privilege SecurityWarning comes before its logging is set up.
-    """
-
-    def on_before_init(self, **kwargs: Any) -> None:
-        # Before Celery's privilege check, so that its warning is a log line too; once
-        # for the workers `endcontact worker` starts together (worker/privileges.py).
-        logs.configure()
-        celery.apps.worker.safe_say = _say
-        with checked_by_starter():
-            super().on_before_init(**kwargs)
-
-    def emit_banner(self) -> None:
-        pool = self.pool_cls if isinstance(self.pool_cls, str) else self.pool_cls.__module__
-        pool = pool.split(".")[-1]
-        events = "on" if self.task_events else "off"
-        log.info(
-            "%s starting: concurrency %s (%s), task events %s",
-            self.hostname,
-            self.concurrency,
-            pool,
-            events,
-            extra={
-                "concurrency": self.concurrency,
-                "pool": pool,
-                "task_events": self.task_events,
-                "queues": sorted(self.app.amqp.queues),
-                # Both without their password (Celery's as_uri).
-                "broker": self.app.connection().as_uri(),
-                "results": self.app.backend.as_uri(),
-            },
-        )
-
-
-def _say(msg: str, f: object = None) -> None:
-    """Celery's safe_say (shutdown notices, from signal handlers) as one log line,
-    written at once like Celery's own, never through a logging lock."""
-    record = logging.makeLogRecord(
-        {"name": log.name, "levelname": "INFO", "levelno": logging.INFO, "msg": msg.strip()}
-    )
-    with contextlib.suppress(OSError):
-        os.write(sys.stderr.fileno(), (logs.as_line(record) + "\n").encode())
-
-
-class EndContactCelery(Celery):  # type: ignore[misc]
-    # The worker program that `celery worker` and worker_main run: ours.
-    @cached_property
-    def Worker(self) -> type[JsonWorker]:
-        return self.subclass_with_self(JsonWorker)  # type: ignore[no-any-return]
 
 
 def create_celery(settings: Settings) -> Celery:

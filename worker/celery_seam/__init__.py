@@ -14,6 +14,9 @@ what this package names below.
 - CONSUMER (consumer.py): Celery's consumer, dropping a malformed message on its own.
 - register_transport(), envelope() (transport.py): kombu's Redis transport, dropping a
   queue entry that is not a message (overrides `Channel._brpop_read`).
+- EndContactCelery (program.py): Celery's app whose worker program logs its banner and
+  shutdown notices as log lines (overrides Worker.emit_banner, replaces
+  `celery.apps.worker.safe_say`).
 - CELERY_VERSION, KOMBU_VERSION (versions.py): what the process runs; where the
   versions the seam was read in differ, the gate is there and only there.
 
@@ -26,6 +29,7 @@ compares the envelope with what Celery's own producer sends.
 from __future__ import annotations
 
 from worker.celery_seam.batch import Batches
+from worker.celery_seam.program import EndContactCelery
 from worker.celery_seam.transport import envelope
 from worker.celery_seam.transport import register as register_transport
 from worker.celery_seam.versions import CELERY_VERSION, KOMBU_VERSION
@@ -35,6 +39,7 @@ __all__ = [
     "CONSUMER",
     "KOMBU_VERSION",
     "Batches",
+    "EndContactCelery",
     "envelope",
     "register_transport",
     "result_backend",
