@@ -1,5 +1,5 @@
 """The webhook routes against the real web, worker and valkey: shapes, secrets, scope,
-the SSRF refusals, the limit. (Deliveries themselves are tests/test_deliveries.py's.)"""
+the SSRF refusals, the limit. (Deliveries themselves are tests/test_webhook_delivery.py's.)"""
 
 from __future__ import annotations
 
