@@ -17,6 +17,7 @@ from api.problems import Problem, invalid, or_unavailable, unauthorized
 from shared.addresses import AddressError, resolve_public_async, target
 from shared.events import iso
 from shared.store import feed_name
+from shared.text import is_text
 from shared.webhooks import EVENT_TYPES, MAX_PER_CAMPAIGN, Creation, Webhook, new_webhook
 
 if TYPE_CHECKING:
@@ -46,10 +47,11 @@ def _error(pointer: str, value: Any, reason: str) -> dict[str, Any]:
     surrogate (JSON may escape one, "\\ud800") has no UTF-8, so only the reason is."""
     error: dict[str, Any] = {"pointer": pointer, "reason": reason}
     try:
-        json.dumps(value, ensure_ascii=False).encode()
-    except (UnicodeEncodeError, ValueError, RecursionError):
+        shown = json.dumps(value, ensure_ascii=False)
+    except (ValueError, RecursionError):
         return error
-    error["value"] = value
+    if is_text(shown):
+        error["value"] = value
     return error
 
 

@@ -33,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, NamedTuple, TextIO
 from shared.events import REASON_MAX
 from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import Settings
+from shared.text import is_text
 
 if TYPE_CHECKING:
     from endcontact_client import AsyncClient, ProblemError
@@ -621,12 +622,10 @@ def check_reason(reason: str | None) -> str | None:
         return None
     if len(reason) > REASON_MAX:
         raise UsageError(f"--reason must be at most {REASON_MAX} characters; it has {len(reason)}")
-    try:
-        reason.encode()
-    except UnicodeEncodeError:
+    if not is_text(reason):
         # Bytes that are not UTF-8 in argv arrive as lone surrogates; the service
         # refuses those (api/body.py).
-        raise UsageError("--reason must be UTF-8 text") from None
+        raise UsageError("--reason must be UTF-8 text")
     return reason
 
 
