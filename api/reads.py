@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 from api.problems import REDIS_TIMEOUT, Problem, invalid
 from shared.events import BadEventId, EventId
 from shared.marks import CSV_HEADER, BadCursor, Cursor, start_cursor
+from shared.settings import whole_number
 
 log = logging.getLogger("endcontact.api")
 
@@ -51,7 +52,7 @@ def wants_csv(accept: str | None) -> bool:
 def page_query(query: QueryParams) -> tuple[int, Cursor]:
     """The listing's `limit` and `cursor`, or a 400 naming each bad one."""
     errors: list[dict[str, str]] = []
-    limit = _limit(query, errors)
+    limit = query_limit(query, DEFAULT_LIMIT, MAX_LIMIT, errors)
     cursor = start_cursor()
     given = query.get("cursor")
     if given is not None:
@@ -67,7 +68,7 @@ def page_query(query: QueryParams) -> tuple[int, Cursor]:
 def feed_query(query: QueryParams) -> tuple[EventId | None, int]:
     """The feed's `after` and `limit`, or a 400 naming each bad one."""
     errors: list[dict[str, str]] = []
-    limit = _limit(query, errors)
+    limit = query_limit(query, DEFAULT_LIMIT, MAX_LIMIT, errors)
     after = None
     given = query.get("after")
     if given is not None:
@@ -90,15 +91,17 @@ def after_ahead(after: str) -> Problem:
     )
 
 
-def _limit(query: QueryParams, errors: list[dict[str, str]]) -> int:
+def query_limit(query: QueryParams, default: int, most: int, errors: list[dict[str, str]]) -> int:
+    """The query's `limit` (`default` without one); a bad one is added to `errors`."""
     text = query.get("limit")
     if text is None:
-        return DEFAULT_LIMIT
-    if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT:
-        return int(text)
-    reason = f"must be a whole number from 1 to {MAX_LIMIT}"
-    errors.append({"parameter": "limit", "value": text, "reason": reason})
-    return DEFAULT_LIMIT
+        return default
+    limit = whole_number(text, 1, most)
+    if limit is None:
+        reason = f"must be a whole number from 1 to {most}"
+        errors.append({"parameter": "limit", "value": text, "reason": reason})
+        return default
+    return limit
 
 
 def export_query(query: QueryParams) -> None:

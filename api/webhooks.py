@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from api.body import check_content_type, json_document, read_body
 from api.problems import Problem, invalid, or_unavailable, unauthorized
+from api.reads import query_limit
 from shared.addresses import AddressError, resolve_public_async, target
 from shared.events import iso
 from shared.store import feed_name
@@ -181,20 +182,11 @@ async def rotate_secret(request: Request, svc: Services, key: ApiKey) -> Respons
     )
 
 
-def _limit(request: Request) -> int:
-    text = request.query_params.get("limit")
-    if text is None:
-        return DEFAULT_DELIVERIES
-    if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_DELIVERIES:
-        return int(text)
-    reason = f"must be a whole number from 1 to {MAX_DELIVERIES}"
-    raise invalid(
-        "The query must be fixed.", [{"parameter": "limit", "value": text, "reason": reason}]
-    )
-
-
 async def deliveries(request: Request, svc: Services, key: ApiKey) -> Response:
-    limit = _limit(request)
+    errors: list[dict[str, str]] = []
+    limit = query_limit(request.query_params, DEFAULT_DELIVERIES, MAX_DELIVERIES, errors)
+    if errors:
+        raise invalid("The query must be fixed.", errors)
     webhook = await _own(request, svc, key)
     attempts = await or_unavailable(
         svc.webhooks.attempts(webhook.id, limit),

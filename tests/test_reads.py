@@ -364,6 +364,8 @@ def test_a_listing_while_another_client_ends_and_removes_all_the_time(
         ({"limit": "ten"}, ["limit"]),
         ({"limit": ""}, ["limit"]),
         ({"limit": "٣"}, ["limit"]),
+        # Digits, but more than Python's int() reads (4,300).
+        ({"limit": "9" * 5000}, ["limit"]),
         ({"cursor": "nonsense"}, ["cursor"]),
         ({"cursor": "1" + "A" * 10}, ["cursor"]),
         ({"cursor": Cursor(whole=True, floor="+15095551234").encode()[:-2]}, ["cursor"]),
