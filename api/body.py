@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import ClientDisconnect
@@ -15,6 +16,7 @@ from starlette.requests import ClientDisconnect
 from api.problems import Problem, invalid
 from shared.events import REASON_MAX
 from shared.phones import InvalidPhoneNumber, to_e164
+from shared.settings import whole_number
 from shared.text import is_text
 
 if TYPE_CHECKING:
@@ -46,8 +48,8 @@ def _too_large(limit: int) -> Problem:
 
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     """The whole body, refusing early (without reading it) when it is too large."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = whole_number(request.headers.get("content-length", ""), 0, sys.maxsize)
+    if declared is not None and declared > limit:
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
