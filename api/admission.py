@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from api.body import MAX_NUMBERS
 from api.problems import Problem
+from shared.events import MAX_NUMBERS
 from shared.settings import whole_number
 
 if TYPE_CHECKING:

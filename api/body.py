@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import ClientDisconnect
 
 from api.problems import Problem, invalid
-from shared.events import REASON_MAX
+from shared.events import MAX_NUMBERS, REASON_MAX
 from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import whole_number
 from shared.text import is_text
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
 MAX_BODY_BYTES = 64 * 1024
-MAX_NUMBERS = 50
 # The bulk check reads up to 1000 numbers: 128 KiB holds 1000 entries of up to 125
 # characters each (a number with its quotes, comma and a space), five times the
 # longest way people write one ("+44 (0) 20 7946 0958 " is 21). A longer body is a 413.

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, NamedTuple, TextIO
 
-from shared.events import REASON_MAX
+from shared.events import MAX_NUMBERS, REASON_MAX
 from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import Settings
 from shared.text import is_text
@@ -50,8 +50,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_CONCURRENCY = 16
 MAX_CONCURRENCY = 256
 DEFAULT_RETRY_FOR = 60.0
-# The service's own limit on one request's list (api/body.py).
-BATCH = 50
+# The service's own limit on one request's list.
+BATCH = MAX_NUMBERS
 # Rows finished but waiting behind an earlier row still in flight (results are written
 # in input order), and rows read but not yet finished: at most this many are held.
 MAX_PENDING = 20_000

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from api.admission import most_numbers
-from api.body import MAX_NUMBERS
+from shared.events import MAX_NUMBERS
 from shared.metrics import TASKS, Registry
 from worker.heartbeat import DrainMeter
 
