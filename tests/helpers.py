@@ -36,6 +36,13 @@ def post_numbers(
     return http.post(URL, json=body, headers=dict(headers))
 
 
+def clean_env(env: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without the service's settings (REDIS_*, ENDCONTACT_*:
+    a developer's shell may hold some), with `env` over it."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ENDCONTACT_"))}
+    return {**kept, **env}
+
+
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     """The response's RFC 9457 problem document, asserted to be one of `status`."""
     assert response.status_code == status, response.text

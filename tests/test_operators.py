@@ -27,18 +27,13 @@ from shared.apikeys import Scope
 from shared.embedded import free_port
 from shared.store import Store
 from shared.tasks import QUEUE, task_args
-from tests.helpers import terminal_output
+from tests.helpers import clean_env, terminal_output
 from tests.processes import ROOT, http_ready, spawn, start_web, stop, wait_for
 
 URL = "/api/v1/leads/end-contact"
 # Databases of the session's server that no other test uses: these tests start their
 # own workers, and a worker of another test must not take their tasks.
 TOOLS_DB, PURGE_DB, FLOWER_DB, LOGS_DB, TERMINAL_DB = 11, 12, 13, 14, 15
-
-
-def clean_env(env: dict[str, str]) -> dict[str, str]:
-    kept = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ENDCONTACT_"))}
-    return {**kept, **env}
 
 
 def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
