@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from shared.embedded import free_port, start_server, stop_server
 from shared.settings import Settings
 from shared.store import Store, key_record
 from tests.conftest import Caller, new_caller
-from tests.helpers import assert_problem
+from tests.helpers import assert_problem, wait_until
 
 URL = "/api/v1/leads/end-contact"
 RATE_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
@@ -56,13 +55,6 @@ def _log_lines(log: Path, offset: int) -> list[dict[str, object]]:
         return [json.loads(line) for line in text.read().splitlines() if line.startswith(b"{")]
 
 
-def _wait_for_line(log: Path, offset: int, request_id: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not any(line.get("request_id") == request_id for line in _log_lines(log, offset)):
-        assert time.monotonic() < deadline, f"no line for {request_id} in {log}"
-        time.sleep(0.02)
-
-
 def test_an_unhandled_error_is_a_500_problem_with_its_request_id_logged_once(
     web_client: httpx.Client, store: Store, redis_url: str, logs: Path
 ) -> None:
@@ -85,7 +77,11 @@ def test_an_unhandled_error_is_a_500_problem_with_its_request_id_logged_once(
     # request; that request's own line marks how far to read.
     marker = f"edge-{uuid.uuid4().hex}"
     assert web_client.get("/healthz", headers={"x-request-id": marker}).status_code == 200
-    _wait_for_line(log, offset, marker)
+    wait_until(
+        lambda: any(line.get("request_id") == marker for line in _log_lines(log, offset)),
+        10,
+        f"a line for {marker} in {log}",
+    )
     text = log.read_bytes()[offset:].decode()
     errors = [line for line in _log_lines(log, offset) if line["level"] in ("ERROR", "CRITICAL")]
     assert len(errors) == 1, errors
