@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import redis
 from starlette.datastructures import QueryParams
@@ -18,6 +19,7 @@ from shared.marks import CSV_HEADER, BadCursor, Cursor, start_cursor
 from shared.settings import whole_number
 
 log = logging.getLogger("endcontact.api")
+T = TypeVar("T")
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -51,34 +53,31 @@ def wants_csv(accept: str | None) -> bool:
 
 def page_query(query: QueryParams) -> tuple[int, Cursor]:
     """The listing's `limit` and `cursor`, or a 400 naming each bad one."""
-    errors: list[dict[str, str]] = []
-    limit = query_limit(query, DEFAULT_LIMIT, MAX_LIMIT, errors)
-    cursor = start_cursor()
-    given = query.get("cursor")
-    if given is not None:
-        try:
-            cursor = Cursor.decode(given)
-        except BadCursor as exc:
-            errors.append({"parameter": "cursor", "value": given, "reason": str(exc)})
-    if errors:
-        raise invalid("The query must be fixed.", errors)
-    return limit, cursor
+    limit, cursor = _limit_and(query, "cursor", Cursor.decode)
+    return limit, start_cursor() if cursor is None else cursor
 
 
 def feed_query(query: QueryParams) -> tuple[EventId | None, int]:
     """The feed's `after` and `limit`, or a 400 naming each bad one."""
+    limit, after = _limit_and(query, "after", EventId.parse)
+    return after, limit
+
+
+def _limit_and(query: QueryParams, name: str, parse: Callable[[str], T]) -> tuple[int, T | None]:
+    """The query's `limit` and its `name` as `parse` reads it (None without one), or a
+    400 naming each bad one."""
     errors: list[dict[str, str]] = []
     limit = query_limit(query, DEFAULT_LIMIT, MAX_LIMIT, errors)
-    after = None
-    given = query.get("after")
+    value = None
+    given = query.get(name)
     if given is not None:
         try:
-            after = EventId.parse(given)
-        except BadEventId as exc:
-            errors.append({"parameter": "after", "value": given, "reason": str(exc)})
+            value = parse(given)
+        except (BadCursor, BadEventId) as exc:
+            errors.append({"parameter": name, "value": given, "reason": str(exc)})
     if errors:
         raise invalid("The query must be fixed.", errors)
-    return after, limit
+    return limit, value
 
 
 def after_ahead(after: str) -> Problem:
