@@ -26,14 +26,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import redis
 
-from api.body import MAX_NUMBERS
 from api.problems import Problem
+from shared.events import MAX_NUMBERS
+from shared.settings import whole_number
 
 if TYPE_CHECKING:
     from shared.broker import Admitted, AsyncBroker
@@ -53,9 +55,10 @@ MIN_NUMBER_BYTES = 8
 
 def most_numbers(content_length: str | None) -> int:
     """At most how many numbers a body of that declared length holds."""
-    if content_length is None or not content_length.isdigit():
+    length = whole_number(content_length or "", 0, sys.maxsize)
+    if length is None:
         return MAX_NUMBERS
-    return max(1, min(MAX_NUMBERS, int(content_length) // MIN_NUMBER_BYTES))
+    return max(1, min(MAX_NUMBERS, length // MIN_NUMBER_BYTES))
 
 
 class Room:

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import ClientDisconnect
 
 from api.problems import Problem, invalid
-from shared.events import REASON_MAX
+from shared.events import MAX_NUMBERS, REASON_MAX
 from shared.phones import InvalidPhoneNumber, to_e164
+from shared.settings import whole_number
 from shared.text import is_text
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
 MAX_BODY_BYTES = 64 * 1024
-MAX_NUMBERS = 50
 # The bulk check reads up to 1000 numbers: 128 KiB holds 1000 entries of up to 125
 # characters each (a number with its quotes, comma and a space), five times the
 # longest way people write one ("+44 (0) 20 7946 0958 " is 21). A longer body is a 413.
@@ -46,8 +47,8 @@ def _too_large(limit: int) -> Problem:
 
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     """The whole body, refusing early (without reading it) when it is too large."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = whole_number(request.headers.get("content-length", ""), 0, sys.maxsize)
+    if declared is not None and declared > limit:
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.body import CHECK_MAX_BODY_BYTES, CHECK_MAX_NUMBERS, MAX_BODY_BYTES, MAX_NUMBERS
+from api.body import CHECK_MAX_BODY_BYTES, CHECK_MAX_NUMBERS, MAX_BODY_BYTES
 from api.problems import MAX_ECHO
 from api.reads import DEFAULT_LIMIT, MAX_LIMIT
 from api.webhooks import DEFAULT_DELIVERIES, MAX_DELIVERIES
 from api.webhooks import MAX_BODY_BYTES as WEBHOOK_MAX_BODY_BYTES
 from shared.addresses import MAX_URL_LENGTH, RESOLVE_TIMEOUT
-from shared.events import REASON_MAX
+from shared.events import MAX_NUMBERS, REASON_MAX
 from shared.marks import MAX_CURSOR_LENGTH
 from shared.phones import MAX_INPUT_LENGTH
 from shared.webhooks import EVENT_TYPES, LOG_LENGTH, MAX_PER_CAMPAIGN

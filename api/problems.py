@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import redis
 from starlette.responses import Response
 
+from shared.text import is_text
+
 MEDIA_TYPE = "application/problem+json"
 T = TypeVar("T")
 # An error tells a client what was wrong, not its input back: an echoed value is cut to
@@ -118,7 +120,5 @@ async def or_unavailable(call: Awaitable[T], detail: str) -> T:
 def _encode(body: dict[str, Any]) -> bytes:
     """UTF-8 JSON; with \\u escapes where a client's value has no UTF-8 (a lone
     surrogate, which a JSON body may send as "\\ud800"): still JSON, never a 500."""
-    try:
-        return json.dumps(body, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        return json.dumps(body).encode()
+    text = json.dumps(body, ensure_ascii=False)
+    return (text if is_text(text) else json.dumps(body)).encode()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import redis
 from starlette.datastructures import QueryParams
@@ -15,8 +16,10 @@ from starlette.types import Receive, Scope, Send
 from api.problems import REDIS_TIMEOUT, Problem, invalid
 from shared.events import BadEventId, EventId
 from shared.marks import CSV_HEADER, BadCursor, Cursor, start_cursor
+from shared.settings import whole_number
 
 log = logging.getLogger("endcontact.api")
+T = TypeVar("T")
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -50,34 +53,31 @@ def wants_csv(accept: str | None) -> bool:
 
 def page_query(query: QueryParams) -> tuple[int, Cursor]:
     """The listing's `limit` and `cursor`, or a 400 naming each bad one."""
-    errors: list[dict[str, str]] = []
-    limit = _limit(query, errors)
-    cursor = start_cursor()
-    given = query.get("cursor")
-    if given is not None:
-        try:
-            cursor = Cursor.decode(given)
-        except BadCursor as exc:
-            errors.append({"parameter": "cursor", "value": given, "reason": str(exc)})
-    if errors:
-        raise invalid("The query must be fixed.", errors)
-    return limit, cursor
+    limit, cursor = _limit_and(query, "cursor", Cursor.decode)
+    return limit, start_cursor() if cursor is None else cursor
 
 
 def feed_query(query: QueryParams) -> tuple[EventId | None, int]:
     """The feed's `after` and `limit`, or a 400 naming each bad one."""
+    limit, after = _limit_and(query, "after", EventId.parse)
+    return after, limit
+
+
+def _limit_and(query: QueryParams, name: str, parse: Callable[[str], T]) -> tuple[int, T | None]:
+    """The query's `limit` and its `name` as `parse` reads it (None without one), or a
+    400 naming each bad one."""
     errors: list[dict[str, str]] = []
-    limit = _limit(query, errors)
-    after = None
-    given = query.get("after")
+    limit = query_limit(query, DEFAULT_LIMIT, MAX_LIMIT, errors)
+    value = None
+    given = query.get(name)
     if given is not None:
         try:
-            after = EventId.parse(given)
-        except BadEventId as exc:
-            errors.append({"parameter": "after", "value": given, "reason": str(exc)})
+            value = parse(given)
+        except (BadCursor, BadEventId) as exc:
+            errors.append({"parameter": name, "value": given, "reason": str(exc)})
     if errors:
         raise invalid("The query must be fixed.", errors)
-    return after, limit
+    return limit, value
 
 
 def after_ahead(after: str) -> Problem:
@@ -90,15 +90,17 @@ def after_ahead(after: str) -> Problem:
     )
 
 
-def _limit(query: QueryParams, errors: list[dict[str, str]]) -> int:
+def query_limit(query: QueryParams, default: int, most: int, errors: list[dict[str, str]]) -> int:
+    """The query's `limit` (`default` without one); a bad one is added to `errors`."""
     text = query.get("limit")
     if text is None:
-        return DEFAULT_LIMIT
-    if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT:
-        return int(text)
-    reason = f"must be a whole number from 1 to {MAX_LIMIT}"
-    errors.append({"parameter": "limit", "value": text, "reason": reason})
-    return DEFAULT_LIMIT
+        return default
+    limit = whole_number(text, 1, most)
+    if limit is None:
+        reason = f"must be a whole number from 1 to {most}"
+        errors.append({"parameter": "limit", "value": text, "reason": reason})
+        return default
+    return limit
 
 
 def export_query(query: QueryParams) -> None:

@@ -14,9 +14,11 @@ from starlette.responses import JSONResponse, Response
 
 from api.body import check_content_type, json_document, read_body
 from api.problems import Problem, invalid, or_unavailable, unauthorized
+from api.reads import query_limit
 from shared.addresses import AddressError, resolve_public_async, target
 from shared.events import iso
 from shared.store import feed_name
+from shared.text import is_text
 from shared.webhooks import EVENT_TYPES, MAX_PER_CAMPAIGN, Creation, Webhook, new_webhook
 
 if TYPE_CHECKING:
@@ -46,10 +48,11 @@ def _error(pointer: str, value: Any, reason: str) -> dict[str, Any]:
     surrogate (JSON may escape one, "\\ud800") has no UTF-8, so only the reason is."""
     error: dict[str, Any] = {"pointer": pointer, "reason": reason}
     try:
-        json.dumps(value, ensure_ascii=False).encode()
-    except (UnicodeEncodeError, ValueError, RecursionError):
+        shown = json.dumps(value, ensure_ascii=False)
+    except (ValueError, RecursionError):
         return error
-    error["value"] = value
+    if is_text(shown):
+        error["value"] = value
     return error
 
 
@@ -179,20 +182,11 @@ async def rotate_secret(request: Request, svc: Services, key: ApiKey) -> Respons
     )
 
 
-def _limit(request: Request) -> int:
-    text = request.query_params.get("limit")
-    if text is None:
-        return DEFAULT_DELIVERIES
-    if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_DELIVERIES:
-        return int(text)
-    reason = f"must be a whole number from 1 to {MAX_DELIVERIES}"
-    raise invalid(
-        "The query must be fixed.", [{"parameter": "limit", "value": text, "reason": reason}]
-    )
-
-
 async def deliveries(request: Request, svc: Services, key: ApiKey) -> Response:
-    limit = _limit(request)
+    errors: list[dict[str, str]] = []
+    limit = query_limit(request.query_params, DEFAULT_DELIVERIES, MAX_DELIVERIES, errors)
+    if errors:
+        raise invalid("The query must be fixed.", errors)
     webhook = await _own(request, svc, key)
     attempts = await or_unavailable(
         svc.webhooks.attempts(webhook.id, limit),

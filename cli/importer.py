@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, NamedTuple, TextIO
 
-from shared.events import REASON_MAX
+from shared.events import MAX_NUMBERS, REASON_MAX
 from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import Settings
+from shared.text import is_text
 
 if TYPE_CHECKING:
     from endcontact_client import AsyncClient, ProblemError
@@ -49,8 +50,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_CONCURRENCY = 16
 MAX_CONCURRENCY = 256
 DEFAULT_RETRY_FOR = 60.0
-# The service's own limit on one request's list (api/body.py).
-BATCH = 50
+# The service's own limit on one request's list.
+BATCH = MAX_NUMBERS
 # Rows finished but waiting behind an earlier row still in flight (results are written
 # in input order), and rows read but not yet finished: at most this many are held.
 MAX_PENDING = 20_000
@@ -621,12 +622,10 @@ def check_reason(reason: str | None) -> str | None:
         return None
     if len(reason) > REASON_MAX:
         raise UsageError(f"--reason must be at most {REASON_MAX} characters; it has {len(reason)}")
-    try:
-        reason.encode()
-    except UnicodeEncodeError:
+    if not is_text(reason):
         # Bytes that are not UTF-8 in argv arrive as lone surrogates; the service
         # refuses those (api/body.py).
-        raise UsageError("--reason must be UTF-8 text") from None
+        raise UsageError("--reason must be UTF-8 text")
     return reason
 
 

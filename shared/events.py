@@ -43,6 +43,10 @@ RESUMED = "resumed"
 CODES = {ENDED: "e", RESUMED: "r"}
 KINDS = {code: kind for kind, code in CODES.items()}
 REASON_MAX = 200
+# The most numbers one change request holds: the API's limit (api/body.py) and the
+# importer's batch. The client library, which imports nothing of the service, keeps
+# its own equal number (endcontact_client.retry.CHANGE_CHUNK; tests/unit/test_client_retry.py).
+MAX_NUMBERS = 50
 
 _EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})-([0-9]{1,6})")
 _MAX_64 = 2**64

@@ -6,7 +6,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -34,6 +34,23 @@ def post_numbers(
     if isinstance(http, str):
         return httpx.post(f"{http}{URL}", json=body, headers=dict(headers), timeout=30)
     return http.post(URL, json=body, headers=dict(headers))
+
+
+def clean_env(env: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without the service's settings (REDIS_*, ENDCONTACT_*:
+    a developer's shell may hold some), with `env` over it."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ENDCONTACT_"))}
+    return {**kept, **env}
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The response's RFC 9457 problem document, asserted to be one of `status`."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem: dict[str, Any] = response.json()
+    assert problem["status"] == status
+    assert {"type", "title", "detail"} <= problem.keys()
+    return problem
 
 
 def wait_until(

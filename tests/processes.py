@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import httpx
 import redis
 
 from shared.embedded import BROKER_ARGS, free_port, local_url, start_server, stop_server
-from tests.helpers import wait_until
+from tests.helpers import clean_env, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,13 +22,11 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """`python -m MODULE ARGS` (`endcontact`'s by default) with `env` added, output to
     `log`, in its own session."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ENDCONTACT_"))}
-    full_env.update(env)
     with open(log, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", module, *args],
             cwd=ROOT,
-            env=full_env,
+            env=clean_env(env),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

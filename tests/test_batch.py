@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from shared.settings import Settings
 from shared.store import NotDurable, Store, ended_key
 from shared.tasks import QUEUE, RESULT_KEY_PREFIX, listener_of, task_id
 from tests.conftest import Caller, new_caller
-from tests.helpers import numbers, post_numbers, wait_until
+from tests.helpers import clean_env, numbers, post_numbers, wait_until
 from tests.processes import ROOT, Stack, stop
 from worker.app import RESULT_EXPIRES, create_celery
 from worker.celery_seam.batch import SHARED_FROM, BatchFailed
@@ -281,11 +280,10 @@ def _stored(broker: redis.Redis, task: str) -> Callable[[], int]:
 
 def inspect(stack: Stack, what: str) -> Any:
     """`celery -A worker.celery_app inspect <what> --json`: each worker's answer."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ENDCONTACT_"))}
     done = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "worker.celery_app", "inspect", what, "--json"],
         cwd=ROOT,
-        env={**env, **stack.env},
+        env=clean_env(stack.env),
         capture_output=True,
         text=True,
         timeout=60,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,16 +17,15 @@ from shared.embedded import free_port
 from shared.store import Store, feed_name, key_record
 from shared.webhooks import key_webhooks_key, webhook_key
 from tests.conftest import new_caller
-from tests.helpers import URL, wait_until
+from tests.helpers import URL, clean_env, wait_until
 from tests.processes import ROOT, spawn, start_web, stop
 
 
 def endcontact(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ENDCONTACT_"))}
     return subprocess.run(
         [sys.executable, "-m", "cli", *args],
         cwd=ROOT,
-        env={**clean, **env},
+        env=clean_env(env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -293,11 +291,10 @@ def test_an_import_that_finished_keeps_its_result_whatever_signal_follows(
     finished import exit 143."""
     source = tmp_path / "numbers.csv"
     source.write_text("phone\n(509) 555-1234\n")
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ENDCONTACT_"))}
     process = subprocess.Popen(
         [sys.executable, "-m", "cli", "import", str(source), f"--url={web}"],
         cwd=ROOT,
-        env={**clean, "ENDCONTACT_API_KEY": new_caller(store).secret},
+        env=clean_env({"ENDCONTACT_API_KEY": new_caller(store).secret}),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

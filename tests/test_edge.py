@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from pathlib import Path
 
@@ -21,17 +20,10 @@ from shared.embedded import free_port, start_server, stop_server
 from shared.settings import Settings
 from shared.store import Store, key_record
 from tests.conftest import Caller, new_caller
+from tests.helpers import assert_problem, wait_until
 
 URL = "/api/v1/leads/end-contact"
 RATE_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
-
-
-def _assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, object] = response.json()
-    assert body["status"] == status
-    return body
 
 
 def test_slash_paths_are_404_problems_never_redirects(client: httpx.Client, caller: Caller) -> None:
@@ -43,17 +35,17 @@ def test_slash_paths_are_404_problems_never_redirects(client: httpx.Client, call
         client.get("/healthz/", headers=evil),
         client.get(f"{URL}/+15095551234/", headers=evil),
     ):
-        _assert_problem(response, 404)
+        assert_problem(response, 404)
         assert "location" not in response.headers
 
 
 def test_a_wrong_method_is_a_405_problem_with_allow(client: httpx.Client, caller: Caller) -> None:
     response = client.delete(URL, headers=caller.headers)
-    _assert_problem(response, 405)
+    assert_problem(response, 405)
     # GET is the listing (test_reads.py): the 405 allows both methods of the path.
     assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
     response = client.post("/healthz")
-    _assert_problem(response, 405)
+    assert_problem(response, 405)
     assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD"}
 
 
@@ -61,13 +53,6 @@ def _log_lines(log: Path, offset: int) -> list[dict[str, object]]:
     with open(log, "rb") as text:
         text.seek(offset)
         return [json.loads(line) for line in text.read().splitlines() if line.startswith(b"{")]
-
-
-def _wait_for_line(log: Path, offset: int, request_id: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not any(line.get("request_id") == request_id for line in _log_lines(log, offset)):
-        assert time.monotonic() < deadline, f"no line for {request_id} in {log}"
-        time.sleep(0.02)
 
 
 def test_an_unhandled_error_is_a_500_problem_with_its_request_id_logged_once(
@@ -84,7 +69,7 @@ def test_an_unhandled_error_is_a_500_problem_with_its_request_id_logged_once(
     response = web_client.get(
         f"{URL}/+15095551234", headers={**corrupt.headers, "x-request-id": rid}
     )
-    body = _assert_problem(response, 500)
+    body = assert_problem(response, 500)
     assert body["detail"] == "Something went wrong on our side; retry shortly."
     assert response.headers["x-request-id"] == rid
 
@@ -92,7 +77,11 @@ def test_an_unhandled_error_is_a_500_problem_with_its_request_id_logged_once(
     # request; that request's own line marks how far to read.
     marker = f"edge-{uuid.uuid4().hex}"
     assert web_client.get("/healthz", headers={"x-request-id": marker}).status_code == 200
-    _wait_for_line(log, offset, marker)
+    wait_until(
+        lambda: any(line.get("request_id") == marker for line in _log_lines(log, offset)),
+        10,
+        f"a line for {marker} in {log}",
+    )
     text = log.read_bytes()[offset:].decode()
     errors = [line for line in _log_lines(log, offset) if line["level"] in ("ERROR", "CRITICAL")]
     assert len(errors) == 1, errors
@@ -124,7 +113,7 @@ def test_every_answer_to_a_keyed_request_carries_the_rate_limit(
 
 def test_a_5000_character_lookup_is_a_small_400(client: httpx.Client, caller: Caller) -> None:
     response = client.get(f"{URL}/{'7' * 5000}", headers=caller.headers)
-    body = _assert_problem(response, 400)
+    body = assert_problem(response, 400)
     assert len(response.content) <= 2048
     assert body["errors"] == [
         {
@@ -140,7 +129,7 @@ def test_a_body_of_50_long_bad_entries_is_a_400_under_2_kb(
 ) -> None:
     entries = [f"{index:02d}" + "é" * 198 for index in range(50)]
     response = client.post(URL, json={"phoneNumberList": entries}, headers=caller.headers)
-    body = _assert_problem(response, 400)
+    body = assert_problem(response, 400)
     assert len(response.content) <= 2048
     errors = body["errors"]
     assert isinstance(errors, list)
@@ -157,7 +146,7 @@ def test_a_number_too_long_for_python_is_a_400(client: httpx.Client, caller: Cal
     response = client.post(
         URL, content=raw, headers={**caller.headers, "content-type": "application/json"}
     )
-    _assert_problem(response, 400)
+    assert_problem(response, 400)
 
 
 def test_a_lifespan_that_fails_closes_everything_it_opened(tmp_path: Path) -> None:
@@ -209,7 +198,7 @@ def test_a_lone_surrogate_is_a_400_and_never_reaches_the_feed(
         rb'{"phoneNumberList": ["+1 509 555 0101"], "reason": "stop \udfff\ud800"}',
     ):
         for path in (URL, "/api/v1/leads/resume-contact"):
-            body = _assert_problem(client.post(path, content=raw, headers=headers), 400)
+            body = assert_problem(client.post(path, content=raw, headers=headers), 400)
             assert body["errors"] == [
                 {
                     "pointer": "/reason",
@@ -219,7 +208,7 @@ def test_a_lone_surrogate_is_a_400_and_never_reaches_the_feed(
             ]
     for path in (URL, f"{URL}/check"):
         raw = rb'{"phoneNumberList": ["\ud800"]}'
-        body = _assert_problem(client.post(path, content=raw, headers=headers), 400)
+        body = assert_problem(client.post(path, content=raw, headers=headers), 400)
         assert body["errors"] == [
             {"pointer": "/phoneNumberList/0", "value": "\ud800", "reason": "not a phone number"}
         ]

@@ -18,7 +18,7 @@ import redis
 from shared.store import Store, ended_key, utc_now
 from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller, serving
-from tests.helpers import URL, lookup_path, post_numbers, wait_until
+from tests.helpers import URL, assert_problem, lookup_path, post_numbers, wait_until
 from tests.processes import spawn, stop, wait_for, worker_ready
 
 
@@ -51,15 +51,6 @@ def workerless(redis_server: str) -> Iterator[Workerless]:
         redis.Redis.from_url(url, decode_responses=True) as client,
     ):
         yield Workerless(web, Store(client), client)
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    problem: dict[str, Any] = response.json()
-    assert problem["status"] == status
-    assert {"type", "title", "detail"} <= problem.keys()
-    return problem
 
 
 # --- 201 -------------------------------------------------------------------------

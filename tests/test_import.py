@@ -24,7 +24,7 @@ from shared.metrics import METRICS_KEY, sample
 from shared.store import Store
 from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller
-from tests.helpers import terminal_output, wait_until
+from tests.helpers import clean_env, terminal_output, wait_until
 from tests.processes import ROOT, Stack, http_ready, spawn, stop, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -34,10 +34,8 @@ LEADS_HEADER = ["name", "phoneNumber", "phoneNumber_result", "status", "detail"]
 
 
 def environment(key: str | None, **extra: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ENDCONTACT_"))}
-    if key is not None:
-        clean["ENDCONTACT_API_KEY"] = key
-    return {**clean, **extra}
+    given = {} if key is None else {"ENDCONTACT_API_KEY": key}
+    return clean_env({**given, **extra})
 
 
 def command(source: Path, url: str, *args: str) -> list[str]:

@@ -24,7 +24,7 @@ from shared.apikeys import Scope
 from shared.events import CODES, ENDED, RESUMED, Event, EventId, entry_events, history
 from shared.store import TRIMMED, Store, ended_key, events_key, feed_name
 from tests.conftest import Caller, new_caller
-from tests.helpers import URL, lookup_path, numbers, wait_until
+from tests.helpers import URL, assert_problem, lookup_path, numbers, wait_until
 from tests.processes import Stack
 
 pytestmark = pytest.mark.timeout(120)
@@ -65,15 +65,8 @@ def created(response: httpx.Response) -> dict[str, list[str]]:
     return body
 
 
-def problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    return body
-
-
 def pointers(response: httpx.Response) -> list[str]:
-    return [error.get("pointer") for error in problem(response, 400)["errors"]]
+    return [error.get("pointer") for error in assert_problem(response, 400)["errors"]]
 
 
 def hist(http: httpx.Client, caller: Caller, phone: str) -> list[dict[str, Any]]:
@@ -130,7 +123,7 @@ def test_resume_answers_in_e164_and_request_order_and_the_lookup_says_404(
         "failure": [],
     }
     for phone in (ended[3], ended[0], ended[5], "+15095550200", "+15095550201"):
-        found = problem(lookup(web_client, caller, phone), 404)
+        found = assert_problem(lookup(web_client, caller, phone), 404)
         assert found["type"] == "/problems/not-ended"
     for phone in (ended[1], ended[2], ended[4]):
         assert lookup(web_client, caller, phone).json()["endedAt"] == first_end[phone]
@@ -176,7 +169,7 @@ def test_a_key_is_asked_for_before_the_body(client: httpx.Client, path: str) -> 
     for headers in ({}, {"x-api-key": "not-a-key"}):
         body = {"phoneNumberList": ["nope"], "reason": 5}
         response = client.post(path, json=body, headers=headers)
-        problem(response, 401)
+        assert_problem(response, 401)
 
 
 def snapshot(client: httpx.Client, caller: Caller, phones: list[str]) -> object:
@@ -453,26 +446,26 @@ def test_the_feed_from_the_start_when_dry_and_when_asked_wrong(
 
     for limit in ("0", "1001", "x", "1.5", "-1", "", " 5", "²"):
         response = web_client.get(FEED, params={"limit": limit}, headers=caller.headers)
-        (error,) = problem(response, 400)["errors"]
+        (error,) = assert_problem(response, 400)["errors"]
         assert error["parameter"] == "limit", limit
     for after in ("x", "1-0", "1-0-0-0", "", "1764450000000-0-a", f"{2**64}-0-0"):
         response = web_client.get(FEED, params={"after": after}, headers=caller.headers)
-        (error,) = problem(response, 400)["errors"]
+        (error,) = assert_problem(response, 400)["errors"]
         assert error["parameter"] == "after", after
     response = web_client.get(FEED, params={"after": "x", "limit": "0"}, headers=caller.headers)
-    assert {e["parameter"] for e in problem(response, 400)["errors"]} == {"after", "limit"}
-    problem(web_client.get(FEED), 401)
+    assert {e["parameter"] for e in assert_problem(response, 400)["errors"]} == {"after", "limit"}
+    assert_problem(web_client.get(FEED), 401)
 
     # Another campaign, even of the same company, sees none of it.
     for other in (new_caller(store), new_caller(store, caller.key.scope.company)):
         assert page(web_client, other) == {"events": [], "next": "0-0-0"}
         assert hist(web_client, other, phones[0]) == []
-        problem(lookup(web_client, other, phones[0]), 404)
+        assert_problem(lookup(web_client, other, phones[0]), 404)
 
 
 def assert_ahead(client: httpx.Client, caller: Caller, after: str) -> None:
     response = client.get(FEED, params={"after": after}, headers=caller.headers)
-    (error,) = problem(response, 400)["errors"]
+    (error,) = assert_problem(response, 400)["errors"]
     assert error == {
         "parameter": "after",
         "value": after,
@@ -531,7 +524,7 @@ def test_past_the_retention_events_leave_the_feed_and_a_resumed_number_its_histo
 
         wait_until(trimmed, 60, "the first events past their retention", interval=0.3)
 
-        gone = problem(http.get(FEED, params={"after": cursor}, headers=caller.headers), 410)
+        gone = assert_problem(http.get(FEED, params={"after": cursor}, headers=caller.headers), 410)
         assert gone["type"] == "/problems/cursor-expired"
         (error,) = gone["errors"]
         assert error["parameter"] == "after"
@@ -549,7 +542,7 @@ def test_past_the_retention_events_leave_the_feed_and_a_resumed_number_its_histo
             assert lookup(http, caller, phone).status_code == 200
         for phone in resumed:
             assert hist(http, caller, phone) == []
-            problem(lookup(http, caller, phone), 404)
+            assert_problem(lookup(http, caller, phone), 404)
         assert not stack.client.hexists(ended_key(caller.key.scope), e164(resumed)[0])
         # From the new start on, the feed goes on as ever.
         created(change(http, caller, RESUME, kept[:1]))

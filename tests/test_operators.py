@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,18 +26,13 @@ from shared.apikeys import Scope
 from shared.embedded import free_port
 from shared.store import Store
 from shared.tasks import QUEUE, task_args
-from tests.helpers import terminal_output
+from tests.helpers import clean_env, terminal_output, wait_until
 from tests.processes import ROOT, http_ready, spawn, start_web, stop, wait_for
 
 URL = "/api/v1/leads/end-contact"
 # Databases of the session's server that no other test uses: these tests start their
 # own workers, and a worker of another test must not take their tasks.
 TOOLS_DB, PURGE_DB, FLOWER_DB, LOGS_DB, TERMINAL_DB = 11, 12, 13, 14, 15
-
-
-def clean_env(env: dict[str, str]) -> dict[str, str]:
-    kept = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ENDCONTACT_"))}
-    return {**kept, **env}
 
 
 def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -57,14 +51,6 @@ def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
 def celery(*args: str, url: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", *args]
     return run(argv, {"REDIS_URL": url})
-
-
-def until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.05)
 
 
 def publish(url: str, count: int) -> list[str]:
@@ -213,7 +199,7 @@ def test_flower_shows_tasks(worker_on: Callable[[int], str], tmp_path: Path) -> 
         return any(t.get("state") == "SUCCESS" for t in tasks.values())
 
     try:
-        until(shown, f"a task in Flower:\n{log.read_text(errors='replace')}", timeout=90)
+        wait_until(shown, 90, "a task in Flower", logs=lambda: log.read_text(errors="replace"))
     finally:
         stop(flower)
     task = next(t for t in seen.values() if isinstance(t, dict) and t.get("state") == "SUCCESS")

@@ -25,7 +25,7 @@ from shared.marks import Cursor
 from shared.store import Store, ended_key
 from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller, serving
-from tests.helpers import URL, post_numbers, wait_until
+from tests.helpers import URL, assert_problem, post_numbers, wait_until
 from tests.processes import ROOT, Stack, start_web, stop
 from tests.test_cli import endcontact
 
@@ -88,13 +88,6 @@ def paging(reader: Reader, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def e164(count: int, first: int = 0) -> list[str]:
     """`count` distinct E.164 numbers as the worker stores them."""
     return [f"+1509{n:07d}" for n in range(first, first + count)]
-
-
-def problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    return body
 
 
 # --- bulk check ------------------------------------------------------------------
@@ -161,13 +154,13 @@ def test_check_refuses_what_end_contact_refuses_but_up_to_1000(
     def post(body: object) -> httpx.Response:
         return http.post(CHECK, json=body, headers=caller.headers)
 
-    too_many = problem(post({"phoneNumberList": e164(1001)}), 400)
+    too_many = assert_problem(post({"phoneNumberList": e164(1001)}), 400)
     assert too_many["errors"] == [
         {"pointer": "/phoneNumberList", "reason": "must hold 1 to 1000 entries"}
     ]
-    problem(post({"phoneNumberList": []}), 400)
-    problem(post({"numbers": ["+15095551234"]}), 400)
-    bad = problem(
+    assert_problem(post({"phoneNumberList": []}), 400)
+    assert_problem(post({"numbers": ["+15095551234"]}), 400)
+    bad = assert_problem(
         post({"phoneNumberList": ["(509) 555-1234", "(555) 555-1234", "+1 509 555 1234", 7]}), 400
     )
     assert [error["pointer"] for error in bad["errors"]] == [
@@ -178,14 +171,14 @@ def test_check_refuses_what_end_contact_refuses_but_up_to_1000(
     wrong_type = http.post(
         CHECK, content=b"{}", headers={**caller.headers, "content-type": "text/plain"}
     )
-    assert problem(wrong_type, 400)["errors"][0]["header"] == "content-type"
+    assert assert_problem(wrong_type, 400)["errors"][0]["header"] == "content-type"
 
 
 def test_check_401_comes_before_400_and_413(http: httpx.Client) -> None:
     for headers in ({}, {"x-api-key": "ec_" + "x" * 43}):
-        assert problem(http.post(CHECK, json={"phoneNumberList": []}, headers=headers), 401)
+        assert assert_problem(http.post(CHECK, json={"phoneNumberList": []}, headers=headers), 401)
         big = http.post(CHECK, content=b"x" * 200_000, headers=headers)
-        assert problem(big, 401)
+        assert assert_problem(big, 401)
 
 
 def test_check_body_over_128_kib_gets_413(reader: Reader, http: httpx.Client) -> None:
@@ -196,7 +189,7 @@ def test_check_body_over_128_kib_gets_413(reader: Reader, http: httpx.Client) ->
     response = http.post(
         CHECK, content=raw, headers={**caller.headers, "content-type": "application/json"}
     )
-    assert problem(response, 413)["detail"] == "The body is larger than 131072 bytes."
+    assert assert_problem(response, 413)["detail"] == "The body is larger than 131072 bytes."
     assert response.headers["connection"] == "close"
 
 
@@ -364,6 +357,8 @@ def test_a_listing_while_another_client_ends_and_removes_all_the_time(
         ({"limit": "ten"}, ["limit"]),
         ({"limit": ""}, ["limit"]),
         ({"limit": "٣"}, ["limit"]),
+        # Digits, but more than Python's int() reads (4,300).
+        ({"limit": "9" * 5000}, ["limit"]),
         ({"cursor": "nonsense"}, ["cursor"]),
         ({"cursor": "1" + "A" * 10}, ["cursor"]),
         ({"cursor": Cursor(whole=True, floor="+15095551234").encode()[:-2]}, ["cursor"]),
@@ -374,13 +369,13 @@ def test_bad_limit_or_cursor_is_a_400_naming_it(
     reader: Reader, http: httpx.Client, query: dict[str, str], parameters: list[str]
 ) -> None:
     response = http.get(URL, params=query, headers=reader.caller().headers)
-    body = problem(response, 400)
+    body = assert_problem(response, 400)
     assert [error["parameter"] for error in body["errors"]] == parameters
 
 
 def test_listing_needs_a_key(http: httpx.Client) -> None:
-    problem(http.get(URL, params={"limit": "0"}), 401)
-    problem(http.get(URL, headers={"accept": "text/csv"}), 401)
+    assert_problem(http.get(URL, params={"limit": "0"}), 401)
+    assert_problem(http.get(URL, headers={"accept": "text/csv"}), 401)
 
 
 # --- export ----------------------------------------------------------------------
@@ -439,7 +434,7 @@ def test_export_refuses_a_limit_or_cursor(reader: Reader, http: httpx.Client) ->
     response = http.get(
         URL, params={"limit": "5"}, headers={**reader.caller().headers, "accept": "text/csv"}
     )
-    assert [error["parameter"] for error in problem(response, 400)["errors"]] == ["limit"]
+    assert [error["parameter"] for error in assert_problem(response, 400)["errors"]] == ["limit"]
 
 
 def test_cli_export_writes_what_the_api_exports(

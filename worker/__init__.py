@@ -1,2 +1,3 @@
-"""The Celery worker: runs the end-contact and resume-contact tasks, in batches
+"""The Celery worker: takes the end-contact and resume-contact tasks off the queue in
+batches and writes each batch's changes to the store in one round trip
 (worker.celery_seam)."""

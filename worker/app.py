@@ -1,5 +1,6 @@
 """The Celery app, built from Settings: our tasks (worker.tasks) on Celery with our seams
-(worker.celery_seam), logging, heartbeats and webhook deliveries."""
+(worker.celery_seam), and what a worker starts beside them (heartbeat, deliveries
+process), connected to Celery's signals once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 
 from celery import Celery
 from celery.signals import (
@@ -44,6 +46,117 @@ RESULT_EXPIRES = 60
 # How long a stopping worker waits for its deliveries process (it records the attempts
 # in flight for a few seconds first).
 DELIVERIES_STOP = 15
+
+
+@dataclass
+class _Parts:
+    """What one app's worker starts beside its tasks and counts, reached by the signal
+    handlers below through the sender's app."""
+
+    settings: Settings
+    heartbeat_store: Store
+    heartbeat_broker: Broker
+    metrics: Registry
+    meter: DrainMeter = field(init=False)
+    # The broker's clock, read at each heartbeat: tasks expire on it (worker.batch). And
+    # the store's, on which the write script checks each change's deadline.
+    broker_clock: ServerClock = field(default_factory=ServerClock)
+    store_clock: ServerClock = field(default_factory=ServerClock)
+    beats: list[Heartbeat] = field(default_factory=list)
+    # Webhook deliveries (worker/deliveries/): a process of its own per worker
+    # process, started and stopped with it, at a lower priority.
+    dispatchers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.meter = DrainMeter(self.metrics)
+
+
+# Celery's signals are global and their handlers live as long as the process: they are
+# connected here, once, at import, however many apps create_celery makes (making one
+# twice must not start two heartbeats). Each acts for its sender's app, if ours.
+
+
+def _parts(sender: object) -> _Parts | None:
+    """The parts of the app that sent a signal (a worker, its consumer or a task)."""
+    parts = getattr(getattr(sender, "app", None), "parts", None)
+    return parts if isinstance(parts, _Parts) else None
+
+
+def _our_logging(**kwargs: object) -> None:
+    # Connected, this replaces Celery's own logging set-up with ours.
+    logs.configure()
+
+
+def _started(sender: object, **kwargs: object) -> None:
+    parts = _parts(sender)
+    if parts is None:
+        return
+    # What start-up made lives as long as the worker: out of the garbage
+    # collector's sight, a full collection no longer walks it (each took about
+    # 0.1 s, several times a minute under load, a fifth of the worker's CPU).
+    gc.freeze()
+    # A batch's objects die together when it ends: collected less often, most are
+    # freed before the collector ever walks them. Drain, 2 workers, 3 interleaved
+    # runs: 127 -> 90 us of CPU per task (Python's default is 700, 10, 10).
+    gc.set_threshold(50_000, 20, 20)
+    name = str(getattr(sender, "hostname", "worker"))
+    beat = Heartbeat(
+        parts.heartbeat_store,
+        parts.heartbeat_broker,
+        name,
+        parts.metrics,
+        parts.meter,
+        parts.broker_clock,
+        parts.store_clock,
+    )
+    beat.start()
+    parts.beats.append(beat)
+    env = dict(os.environ)
+    if parts.settings.redis_url is not None:  # resolved by the CLI (the embedded server)
+        env["REDIS_URL"] = parts.settings.redis_url
+    parts.dispatchers.append(subprocess.Popen([sys.executable, "-m", "worker.deliveries"], env=env))
+
+
+def _stopped(sender: object, **kwargs: object) -> None:
+    parts = _parts(sender)
+    if parts is None:
+        return
+    for process in parts.dispatchers:
+        process.terminate()
+    for process in parts.dispatchers:
+        try:
+            process.wait(DELIVERIES_STOP)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for beat in parts.beats:
+        beat.stop()
+
+
+def _count_expired(sender: object, expired: bool = False, **kwargs: object) -> None:
+    parts = _parts(sender)
+    if parts is not None and expired:
+        parts.metrics.inc(TASKS, {"outcome": "expired"})
+
+
+def _task_started(sender: object, **kwargs: object) -> None:
+    parts = _parts(sender)
+    if parts is not None:
+        parts.meter.task_started()
+
+
+def _task_finished(sender: object, **kwargs: object) -> None:
+    parts = _parts(sender)
+    if parts is not None:
+        parts.meter.task_finished()
+
+
+setup_logging.connect(_our_logging)
+worker_ready.connect(_started)
+worker_shutdown.connect(_stopped)
+task_revoked.connect(_count_expired)
+task_prerun.connect(_task_started)
+task_postrun.connect(_task_finished)
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -107,78 +220,16 @@ def create_celery(settings: Settings) -> Celery:
     logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 
     # Its own clients: the heartbeat thread must not share a connection with the task.
-    heartbeat_store = Store.connect(settings)
-    heartbeat_broker = Broker.connect(settings)
-    beats: list[Heartbeat] = []
-    metrics = Registry()
-    meter = DrainMeter(metrics)
-    # The broker's clock, read at each heartbeat: tasks expire on it (worker.celery_seam). And
-    # the store's, on which the write script checks each change's deadline.
-    broker_clock = ServerClock()
-    store_clock = ServerClock()
-
-    def start_heartbeat(sender: object, **kwargs: object) -> None:
-        name = str(getattr(sender, "hostname", "worker"))
-        beat = Heartbeat(
-            heartbeat_store, heartbeat_broker, name, metrics, meter, broker_clock, store_clock
-        )
-        beat.start()
-        beats.append(beat)
-
-    def stop_heartbeat(sender: object, **kwargs: object) -> None:
-        for beat in beats:
-            beat.stop()
-
-    # Webhook deliveries (worker/deliveries/): a process of its own per worker
-    # process, started and stopped with it, at a lower priority.
-    dispatchers: list[subprocess.Popen[bytes]] = []
-
-    def start_deliveries(sender: object, **kwargs: object) -> None:
-        env = dict(os.environ)
-        if settings.redis_url is not None:  # resolved by the CLI (the embedded server)
-            env["REDIS_URL"] = settings.redis_url
-        dispatchers.append(subprocess.Popen([sys.executable, "-m", "worker.deliveries"], env=env))
-
-    def stop_deliveries(sender: object, **kwargs: object) -> None:
-        for process in dispatchers:
-            process.terminate()
-        for process in dispatchers:
-            try:
-                process.wait(DELIVERIES_STOP)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-    def our_logging(**kwargs: object) -> None:
-        # Connected, this replaces Celery's own logging set-up with ours.
-        logs.configure()
-
-    def count_expired(expired: bool = False, **kwargs: object) -> None:
-        if expired:
-            metrics.inc(TASKS, {"outcome": "expired"})
-
-    def freeze_start_up_objects(**kwargs: object) -> None:
-        # What start-up made lives as long as the worker: out of the garbage
-        # collector's sight, a full collection no longer walks it (each took about
-        # 0.1 s, several times a minute under load, a fifth of the worker's CPU).
-        gc.freeze()
-        # A batch's objects die together when it ends: collected less often, most are
-        # freed before the collector ever walks them. Drain, 2 workers, 3 interleaved
-        # runs: 127 -> 90 us of CPU per task (Python's default is 700, 10, 10).
-        gc.set_threshold(50_000, 20, 20)
-
-    setup_logging.connect(our_logging, weak=False)
-    worker_ready.connect(freeze_start_up_objects, weak=False)
-    task_revoked.connect(count_expired, weak=False)
-    worker_ready.connect(start_heartbeat, weak=False)
-    task_prerun.connect(meter.task_started, weak=False)
-    task_postrun.connect(meter.task_finished, weak=False)
-    worker_ready.connect(start_deliveries, weak=False)
-    worker_shutdown.connect(stop_deliveries, weak=False)
-    worker_shutdown.connect(stop_heartbeat, weak=False)
+    parts = _Parts(
+        settings=settings,
+        heartbeat_store=Store.connect(settings),
+        heartbeat_broker=Broker.connect(settings),
+        metrics=Registry(),
+    )
+    app.parts = parts
 
     # Our tasks, run in batches (worker.celery_seam) through their Strategy.
-    batches = Batches(store, metrics, broker_clock, store_clock)
+    batches = Batches(store, parts.metrics, parts.broker_clock, parts.store_clock)
     tasks.register(app, store, Strategy=staticmethod(batches.strategy))
 
     return app

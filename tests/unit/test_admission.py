@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from api.admission import most_numbers
-from api.body import MAX_NUMBERS
+from shared.events import MAX_NUMBERS
 from shared.metrics import TASKS, Registry
 from worker.heartbeat import DrainMeter
 
@@ -22,6 +22,9 @@ def test_a_bodys_length_bounds_its_numbers() -> None:
         assert most_numbers(str(len(body))) >= 10
     assert most_numbers(None) == MAX_NUMBERS  # no length declared (chunked)
     assert most_numbers("lots") == MAX_NUMBERS
+    # Digits to str.isdigit, not to int(): a superscript, more digits than int() reads.
+    assert most_numbers("²") == MAX_NUMBERS
+    assert most_numbers("9" * 5000) == MAX_NUMBERS
 
 
 def ran(registry: Registry, meter: DrainMeter, tasks: int) -> None:

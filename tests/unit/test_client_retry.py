@@ -8,7 +8,21 @@ from email.utils import format_datetime
 
 import pytest
 
-from endcontact_client.retry import Backoff, Chunk, chunks, parse_retry_after, wait_before_retry
+from api.body import CHECK_MAX_NUMBERS
+from endcontact_client.retry import (
+    CHANGE_CHUNK,
+    CHECK_CHUNK,
+    Backoff,
+    Chunk,
+    chunks,
+    parse_retry_after,
+    wait_before_retry,
+)
+from shared.events import MAX_NUMBERS
+
+
+def test_the_chunks_are_the_services_limits() -> None:
+    assert (CHANGE_CHUNK, CHECK_CHUNK) == (MAX_NUMBERS, CHECK_MAX_NUMBERS)
 
 
 def test_chunks_keep_order_and_offsets() -> None:

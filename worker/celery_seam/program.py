@@ -73,6 +73,9 @@ def _say(msg: str, f: object = None) -> None:
 
 
 class EndContactCelery(Celery):  # type: ignore[misc]
+    # Set by worker.app's create_celery: what its signal handlers act on (its _Parts).
+    parts: Any = None
+
     # The worker program that `celery worker` and worker_main run: ours.
     @cached_property
     def Worker(self) -> type[JsonWorker]:

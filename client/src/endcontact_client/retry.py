@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-# What one request may carry (the service's own limits: a longer list is a 400).
+# What one request may carry: the service's own limits (shared.events.MAX_NUMBERS,
+# api.body.CHECK_MAX_NUMBERS; a longer list is a 400), written here because the client
+# imports nothing of the service; tests/unit/test_client_retry.py checks they are equal.
 CHANGE_CHUNK = 50
 CHECK_CHUNK = 1000
 _SECONDS = re.compile(r"[0-9]+")
