@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import TYPE_CHECKING
 
+from shared import background
 from shared.metrics import FLUSH_INTERVAL, NUMBERS, Registry
 
 if TYPE_CHECKING:
@@ -46,11 +46,12 @@ class Flusher:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(flush_forever(self._registry, self._store))
+        self._task = asyncio.create_task(
+            flush_forever(self._registry, self._store), name="metrics-flusher"
+        )
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Within a deadline: a cancellation may be lost in a flush (shared.background).
+            await background.stop(self._task)
         await flush(self._registry, self._store)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from shared import background
 from shared.connection import failure
 from shared.tasks import RESULT_KEY_PREFIX, batch_channel, task_id
 
@@ -108,6 +109,9 @@ class ResultListener:
         self._task: asyncio.Task[None] | None = None
         # The connection dropped (or was dropped): sweep the keys once resubscribed.
         self._lost = False
+        # Set by stop(): the loops end at their next turn even if a cancellation is lost
+        # (shared.background).
+        self._stopping = False
         self._background: set[asyncio.Task[Any]] = set()
 
     def new_task_id(self) -> str:
@@ -121,13 +125,15 @@ class ResultListener:
         self._task = asyncio.create_task(self._listen(), name="result-listener")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for task in list(self._background):
-            task.cancel()
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+        """Within a deadline, whatever redis-py does with a cancellation (issue 20)."""
+        self._stopping = True
+        tasks = [*self._background, *([self._task] if self._task is not None else [])]
+        await asyncio.gather(*(background.stop(task) for task in tasks))
+        # Once the tasks are over, so that none uses the connection as it closes (one that
+        # would not stop has its read fail then, and ends: it is stopping).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(background.STOP_TIMEOUT):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     async def ready(self) -> None:
         """Returns once the subscription is confirmed: tasks may be published then."""
@@ -159,10 +165,10 @@ class ResultListener:
         return self._subscribed.is_set() and self._task is not None and not self._task.done()
 
     async def _listen(self) -> None:
-        """Read results until cancelled. Whatever stops the reading, it starts again on a
+        """Read results until stopped. Whatever stops the reading, it starts again on a
         new connection: a process whose listener had died would make every request wait
         for its whole deadline while saying it is ready (issue 19)."""
-        while True:
+        while not self._stopping:
             try:
                 await self._read()
             except Exception as exc:
@@ -184,7 +190,7 @@ class ResultListener:
                 await asyncio.sleep(_RECONNECT_DELAY)
 
     async def _read(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 if not self._pubsub.patterns:
                     await self._pubsub.psubscribe(self._pattern)

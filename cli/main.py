@@ -523,9 +523,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _terminate)
-    args = parser().parse_args(argv)
     try:
+        # Inside the try: a SIGTERM while the arguments are read is a 143 too, not a
+        # stack trace and 1.
+        signal.signal(signal.SIGTERM, _terminate)
+        args = parser().parse_args(argv)
         settings = Settings.from_env()
         code: int = args.handler(settings, args)
     except (SettingsError, EmbeddedServerError) as exc:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from shared import lua
+from shared import background, lua
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -86,13 +86,12 @@ class ServerClock:
     async def kept(self, client: redis.asyncio.Redis) -> AsyncIterator[None]:
         """Read now, then every READ_EVERY seconds in the background, while inside."""
         await self.read(client)
-        task = asyncio.create_task(self._keep_reading(client))
+        task = asyncio.create_task(self._keep_reading(client), name="clock-reader")
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Within a deadline: a cancellation may be lost in a reading (shared.background).
+            await background.stop(task)
 
     async def _keep_reading(self, client: redis.asyncio.Redis) -> None:
         while True:

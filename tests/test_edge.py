@@ -10,10 +10,13 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 import redis
+import redis.asyncio
 from starlette.applications import Starlette
 
 from api.app import create_app
+from api.results import ResultListener
 from shared import metrics
 from shared.apikeys import digest
 from shared.embedded import free_port, start_server, stop_server
@@ -185,6 +188,35 @@ def test_a_lifespan_that_fails_closes_everything_it_opened(tmp_path: Path) -> No
             assert raw.info("clients")["connected_clients"] == 1  # this one
     finally:
         stop_server(server)
+
+
+def test_a_result_listener_stopped_at_any_step_of_its_start_ends(broker_url: str) -> None:
+    """A SIGTERM just after start-up stops the result listener in the middle of its first
+    subscription. Stopped after each step of the event loop from its start (connecting,
+    the handshake, PSUBSCRIBE, the first read), it ends and leaves no task behind. On
+    Python 3.11 redis-py loses a cancellation that comes as one of its commands is sent
+    (asyncio.wait_for, around every send): the listener went back to reading, and the
+    web's shutdown never finished (issue 20)."""
+
+    async def stopped_after(steps: int) -> set[asyncio.Task[object]]:
+        # redis-py's defaults, as the web's client has them (a socket timeout).
+        client = redis.asyncio.Redis.from_url(broker_url, decode_responses=True)
+        try:
+            listener = ResultListener(client)
+            await listener.start()
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            # A hang check: stop() used to swallow the cancellation of this deadline too.
+            async with asyncio.timeout(5) as deadline:
+                await listener.stop()
+            if deadline.expired():
+                pytest.fail(f"stopped after {steps} steps, the listener ran on for 5 s")
+        finally:
+            await client.aclose()
+        return asyncio.all_tasks() - {asyncio.current_task()}
+
+    for steps in range(40):
+        assert asyncio.run(stopped_after(steps)) == set(), steps
 
 
 def test_a_lone_surrogate_is_a_400_and_never_reaches_the_feed(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import signal
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,12 +14,13 @@ import httpx
 import pytest
 import redis
 
+from shared.embedded import free_port
 from shared.store import Store, ended_key
 from shared.tasks import QUEUE, RESULT_KEY_PREFIX, batch_channel
 from tests.composefile import load_compose
 from tests.conftest import Caller, new_caller
 from tests.helpers import URL, lookup_path, numbers, post_numbers, wait_until
-from tests.processes import Stack, start_web
+from tests.processes import Stack, http_ready, spawn, start_web
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -298,6 +300,87 @@ def test_a_draining_web_answers_421_until_it_stops(tmp_path: Path) -> None:
         assert stack.client.exists(ended_key(caller.key.scope)) == 0
     finally:
         stack.stop()
+
+
+# When, in a web's start, SIGTERM comes: seconds after the process is spawned (the
+# first ones before Python has set any handler), after uvicorn says the app's start-up
+# begins (the clients, the clock, the result listener's first subscription), or once
+# /healthz first answers.
+SIGTERM_MOMENTS = [
+    ("spawned", 0.0),
+    ("spawned", 0.05),
+    ("spawned", 0.2),
+    ("starting", 0.0),
+    ("starting", 0.005),
+    ("starting", 0.02),
+    ("starting", 0.05),
+    ("starting", 0.1),
+    ("answering", 0.0),
+]
+
+
+def test_sigterm_at_any_moment_of_start_up_stops_the_web(tmp_path: Path) -> None:
+    """Issue 20: a shutdown that cancelled the result listener in its first subscription
+    could wait for it forever (test_edge.py's listener test shows how). SIGTERM at any
+    moment of a web's start stops it within a deadline, and its exit says SIGTERM: 143,
+    or killed by it before Python set a handler (which a shell shows as 143 too). Also
+    with the broker stopped (SIGSTOP: it takes connections and never answers), in the
+    start-up and once the web answers. All the webs start at once."""
+    stack = Stack(tmp_path)
+    stack.start_redis()
+    stack.start_broker()
+    broker = stack.broker
+    assert broker is not None
+    # The store is the broker too for these: the stopped broker is for the last two.
+    cases = [({"REDIS_URL": stack.url}, moment, delay) for moment, delay in SIGTERM_MOMENTS]
+    cases += [(stack.env, "starting", 0.0), (stack.env, "answering", 0.0)]
+    logs = [tmp_path / f"web-{n}.log" for n in range(len(cases))]
+    broker.send_signal(signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(len(cases)) as pool:
+            ends = [
+                pool.submit(_sigterm_at, env, moment, delay, log)
+                for (env, moment, delay), log in zip(cases, logs, strict=True)
+            ]
+            codes = [end.result() for end in ends]
+    finally:
+        broker.send_signal(signal.SIGCONT)
+        stack.stop()
+    wrong = [
+        (moment, delay, "broker stopped" if env == stack.env else "", code, log.read_text())
+        for (env, moment, delay), code, log in zip(cases, codes, logs, strict=True)
+        if code not in (143, -signal.SIGTERM)
+    ]
+    assert wrong == []
+
+
+def _sigterm_at(env: dict[str, str], moment: str, delay: float, log: Path) -> int | None:
+    """A web sent SIGTERM `delay` s after `moment`: its exit status, or None if it had
+    not exited 15 s later (then killed)."""
+    port = free_port()
+    web = spawn(["web", f"--port={port}"], env, log)
+    try:
+        if moment == "starting":
+            wait_until(
+                lambda: "Waiting for application startup" in log.read_text(errors="replace"),
+                30,
+                "the app's start-up begun",
+                watch=[web],
+                interval=0.001,
+            )
+        elif moment == "answering":
+            wait_until(lambda: http_ready(f"http://127.0.0.1:{port}"), 30, "/healthz", watch=[web])
+        # The moment under test, not a wait for something to happen.
+        time.sleep(delay)
+        web.send_signal(signal.SIGTERM)
+        try:
+            return web.wait(15)
+        except subprocess.TimeoutExpired:
+            return None
+    finally:
+        if web.poll() is None:
+            web.kill()
+            web.wait()
 
 
 def _listener_of_web(stack: Stack, caller: Caller) -> str:

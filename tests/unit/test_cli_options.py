@@ -4,10 +4,12 @@ refused in one line with exit status 2; and the port `run` and `web` take first.
 from __future__ import annotations
 
 import argparse
+import signal
 from collections.abc import Iterator
 
 import pytest
 
+import cli.main
 from cli.main import parser
 from cli.preflight import Unavailable, listen
 
@@ -84,3 +86,19 @@ def test_a_port_taken_by_listen_is_taken_for_the_next() -> None:
         port = first.getsockname()[1]
         with pytest.raises(Unavailable, match=f"^port {port} on 127.0.0.1 is taken"):
             listen("127.0.0.1", port).close()
+
+
+def test_sigterm_while_the_arguments_are_read_is_a_143(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGTERM a few milliseconds into a command, as its arguments were read, ended it
+    with a stack trace and status 1 (found with issue 20)."""
+
+    def read_when_signalled() -> argparse.ArgumentParser:
+        signal.raise_signal(signal.SIGTERM)
+        return parser()
+
+    monkeypatch.setattr(cli.main, "parser", read_when_signalled)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert cli.main.main(["check", "web"]) == 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
