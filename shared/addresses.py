@@ -14,10 +14,11 @@ lets http:// and non-public addresses through.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
@@ -322,6 +323,18 @@ class ResolverBusy(Unresolvable):
 Lookup = Callable[[str, int], list[tuple[Any, ...]]]
 
 
+@contextlib.contextmanager
+def _lookup_errors(host: str, timeout: float) -> Iterator[None]:
+    """A lookup's failures as what a caller is told: not in time (the wait's timeout, or
+    the lookup's own), or not at all."""
+    try:
+        yield
+    except TimeoutError:
+        raise ResolveTimeout(host, timeout) from None
+    except (OSError, UnicodeError):
+        raise Unresolvable(f"{host} could not be resolved") from None
+
+
 class Resolver:
     """The addresses a host (a Target's host) resolves to now, every one checked
     (check_addresses): connect to one of these, never to the name again, so that the
@@ -350,12 +363,8 @@ class Resolver:
     def resolve(self, host: str, port: int, allow_private: bool, timeout: float) -> list[IPAddress]:
         """Within `timeout` seconds (else ResolveTimeout), blocking."""
         lookup = self._start(host, port)
-        try:
+        with _lookup_errors(host, timeout):
             infos = lookup.result(timeout)
-        except TimeoutError:  # the wait's, or a lookup's own
-            raise ResolveTimeout(host, timeout) from None
-        except (OSError, UnicodeError):
-            raise Unresolvable(f"{host} could not be resolved") from None
         return check_addresses(host, infos, allow_private)
 
     async def resolve_async(
@@ -363,13 +372,9 @@ class Resolver:
     ) -> list[IPAddress]:
         """Within `timeout` seconds, without blocking the event loop."""
         lookup = self._start(host, port)
-        try:
+        with _lookup_errors(host, timeout):
             async with asyncio.timeout(timeout):
                 infos = await asyncio.wrap_future(lookup)
-        except TimeoutError:
-            raise ResolveTimeout(host, timeout) from None
-        except (OSError, UnicodeError):
-            raise Unresolvable(f"{host} could not be resolved") from None
         return check_addresses(host, infos, allow_private)
 
     def _start(self, host: str, port: int) -> Future[list[tuple[Any, ...]]]:
