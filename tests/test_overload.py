@@ -15,6 +15,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from shared.store import Store
 from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller
 from tests.helpers import URL, wait_until
-from tests.processes import Stack
+from tests.processes import Stack, start_web, stop
 
 pytestmark = pytest.mark.timeout(180)
 # Concurrent 50-number requests: more than a worker drains in the budget on any
@@ -178,10 +179,23 @@ def test_without_any_worker_nothing_is_refused(tmp_path: Path) -> None:
         stack.stop()
 
 
-def test_hundreds_of_requests_at_once_are_all_taken(web: str, caller: Caller) -> None:
+@pytest.fixture
+def patient_web(servers: dict[str, str], worker: None, logs: Path) -> Iterator[str]:
+    """A web process in front of the session's worker with a 10 s deadline: a 5 s budget
+    for the queue ahead. 200 tasks fit in it at 40 a second, which any worker drains
+    however noisy the machine (the session's 2.5 s budget once refused the 42nd of
+    them on a busy CI machine, whose worker had measured itself slow); 200 requests
+    holding room for 50 tasks each do not fit at 2,000 a second."""
+    base, process = start_web({**servers, "ENDCONTACT_RESULT_TIMEOUT": "10"}, logs / "patient.log")
+    yield base
+    stop(process)
+
+
+def test_hundreds_of_requests_at_once_are_all_taken(patient_web: str, caller: Caller) -> None:
     """Not overload: 200 one-number requests at once for the session's workers. Every
     one is a 201 with its number a success: none is refused, for each holds room for
     the one task its body can hold, not 50 (with 50, most were refused)."""
+    web = patient_web
     count = 200
     barrier = threading.Barrier(count)
 
@@ -195,5 +209,6 @@ def test_hundreds_of_requests_at_once_are_all_taken(web: str, caller: Caller) ->
 
     with ThreadPoolExecutor(count) as pool:
         answers = list(pool.map(one, range(count)))
-    assert [r.status_code for r in answers] == [201] * count, {r.text for r in answers}
+    refused = {r.text for r in answers if r.status_code != 201}
+    assert [r.status_code for r in answers].count(201) == count, refused
     assert all(r.json()["failure"] == [] for r in answers)
