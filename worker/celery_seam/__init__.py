@@ -7,7 +7,7 @@ what this package names below.
   `celery.worker.strategy` and `celery.worker.request` (create_request_cls,
   hybrid_to_proto2, proto1_to_proto2, Request._tzlocal, worker_state) and kombu's
   `Connection._deliver`. It runs a batch inline in the consumer: correct with the
-  solo pool only, the one `endcontact worker` starts (cli/main.py).
+  solo pool only, the one `endcontact worker` starts (cli/serve.py).
 - result_backend() (backend.py): Celery's Redis result backend without its read
   before each write, storing a batch's results in one round trip (overrides
   `_store_result`, `_get_result_meta`, `_set_with_state`).
