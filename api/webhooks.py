@@ -1,6 +1,6 @@
 """The webhook routes: a campaign's endpoints, their secrets and their recent attempts.
 
-Every route admits the key first (auth and rate limit, api.app.admit) and acts on the
+Every route admits the key first (auth and rate limit, api.services.admit) and acts on the
 key's campaign only: another campaign's webhook is a 404, as one that does not exist.
 """
 
@@ -24,7 +24,7 @@ from shared.webhooks import EVENT_TYPES, MAX_PER_CAMPAIGN, Creation, Webhook, ne
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from api.app import Services
+    from api.services import Services
     from shared.apikeys import ApiKey
 
 log = logging.getLogger("endcontact.api")
