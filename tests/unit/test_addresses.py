@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from shared.address_registry import SPECIAL_PURPOSE
 from shared.addresses import (
     MAX_URL_LENGTH,
-    SPECIAL_PURPOSE,
     BadUrl,
     IPAddress,
     NotPublic,
