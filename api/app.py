@@ -29,7 +29,7 @@ from shared.clock import ServerClock
 from shared.connection import async_client
 from shared.settings import Settings, exit_on_bad_settings
 from shared.store import AsyncStore
-from shared.webhooks import AsyncWebhooks
+from shared.webhook_store import AsyncWebhooks
 
 
 async def problem_response(request: Request, exc: Exception) -> Response:

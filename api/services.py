@@ -18,7 +18,7 @@ from shared.apikeys import ApiKey
 from shared.broker import AsyncBroker
 from shared.settings import Settings
 from shared.store import AsyncStore
-from shared.webhooks import AsyncWebhooks
+from shared.webhook_store import AsyncWebhooks
 
 
 @dataclass

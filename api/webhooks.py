@@ -19,7 +19,8 @@ from shared.addresses import AddressError, resolve_public_async, target
 from shared.events import iso
 from shared.store import feed_name
 from shared.text import is_text
-from shared.webhooks import EVENT_TYPES, MAX_PER_CAMPAIGN, Creation, Webhook, new_webhook
+from shared.webhook_store import Creation
+from shared.webhooks import EVENT_TYPES, MAX_PER_CAMPAIGN, Webhook, new_webhook
 
 if TYPE_CHECKING:
     from starlette.requests import Request

@@ -45,10 +45,10 @@ from shared.events import (
 )
 from shared.marks import EXPORT_COUNT, Batch, Cursor, Listing, Page, csv_chunk
 from shared.metrics import METRICS_KEY
+from shared.webhook_store import Webhooks
 from shared.webhooks import (
     ADDED,
     CURSORS,
-    Webhooks,
     campaign_webhooks_key,
     feed_stream_key,
     pending_events,
@@ -220,7 +220,7 @@ class Store:
         self._redis.close()
 
     def webhooks(self) -> Webhooks:
-        """The webhooks' operations (shared.webhooks) on this store's client."""
+        """The webhooks' operations (shared.webhook_store) on this store's client."""
         return Webhooks(self._redis)
 
     def apply_changes(self, changes: Sequence[Change]) -> list[bool | None]:

@@ -20,16 +20,8 @@ from bench.receiver import Answer, Received, Receiver, Trickle, always, hang, st
 from shared.deliveries import DUE, PENDING, delivery_key, due_key, lease_key
 from shared.embedded import stop_server
 from shared.store import Store, feed_name
-from shared.webhooks import (
-    ADDED,
-    CREATE_SCRIPT,
-    EVENT_TYPES,
-    MAX_PER_CAMPAIGN,
-    Creation,
-    create_call,
-    new_webhook,
-    webhook_key,
-)
+from shared.webhook_store import CREATE_SCRIPT, Creation, create_call
+from shared.webhooks import ADDED, EVENT_TYPES, MAX_PER_CAMPAIGN, new_webhook, webhook_key
 from tests.conftest import Caller, new_caller
 from tests.helpers import URL, post_numbers, wait_until
 from tests.processes import Stack, stop

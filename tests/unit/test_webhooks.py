@@ -6,15 +6,8 @@ from __future__ import annotations
 import pytest
 
 from shared.apikeys import Scope
-from shared.webhooks import (
-    REVOKED,
-    create_call,
-    disable_call,
-    from_record,
-    key_webhooks_key,
-    looks_like_id,
-    new_webhook,
-)
+from shared.webhook_store import create_call, disable_call
+from shared.webhooks import REVOKED, from_record, key_webhooks_key, looks_like_id, new_webhook
 
 SCOPE = Scope("Acme: Inc", "spring")
 FEED = "Acme%3A%20Inc:spring"
