@@ -17,7 +17,7 @@ from api.problems import Problem, invalid, or_unavailable, unauthorized
 from api.reads import query_limit
 from shared.addresses import AddressError, resolve_public_async, target
 from shared.events import iso
-from shared.store import feed_name
+from shared.keyspace import feed_name
 from shared.text import is_text
 from shared.webhook_store import Creation
 from shared.webhooks import EVENT_TYPES, MAX_PER_CAMPAIGN, Webhook, new_webhook

@@ -30,9 +30,10 @@ from bench.cluster import Cluster, cpu_seconds, rss_mib
 from bench.load import Numbers, Samples, closed_loop
 from shared.apikeys import Scope
 from shared.embedded import server_binary
+from shared.keyspace import ended_key
 from shared.phones import to_e164
 from shared.settings import Settings
-from shared.store import Store, ended_key
+from shared.store import Store
 from shared.tasks import TASK_NAME, task_args
 from worker.app import create_celery
 

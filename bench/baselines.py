@@ -27,8 +27,9 @@ from starlette.routing import Route
 from api.auth import authenticate
 from api.body import check_content_type, phone_numbers, read_body
 from api.problems import Problem
+from shared.keyspace import ended_key
 from shared.settings import Settings
-from shared.store import AsyncStore, ended_key, utc_now
+from shared.store import AsyncStore, utc_now
 from shared.tasks import TASK_NAME, task_args
 
 PATH = "/api/v1/leads/end-contact"

@@ -22,8 +22,8 @@ from bench.load import Numbers
 from cli.run import healthy
 from shared.apikeys import Scope
 from shared.embedded import BROKER_ARGS, free_port, start_server, stop_server
+from shared.keyspace import ended_key
 from shared.phones import to_e164
-from shared.store import ended_key
 from shared.tasks import QUEUE, task_args
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -38,8 +38,9 @@ import redis
 from bench.cluster import Cluster, cpu_seconds, rss_mib
 from shared.apikeys import Scope
 from shared.events import ENDED, Change, Context
+from shared.keyspace import ended_key
 from shared.phones import to_e164
-from shared.store import Store, ended_key
+from shared.store import Store
 
 URL = "/api/v1/leads/end-contact"
 ENDED_AT = "2026-11-29T12:00:00.000Z"

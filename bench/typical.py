@@ -14,7 +14,8 @@ import redis
 from celery import Celery
 
 from shared.apikeys import Scope
-from shared.store import ended_key, utc_now
+from shared.keyspace import ended_key
+from shared.store import utc_now
 from shared.tasks import QUEUE, TASK_NAME
 
 URL = os.environ["REDIS_URL"]

@@ -10,8 +10,8 @@ from cli.listing import add_list, print_json, print_table
 from cli.servers import open_store
 from shared.apikeys import PREFIX as SECRET_PREFIX
 from shared.apikeys import ApiKey
+from shared.keyspace import feed_name
 from shared.settings import Settings
-from shared.store import feed_name
 
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:

@@ -8,8 +8,8 @@ import sys
 from cli.listing import add_list, print_json, print_table
 from cli.servers import open_store
 from shared.apikeys import Scope
+from shared.keyspace import feed_name
 from shared.settings import Settings
-from shared.store import feed_name
 
 WEBHOOK_COLUMNS = ("id", "url", "events", "createdBy", "createdAt", "disabledAt")
 

@@ -114,7 +114,7 @@ class Change:
     kind: str  # ENDED or RESUMED
     context: Context
     # Its request's deadline (ms since the epoch; 0: none): past it, by the store's
-    # clock, the change is not made (shared.store's WRITE_SCRIPT says why).
+    # clock, the change is not made (shared.mark_writes' WRITE_SCRIPT says why).
     deadline_ms: int = 0
 
 

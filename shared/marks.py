@@ -1,6 +1,6 @@
 """Reading a campaign's marks: many numbers at once, in pages, or all of them as CSV.
 
-Every read here goes to the campaign's hash (`shared.store.ended_key`) and nothing
+Every read here goes to the campaign's hash (`shared.keyspace.ended_key`) and nothing
 else. The hash also holds numbers that are not ended (resumed, kept for their history,
 shared.events): a stored value is read through `ended_at_of`, the one place that knows
 what it holds, and numbers that are not ended are left out of every page and export.

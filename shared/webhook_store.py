@@ -135,7 +135,7 @@ def _parse_attempts(raw: list[Any]) -> list[dict[str, Any]]:
 
 class AsyncWebhooks:
     """The web's operations on a campaign's webhooks. `feed` names the campaign's
-    keys (shared.store.feed_name), so this module need not know the store's layout."""
+    keys (shared.keyspace.feed_name), so this module need not know the store's layout."""
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._redis = client

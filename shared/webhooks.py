@@ -58,7 +58,7 @@ def webhook_key(webhook_id: str) -> str:
 
 
 def campaign_webhooks_key(feed: str) -> str:
-    """`feed` is the campaign's feed name (shared.store.feed_name)."""
+    """`feed` is the campaign's feed name (shared.keyspace.feed_name)."""
     return f"ec:webhooks:{feed}"
 
 
@@ -90,7 +90,7 @@ ADDED = "ec:deliveries:added"
 
 
 def feed_stream_key(feed: str) -> str:
-    """The campaign's feed (shared.store.events_key), by its feed name."""
+    """The campaign's feed (shared.keyspace.events_key), by its feed name."""
     return f"ec:events:{feed}"
 
 
@@ -105,7 +105,7 @@ class Cursor:
     feed: str
 
     def __str__(self) -> str:
-        # Feed names are percent-encoded (shared.store.feed_name): no spaces in them.
+        # Feed names are percent-encoded (shared.keyspace.feed_name): no spaces in them.
         return f"{self.entry} {self.passed} {self.feed}"
 
     @classmethod

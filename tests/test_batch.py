@@ -26,8 +26,10 @@ from api.publisher import TaskPublisher
 from shared.apikeys import Scope
 from shared.embedded import free_port, local_url, start_server, stop_server
 from shared.events import ENDED, Change, Context
+from shared.keyspace import ended_key
+from shared.mark_writes import NotDurable
 from shared.settings import Settings
-from shared.store import NotDurable, Store, ended_key
+from shared.store import Store
 from shared.tasks import QUEUE, RESULT_KEY_PREFIX, listener_of, task_id
 from tests.conftest import Caller, new_caller
 from tests.helpers import clean_env, numbers, post_numbers, wait_until

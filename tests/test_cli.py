@@ -14,7 +14,8 @@ import redis
 
 from shared.apikeys import digest
 from shared.embedded import free_port
-from shared.store import Store, feed_name, key_record
+from shared.keyspace import feed_name, key_record
+from shared.store import Store
 from shared.webhooks import key_webhooks_key, webhook_key
 from tests.conftest import new_caller
 from tests.helpers import URL, clean_env, wait_until

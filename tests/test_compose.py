@@ -33,8 +33,8 @@ import redis
 from shared.apikeys import Scope
 from shared.broker import WORKERS
 from shared.embedded import free_port, server_binary
+from shared.keyspace import ended_key
 from shared.settings import Settings
-from shared.store import ended_key
 from shared.tasks import RESULT_KEY_PREFIX
 from tests.composefile import MissingVariable, load_compose
 from tests.helpers import URL, wait_until

@@ -20,8 +20,9 @@ from api.results import ResultListener
 from shared import metrics
 from shared.apikeys import digest
 from shared.embedded import free_port, start_server, stop_server
+from shared.keyspace import key_record
 from shared.settings import Settings
-from shared.store import Store, key_record
+from shared.store import Store
 from tests.conftest import Caller, new_caller
 from tests.helpers import assert_problem, wait_until
 

@@ -28,7 +28,7 @@ from shared.embedded import (
     start_server,
     stop_server,
 )
-from shared.store import ended_key
+from shared.keyspace import ended_key
 from shared.tasks import RESULT_KEY_PREFIX
 from tests.helpers import URL
 from tests.processes import http_ready, spawn, start_web, stop, wait_for, worker_ready

@@ -15,7 +15,8 @@ import httpx
 import pytest
 import redis
 
-from shared.store import Store, ended_key, utc_now
+from shared.keyspace import ended_key
+from shared.store import Store, utc_now
 from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller, serving
 from tests.helpers import URL, assert_problem, lookup_path, post_numbers, wait_until

@@ -15,7 +15,8 @@ import pytest
 import redis
 
 from shared.embedded import free_port
-from shared.store import Store, ended_key
+from shared.keyspace import ended_key
+from shared.store import Store
 from shared.tasks import QUEUE, RESULT_KEY_PREFIX, batch_channel
 from tests.composefile import load_compose
 from tests.conftest import Caller, new_caller

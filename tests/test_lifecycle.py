@@ -22,7 +22,8 @@ import redis
 
 from shared.apikeys import Scope
 from shared.events import CODES, ENDED, RESUMED, Event, EventId, entry_events, history
-from shared.store import TRIMMED, Store, ended_key, events_key, feed_name
+from shared.keyspace import TRIMMED, ended_key, events_key, feed_name
+from shared.store import Store
 from tests.conftest import Caller, new_caller
 from tests.helpers import URL, assert_problem, lookup_path, numbers, wait_until
 from tests.processes import Stack

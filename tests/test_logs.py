@@ -7,7 +7,8 @@ from pathlib import Path
 import httpx
 import redis
 
-from shared.store import Store, ended_key
+from shared.keyspace import ended_key
+from shared.store import Store
 from tests.conftest import new_caller
 from tests.helpers import URL
 from tests.processes import Stack, spawn

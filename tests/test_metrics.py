@@ -9,7 +9,8 @@ import pytest
 import redis
 
 from shared.embedded import free_port
-from shared.store import Store, ended_key
+from shared.keyspace import ended_key
+from shared.store import Store
 from shared.tasks import QUEUE
 from tests.conftest import new_caller
 from tests.helpers import URL, numbers, post_numbers, wait_until

@@ -13,8 +13,9 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.keyspace import ended_key
 from shared.phones import to_e164
-from shared.store import Store, ended_key
+from shared.store import Store
 from tests.conftest import Caller, new_caller
 from tests.helpers import URL
 

@@ -21,8 +21,9 @@ import redis
 
 from shared.apikeys import Scope
 from shared.embedded import free_port
+from shared.keyspace import ended_key
 from shared.marks import Cursor
-from shared.store import Store, ended_key
+from shared.store import Store
 from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller, serving
 from tests.helpers import URL, assert_problem, post_numbers, wait_until

@@ -21,7 +21,8 @@ import redis
 
 from shared.broker import WORKERS
 from shared.embedded import BROKER_ARGS, free_port, server_binary, start_server, stop_server
-from shared.store import Store, ended_key
+from shared.keyspace import ended_key
+from shared.store import Store
 from shared.tasks import RESULT_KEY_PREFIX
 from tests.conftest import new_caller
 from tests.helpers import post_numbers, wait_until

@@ -19,7 +19,8 @@ from standardwebhooks.webhooks import Webhook as Verifier
 from bench.receiver import Answer, Received, Receiver, Trickle, always, hang, statuses, trickle
 from shared.deliveries import DUE, PENDING, delivery_key, due_key, lease_key
 from shared.embedded import stop_server
-from shared.store import Store, feed_name
+from shared.keyspace import feed_name
+from shared.store import Store
 from shared.webhook_store import CREATE_SCRIPT, Creation, create_call
 from shared.webhooks import ADDED, EVENT_TYPES, MAX_PER_CAMPAIGN, new_webhook, webhook_key
 from tests.conftest import Caller, new_caller

@@ -15,7 +15,8 @@ import httpx
 import pytest
 import redis
 
-from shared.store import Store, feed_name
+from shared.keyspace import feed_name
+from shared.store import Store
 from shared.webhooks import MAX_PER_CAMPAIGN, key_webhooks_key, log_key, webhook_key
 from tests.conftest import Caller, new_caller
 from tests.processes import start_web, stop

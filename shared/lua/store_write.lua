@@ -10,7 +10,7 @@
 -- write of its own. Only the count of events added to a feed with webhooks (ADDED, for
 -- the pending gauge) is kept, one HINCRBY per feed entry; a campaign without webhooks
 -- pays one SCARD per script that adds an entry.
--- Runs after server_time.lua (shared/store.py).
+-- Runs after server_time.lua (shared/mark_writes.py).
 local marks, stream = KEYS[1], KEYS[2]
 local flags = {}
 local hooked = nil
