@@ -17,7 +17,7 @@ from api.problems import Problem, invalid
 from shared.events import MAX_NUMBERS, REASON_MAX
 from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import whole_number
-from shared.text import is_text
+from shared.text import NOT_TEXT, is_text
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -143,7 +143,7 @@ def _reason(document: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]]]
         return reason, []
     why = f"must be a string of at most {REASON_MAX} characters"
     if isinstance(reason, str) and not is_text(reason):
-        why = "must be text: a lone surrogate (such as \\ud800) is no character"
+        why = NOT_TEXT
     return None, [{"pointer": f"/{REASON}", "value": reason, "reason": why}]
 
 

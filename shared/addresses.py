@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.address_registry import special
-from shared.text import is_text
+from shared.text import NOT_TEXT, is_text
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -90,7 +90,7 @@ def target(url: str, allow_private: bool) -> Target:
     if len(url) > MAX_URL_LENGTH:
         raise BadUrl(f"must be at most {MAX_URL_LENGTH} characters")
     if not is_text(url):
-        raise BadUrl("must be text: a lone surrogate (such as \\ud800) is no character")
+        raise BadUrl(NOT_TEXT)
     # urlsplit quietly drops tabs and newlines, and would read "https://a\n@b" as b.
     if not url.isprintable() or any(char.isspace() for char in url):
         raise BadUrl("must not contain spaces or control characters")

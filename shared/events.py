@@ -47,6 +47,8 @@ REASON_MAX = 200
 # importer's batch. The client library, which imports nothing of the service, keeps
 # its own equal number (endcontact_client.retry.CHANGE_CHUNK; tests/unit/test_client_retry.py).
 MAX_NUMBERS = 50
+# A number as the service keeps and sends it: E.164, a + and up to 15 digits.
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
 _EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})-([0-9]{1,6})")
 _MAX_64 = 2**64

@@ -44,12 +44,11 @@ import binascii
 import csv
 import io
 import json
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.events import ended_at_of
+from shared.events import E164, ended_at_of
 
 # Of what a cursor may hold, far more than this module hands out (the overflow of one
 # HSCAN call's last bucket: 10 at most in 5,000 calls of the tests and benchmark):
@@ -62,7 +61,6 @@ MAX_CURSOR_LENGTH = 4096
 # cursor to go on from, so that one request's work is bounded whatever the hash holds.
 MAX_CALLS_PER_PAGE = 32
 CURSOR_VERSION = "1"
-E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 CSV_HEADER = "phoneNumber,endedAt\r\n"
 # Pairs per HSCAN call of an export: fewer calls against larger replies; a chunk of
 # 1000 rows is about 40 KB of CSV.

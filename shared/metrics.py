@@ -45,6 +45,10 @@ class Family:
     initial: tuple[Mapping[str, str], ...] = ()
 
 
+# An HTTP exchange's seconds, the web's requests' and the webhook attempts': the
+# Prometheus Go client's default buckets (DefBuckets).
+EXCHANGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
 REQUESTS = Family(
     "endcontact_http_requests_total",
     "counter",
@@ -54,7 +58,7 @@ REQUEST_SECONDS = Family(
     "endcontact_http_request_duration_seconds",
     "histogram",
     "Time from a request's arrival to its last byte, by method and route template.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    buckets=EXCHANGE_BUCKETS,
 )
 NUMBERS = Family(
     "endcontact_numbers_total",
@@ -97,7 +101,7 @@ WEBHOOK_ATTEMPT_SECONDS = Family(
     "endcontact_webhook_attempt_duration_seconds",
     "histogram",
     "Time of one webhook delivery attempt: address check, request, answer's status.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    buckets=EXCHANGE_BUCKETS,
 )
 WEBHOOK_PENDING = Family(
     "endcontact_webhook_pending",

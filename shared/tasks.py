@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 
 from shared.apikeys import Scope
-from shared.events import ENDED, RESUMED, Change, Context, parse_reason
+from shared.events import E164, ENDED, RESUMED, Change, Context, parse_reason
 
 TASK_NAME = "endcontact.end_contact"
 RESUME_TASK_NAME = "endcontact.resume_contact"
@@ -53,7 +53,7 @@ def change_of(name: object, args: object) -> Change | None:
     kind = KINDS.get(name) if isinstance(name, str) else None
     if kind is None or not isinstance(args, list | tuple) or len(args) not in (3, 6):
         return None
-    if not all(isinstance(arg, str) for arg in args) or not _E164.fullmatch(args[2]):
+    if not all(isinstance(arg, str) for arg in args) or not E164.fullmatch(args[2]):
         return None
     if len(args) == 3 and kind == ENDED:
         company, campaign, phone = args
@@ -71,7 +71,6 @@ def change_of(name: object, args: object) -> Change | None:
     return Change(Scope(company, campaign), phone, kind, context)
 
 
-_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 RESULT_KEY_PREFIX = "celery-task-meta-"
 _OUR_TASK_ID = re.compile(r"([0-9a-f]{32})-[0-9]+")
 
