@@ -1,4 +1,4 @@
-"""The asyncio client: the same methods as client.Client, chunks sent concurrently."""
+"""The asyncio client: the same methods as Client, chunks sent concurrently."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ DEFAULT_CONCURRENCY = 4
 
 
 class AsyncClient:
-    """The end-contact API from asyncio: as client.Client, but the chunks of a long list
+    """The end-contact API from asyncio: as Client, but the chunks of a long list
     are sent concurrently, at most `concurrency` requests of this client in flight at
     once (across all its calls; a call waiting out a backoff holds no slot)."""
 
