@@ -1,4 +1,4 @@
-"""The asyncio client: the same methods as client.Client, chunks sent concurrently."""
+"""The asyncio client: the same methods as Client, chunks sent concurrently."""
 
 from __future__ import annotations
 
@@ -11,17 +11,8 @@ import httpx
 
 from endcontact_client import _core
 from endcontact_client._transport import lean_transport_for
-from endcontact_client.errors import ProblemError, unreachable
-from endcontact_client.models import ChangeResult, CheckResult, Event, EventPage, History, Mark
-from endcontact_client.retry import (
-    CHANGE_CHUNK,
-    CHECK_CHUNK,
-    Backoff,
-    Chunk,
-    Deadline,
-    chunks,
-    wait_before_retry,
-)
+from endcontact_client.models import ChangeResult, CheckResult, Event, History, Mark
+from endcontact_client.retry import Backoff
 
 T = TypeVar("T")
 Hook = Callable[..., Awaitable[Any]]
@@ -29,7 +20,7 @@ DEFAULT_CONCURRENCY = 4
 
 
 class AsyncClient:
-    """The end-contact API from asyncio: as client.Client, but the chunks of a long list
+    """The end-contact API from asyncio: as Client, but the chunks of a long list
     are sent concurrently, at most `concurrency` requests of this client in flight at
     once (across all its calls; a call waiting out a backoff holds no slot)."""
 
@@ -61,8 +52,7 @@ class AsyncClient:
             event_hooks=event_hooks,
             transport=transport,
         )
-        self._urls: dict[str, httpx.URL] = {}
-        self._timeout = self._http.timeout.as_dict()
+        self._requests = _core.Requests(self._http)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -84,48 +74,25 @@ class AsyncClient:
         """End contact with `numbers`. A 400 for any chunk raises at once and cancels the
         chunks still under way; those already answered stay done (sending them again is
         safe). Its pointers index `numbers`."""
-        return await self._change(_core.END, numbers, reason)
+        return await self._chunked(_core.change(self, _core.END, numbers, reason))
 
     async def resume_contact(
         self, numbers: Sequence[str], reason: str | None = None
     ) -> ChangeResult:
         """Resume contact with `numbers`: as end_contact."""
-        return await self._change(_core.RESUME, numbers, reason)
+        return await self._chunked(_core.change(self, _core.RESUME, numbers, reason))
 
     async def check(self, numbers: Sequence[str]) -> CheckResult:
         """Which of `numbers` are ended, each list in request order."""
-        deadline = Deadline.after(self.retry_for)
-
-        async def one(chunk: Chunk) -> CheckResult:
-            body = _core.change_body(chunk.numbers, None)
-            try:
-                response = await self._send("POST", _core.CHECK, deadline, json=body)
-            except ProblemError as exc:
-                raise exc.shifted(chunk.offset) from exc.__cause__
-            return CheckResult.from_json(_core.json_of(response))
-
-        parts = await _all([one(chunk) for chunk in chunks(numbers, CHECK_CHUNK)])
-        return CheckResult(
-            [mark for part in parts for mark in part.ended],
-            [number for part in parts for number in part.not_ended],
-        )
+        return await self._chunked(_core.check(self, numbers))
 
     async def lookup(self, number: str) -> Mark | None:
         """The number's mark, or None when it is not ended for the key's campaign."""
-        deadline = Deadline.after(self.retry_for)
-        try:
-            response = await self._send("GET", _core.number_path(number), deadline)
-        except ProblemError as exc:
-            if exc.status == 404 and exc.type == _core.NOT_ENDED:
-                return None
-            raise
-        return Mark.from_json(_core.json_of(response))
+        return await self._run(_core.lookup(self, number))
 
     async def history(self, number: str) -> History:
         """The number's events, oldest first."""
-        path = _core.number_path(number, "/history")
-        response = await self._send("GET", path, Deadline.after(self.retry_for))
-        return History.from_json(_core.json_of(response))
+        return await self._run(_core.history(self, number))
 
     async def events(
         self,
@@ -136,114 +103,32 @@ class AsyncClient:
         page_size: int = _core.PAGE_SIZE,
     ) -> AsyncIterator[Event]:
         """As Client.events, asynchronously: `async for event in client.events(): ...`"""
-        cursor = after
-        while True:
-            page = await self._events_page(cursor, page_size)
-            for event in page.events:
+        feed = _core.Feed(after, page_size, poll_interval, stop_when_idle)
+        while (events := await self._run(feed.next_page(self))) is not None:
+            for event in events:
                 yield event
-            cursor = page.next
-            if not page.events:
-                if stop_when_idle:
-                    return
-                await asyncio.sleep(poll_interval)
 
-    # --- the machinery ---------------------------------------------------------------
+    # --- the I/O: the core decides, this does -----------------------------------------
 
-    async def _events_page(self, after: str | None, limit: int) -> EventPage:
-        params: dict[str, str | int] = {"limit": limit}
-        if after is not None:
-            params["after"] = after
-        deadline = Deadline.after(self.retry_for)
-        response = await self._send("GET", _core.EVENTS, deadline, params=params)
-        return EventPage.from_json(_core.json_of(response))
+    async def _chunked(self, call: _core.Chunked[T]) -> T:
+        """The chunks concurrently, merged in request order."""
+        return call.merge(await _all([self._run(plan) for plan in call.plans]))
 
-    async def _change(self, path: str, numbers: Sequence[str], reason: str | None) -> ChangeResult:
-        deadline = Deadline.after(self.retry_for)
-        parts = await _all(
-            [
-                self._change_chunk(path, chunk, reason, deadline)
-                for chunk in chunks(numbers, CHANGE_CHUNK)
-            ]
-        )
-        return ChangeResult(
-            [number for part in parts for number in part.success],
-            [number for part in parts for number in part.failure],
-        )
-
-    async def _change_chunk(
-        self, path: str, chunk: Chunk, reason: str | None, deadline: Deadline
-    ) -> ChangeResult:
-        """One chunk, then its failures again until none is left or the deadline."""
-        try:
-            response = await self._send(
-                "POST", path, deadline, json=_core.change_body(chunk.numbers, reason)
-            )
-        except ProblemError as exc:
-            raise exc.shifted(chunk.offset) from exc.__cause__
-        first = ChangeResult.from_json(_core.json_of(response))
-        success, failing = list(first.success), list(first.failure)
-        attempt = 0
-        while failing:
-            delay = wait_before_retry(None, attempt, self.backoff, deadline.remaining())
-            if delay is None:
-                break
-            await asyncio.sleep(delay)
-            attempt += 1
-            try:
-                response = await self._send(
-                    "POST", path, deadline, json=_core.change_body(failing, reason)
-                )
-            except ProblemError as exc:
-                if exc.retryable:  # the deadline came while the service was away
-                    break
-                raise
-            again = ChangeResult.from_json(_core.json_of(response))
-            success += again.success
-            failing = again.failure
-        return ChangeResult(success, failing)
-
-    async def _send(
-        self, method: str, path: str, deadline: Deadline, **options: Any
-    ) -> httpx.Response:
-        """One request, again while its error may pass and the deadline allows."""
-        attempt = 0
-        while True:
-            request = self._request(method, path, options)
-            try:
-                async with self._slots:
-                    response = await self._http.send(request)
-            except httpx.TransportError as exc:
-                error = unreachable(exc)
+    async def _run(self, plan: _core.Plan[T]) -> T:
+        run = _core.Run(plan)
+        reply: _core.Reply = None
+        while (step := run.next(reply)) is not None:
+            if isinstance(step, _core.Send):
+                request = self._requests.build(step)
+                try:
+                    async with self._slots:  # held for the request, not for a wait
+                        reply = await self._http.send(request)
+                except httpx.TransportError as exc:
+                    reply = exc
             else:
-                if response.status_code < 400:
-                    return response
-                error = _core.error_of(response)
-            if not error.retryable:
-                raise error
-            delay = wait_before_retry(
-                error.retry_after, attempt, self.backoff, deadline.remaining()
-            )
-            if delay is None:
-                raise error
-            await asyncio.sleep(delay)
-            attempt += 1
-
-    def _request(self, method: str, path: str, options: dict[str, Any]) -> httpx.Request:
-        """The request as httpx's build_request makes it. A POST of JSON (every change,
-        every check) is made from the URL and headers merged once per path: merging them
-        anew (URL parsing, headers, cookies) was a tenth of the client's CPU per request."""
-        if method != "POST" or options.keys() != {"json"} or self._http.cookies:
-            return self._http.build_request(method, path, **options)
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = self._http.build_request(method, path).url
-        return httpx.Request(
-            method,
-            url,
-            headers=self._http.headers,
-            json=options["json"],
-            extensions={"timeout": self._timeout},
-        )
+                await asyncio.sleep(step)
+                reply = None
+        return run.result
 
 
 async def _all(calls: list[Awaitable[T]]) -> list[T]:
