@@ -24,6 +24,7 @@ from api.reads import DEFAULT_LIMIT, MAX_LIMIT
 from api.webhooks import DEFAULT_DELIVERIES, MAX_DELIVERIES
 from shared.addresses import MAX_URL_LENGTH
 from shared.deliveries import OUTCOMES
+from shared.events import E164 as E164_PATTERN
 from shared.events import MAX_NUMBERS, REASON_MAX
 from shared.marks import MAX_CURSOR_LENGTH
 from shared.phones import MAX_INPUT_LENGTH
@@ -53,7 +54,7 @@ def numbers(most: int, description: str) -> Meta:
 
 # When something happened, as the service writes it: UTC with its offset (Z).
 Time = Annotated[datetime, Meta(tz=True)]
-E164 = Annotated[str, Meta(pattern=r"^\+[1-9][0-9]{1,14}$", examples=["+15095551234"])]
+E164 = Annotated[str, Meta(pattern=f"^{E164_PATTERN.pattern}$", examples=["+15095551234"])]
 # What the service reads as a phone number. No `pattern`: the test is phonenumbers'
 # validity (area code, length, country) on national or international text, which no
 # regular expression states honestly; a schema-valid string can still be a 400.
