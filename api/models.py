@@ -32,7 +32,8 @@ from shared.webhooks import EVENT_TYPES, MAX_PER_CAMPAIGN
 
 
 def one_of(values: Iterable[str], description: str | None = None) -> Meta:
-    """A string from `values`: stated as an enum from the constants the code uses."""
+    """A string from `values`, the constants the code uses (a Literal would write them
+    a second time)."""
     return Meta(description=description, extra_json_schema={"type": "string", "enum": [*values]})
 
 
