@@ -4,9 +4,9 @@ each row's number checked with the service's own rules before anything is sent.
 
 The split: this module turns files into Entry objects (results.py) and raises a
 UsageError for anything unreadable; what is sent, and when, is sending.py's; what is
-written, results.py's. Reading is apart because it is most of the import's own CPU per
-row (the CSV, phone parsing) and is read twice: once to survey the whole input before
-anything is sent (command.py), once to send.
+written, results.py's. Reading is plain, synchronous code, and the files are read
+twice: once to survey the whole input before anything is sent (command.py), once as
+the rows are sent.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@
 too many rows wait; a refusal of the whole import (Fatal); Ctrl-C and SIGTERM.
 
 The split: the rows come from reading.py as Entry objects and go to results.py's
-ResultsWriter with their outcomes; this module holds only what is asynchronous, so the
-rest can be read (and tested) as plain code.
+ResultsWriter with their outcomes; this module holds the asynchronous work (the
+senders, the waits between them and the reading, the signals), so that the rest reads
+(and is tested) as plain code.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from shared.events import MAX_NUMBERS
 if TYPE_CHECKING:
     from endcontact_client import AsyncClient, ProblemError
 
+# Where the command reads the key from (command.py): named here when the service refuses it.
 KEY_VARIABLE = "ENDCONTACT_API_KEY"
 # Requests in flight at once: as many as the closed loop that saturates the service
 # (bench/results/results.md). Measured with bench/importer.py (100,000 numbers, 3
