@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import ClientDisconnect
 
 from api.problems import Problem, invalid
-from shared.events import MAX_NUMBERS, REASON_MAX
+from shared.events import MAX_NUMBERS, REASON_MAX, is_reason
 from shared.phones import InvalidPhoneNumber, to_e164
 from shared.settings import whole_number
 from shared.text import NOT_TEXT, is_text
@@ -139,7 +139,7 @@ def _reason(document: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]]]
     if REASON not in document:
         return None, []
     reason = document[REASON]
-    if isinstance(reason, str) and len(reason) <= REASON_MAX and is_text(reason):
+    if isinstance(reason, str) and is_reason(reason):
         return reason, []
     why = f"must be a string of at most {REASON_MAX} characters"
     if isinstance(reason, str) and not is_text(reason):

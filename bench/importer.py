@@ -34,7 +34,7 @@ import redis
 
 from bench.cluster import ROOT, Cluster
 from bench.load import Numbers, closed_loop
-from cli.importer import DEFAULT_CONCURRENCY, KEY_VARIABLE
+from cli.importer.sending import DEFAULT_CONCURRENCY, KEY_VARIABLE
 from shared.store import Store
 
 WORKERS = 3  # as bench/results/results.md's endcontact

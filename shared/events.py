@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.apikeys import Scope
+from shared.text import is_text
 
 ENDED = "ended"
 RESUMED = "resumed"
@@ -49,6 +50,14 @@ REASON_MAX = 200
 MAX_NUMBERS = 50
 # A number as the service keeps and sends it: E.164, a + and up to 15 digits.
 E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+
+
+def is_reason(value: str) -> bool:
+    """Whether a change may carry `value` as its reason: text (shared.text.is_text) of at
+    most REASON_MAX characters. The API's 400 (api/body.py) and the importer's --reason
+    (cli/importer/command.py) ask this; each says why in its own words."""
+    return len(value) <= REASON_MAX and is_text(value)
+
 
 _EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})-([0-9]{1,6})")
 _MAX_64 = 2**64

@@ -11,29 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from cli import importer
-from cli.importer import (
-    BATCH,
+from cli.importer import command, results, sending
+from cli.importer.command import check_reason
+from cli.importer.errors import Fatal, UsageError
+from cli.importer.reading import CsvInput, InputRow, ResultsInput, delimiter, number_column, paired
+from cli.importer.results import (
     ENDED,
     FAILED,
     INVALID,
-    CsvInput,
-    Fatal,
-    Importer,
-    InputRow,
     Previous,
-    ResultsInput,
-    UsageError,
-    check_reason,
     default_out,
-    delimiter,
-    number_column,
-    paired,
     reason_file,
     results_header,
     safe_cell,
 )
+from cli.importer.sending import Importer
 from cli.main import parser
+from shared.events import MAX_NUMBERS as BATCH
 from shared.settings import Settings
 
 Row = tuple[str, ...]
@@ -169,10 +163,10 @@ def test_options_need_the_key_from_the_environment(tmp_path: Path) -> None:
     settings = Settings.from_env({})
     args = import_args(str(csv_file(tmp_path, "phone\n")))
     with pytest.raises(UsageError, match="set ENDCONTACT_API_KEY"):
-        importer.options(settings, args, {})
+        command.options(settings, args, {})
     with pytest.raises(UsageError, match="set ENDCONTACT_API_KEY"):
-        importer.options(settings, args, {"ENDCONTACT_API_KEY": " "})
-    chosen = importer.options(settings, args, {"ENDCONTACT_API_KEY": "ec_x"})
+        command.options(settings, args, {"ENDCONTACT_API_KEY": " "})
+    chosen = command.options(settings, args, {"ENDCONTACT_API_KEY": "ec_x"})
     assert chosen.key == "ec_x"
     assert chosen.out == tmp_path / "numbers.results.csv"
     assert chosen.url == "http://127.0.0.1:8000"
@@ -185,22 +179,20 @@ def test_options_refuse_what_cannot_run(tmp_path: Path) -> None:
     env = {"ENDCONTACT_API_KEY": "ec_x"}
     source = str(csv_file(tmp_path, "phone\n"))
     with pytest.raises(UsageError, match="no such file"):
-        importer.options(settings, import_args(str(tmp_path / "nope.csv")), env)
+        command.options(settings, import_args(str(tmp_path / "nope.csv")), env)
     with pytest.raises(UsageError, match="no such file"):
-        importer.options(settings, import_args(str(tmp_path)), env)
+        command.options(settings, import_args(str(tmp_path)), env)
     with pytest.raises(UsageError, match="must not be the input"):
-        importer.options(settings, import_args(source, "--out", source), env)
+        command.options(settings, import_args(source, "--out", source), env)
     with pytest.raises(UsageError, match="no such directory for the results"):
-        importer.options(
-            settings, import_args(source, "--out", str(tmp_path / "no" / "r.csv")), env
-        )
+        command.options(settings, import_args(source, "--out", str(tmp_path / "no" / "r.csv")), env)
     with pytest.raises(UsageError, match="--concurrency"):
-        importer.options(settings, import_args(source, "--concurrency", "0"), env)
+        command.options(settings, import_args(source, "--concurrency", "0"), env)
     with pytest.raises(UsageError, match="--retry-for"):
-        importer.options(settings, import_args(source, "--retry-for", "-1"), env)
+        command.options(settings, import_args(source, "--retry-for", "-1"), env)
     with pytest.raises(UsageError, match="at most 200 characters; it has 201"):
-        importer.options(settings, import_args(source, "--reason", "x" * 201), env)
-    assert importer.options(settings, import_args(source), env).region == "GB"
+        command.options(settings, import_args(source, "--reason", "x" * 201), env)
+    assert command.options(settings, import_args(source), env).region == "GB"
 
 
 def test_reason_is_checked_as_the_service_does() -> None:
@@ -369,7 +361,7 @@ def test_results_are_in_input_order_whatever_order_batches_finish_in() -> None:
 def test_many_rows_held_behind_a_slow_batch_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows read while an early batch is unanswered wait in memory, but never more than
     MAX_PENDING: the partial batch is sent and reading waits."""
-    monkeypatch.setattr(importer, "MAX_PENDING", 40)
+    monkeypatch.setattr(sending, "MAX_PENDING", 40)
     texts = ["(509) 555-0001", *["nonsense"] * 200, *numbers(2, 100)]
     service = Service()
     written = run(texts, service, concurrency=1)
@@ -539,11 +531,11 @@ def test_results_of_an_input_with_other_columns_are_refused(tmp_path: Path) -> N
     """The number's cells match, but not the columns: the results of another file."""
     source = csv_file(tmp_path, "id,phone\n7,(509) 555-0001\n")
     csv_file(tmp_path, "phone,phoneNumber,status,detail\r\n", "numbers.results.csv")
-    chosen = importer.options(
+    chosen = command.options(
         Settings.from_env({}), import_args(str(source), "--resume"), {"ENDCONTACT_API_KEY": "k"}
     )
     with pytest.raises(UsageError, match="is not a results file of this input: its header is not"):
-        importer.survey(chosen)
+        command.survey(chosen)
 
 
 # --- the results keep the input's columns -------------------------------------------
@@ -602,10 +594,10 @@ def test_every_input_column_is_written_back_in_order_then_the_outcome() -> None:
 # --- --resume keeps the first run's reason -------------------------------------------
 
 
-def resume_args(tmp_path: Path, *argv: str) -> importer.Options:
+def resume_args(tmp_path: Path, *argv: str) -> command.Options:
     source = csv_file(tmp_path, "phone\n(509) 555-0001\n")
     csv_file(tmp_path, "phone,phoneNumber,status,detail\r\n", "numbers.results.csv")
-    return importer.options(
+    return command.options(
         Settings.from_env({}),
         import_args(str(source), "--resume", *argv),
         {"ENDCONTACT_API_KEY": "ec_x"},
@@ -655,7 +647,7 @@ def test_resume_with_another_reason_is_refused(
 def test_without_resume_the_reason_given_is_used(tmp_path: Path) -> None:
     csv_file(tmp_path, '{"reason": "old"}', "numbers.results.reason.json")
     source = csv_file(tmp_path, "phone\n(509) 555-0001\n")
-    chosen = importer.options(
+    chosen = command.options(
         Settings.from_env({}), import_args(str(source), "--reason=new"), {"ENDCONTACT_API_KEY": "k"}
     )
     assert chosen.reason == "new"
@@ -669,16 +661,16 @@ def test_the_reason_is_recorded_beside_the_results() -> None:
 
 
 def test_a_rate_only_of_numbers_this_run_finished() -> None:
-    counts = importer.Counts(ended=3, invalid=1, done=4)
-    line = importer._summary(counts, 4, 0.5, Path("r.csv"), interrupted=False)
+    counts = results.Counts(ended=3, invalid=1, done=4)
+    line = results.summary(counts, 4, 0.5, Path("r.csv"), interrupted=False)
     assert (
         line == "ended 3, invalid 1, failed 0 of 4 rows in 0.5 s (8.0 numbers/s); results in r.csv"
     )
     # A --resume with nothing left to do: no "0 numbers/s".
-    counts = importer.Counts(ended=4, done=0)
-    line = importer._summary(counts, 4, 0.2, Path("r.csv"), interrupted=False)
+    counts = results.Counts(ended=4, done=0)
+    line = results.summary(counts, 4, 0.2, Path("r.csv"), interrupted=False)
     assert line == "ended 4, invalid 0, failed 0 of 4 rows in 0.2 s; results in r.csv"
-    line = importer._summary(importer.Counts(), 200, 3.0, Path("r.csv"), interrupted=True)
+    line = results.summary(results.Counts(), 200, 3.0, Path("r.csv"), interrupted=True)
     assert line.startswith("interrupted after 0 of 200 rows (ended 0, invalid 0, failed 0); ")
-    assert importer.rate(12_345.6) == "12,346 numbers/s"
-    assert importer.rate(0.25) == "0.2 numbers/s"
+    assert results.rate(12_345.6) == "12,346 numbers/s"
+    assert results.rate(0.25) == "0.2 numbers/s"
