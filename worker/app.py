@@ -34,6 +34,7 @@ from worker.celery_seam import (
     CONSUMER,
     Batches,
     EndContactCelery,
+    SoloPool,
     register_transport,
     result_backend,
 )
@@ -228,8 +229,10 @@ def create_celery(settings: Settings) -> Celery:
     )
     app.parts = parts
 
-    # Our tasks, run in batches (worker.celery_seam) through their Strategy.
+    # Our tasks, run in batches (worker.celery_seam) through their Strategy, inline in
+    # the consumer: the app's worker refuses every pool but solo.
     batches = Batches(store, parts.metrics, parts.broker_clock, parts.store_clock)
     tasks.register(app, store, Strategy=staticmethod(batches.strategy))
+    app.steps["worker"].add(SoloPool)
 
     return app

@@ -2,18 +2,22 @@
 more of them than their public API is here, and the rest of the worker goes through
 what this package names below.
 
-- Batches (batch.py): the end-contact and resume-contact tasks' strategy, running the
-  messages waiting on the queue as one batch. It uses Celery's non-public
-  `celery.worker.strategy` and `celery.worker.request` (create_request_cls,
-  hybrid_to_proto2, proto1_to_proto2, Request._tzlocal, worker_state) and kombu's
-  `Connection._deliver`. It runs a batch inline in the consumer: correct with the
-  solo pool only, the one `endcontact worker` starts (cli/serve.py).
+- Batches (batch.py): the end-contact and resume-contact tasks' strategy
+  (`Strategy=staticmethod(batches.strategy)`), running the messages waiting on the
+  queue as one batch. It uses Celery's non-public `celery.worker.strategy` and
+  `celery.worker.request` (create_request_cls, hybrid_to_proto2, proto1_to_proto2,
+  Request._tzlocal, worker_state); transport.py takes the waiting messages.
+- SoloPool (batch.py): the worker bootstep (`app.steps["worker"].add(SoloPool)`) that
+  refuses to start the app's worker with any pool but solo, in one line and exit
+  status 2: a batch runs inline in the consumer, correct with the solo pool only
+  (the one `endcontact worker` starts, cli/serve.py).
 - result_backend() (backend.py): Celery's Redis result backend without its read
   before each write, storing a batch's results in one round trip (overrides
   `_store_result`, `_get_result_meta`, `_set_with_state`).
 - CONSUMER (consumer.py): Celery's consumer, dropping a malformed message on its own.
 - register_transport(), envelope() (transport.py): kombu's Redis transport, dropping a
-  queue entry that is not a message (overrides `Channel._brpop_read`).
+  queue entry that is not a message (overrides `Channel._brpop_read`); its Waiting
+  takes what else waits on the queue for a batch (kombu's `Connection._deliver`).
 - EndContactCelery (program.py): Celery's app whose worker program logs its banner and
   shutdown notices as log lines (overrides Worker.emit_banner, replaces
   `celery.apps.worker.safe_say`).
@@ -28,7 +32,7 @@ compares the envelope with what Celery's own producer sends.
 
 from __future__ import annotations
 
-from worker.celery_seam.batch import Batches
+from worker.celery_seam.batch import Batches, SoloPool
 from worker.celery_seam.program import EndContactCelery
 from worker.celery_seam.transport import envelope
 from worker.celery_seam.transport import register as register_transport
@@ -40,6 +44,7 @@ __all__ = [
     "KOMBU_VERSION",
     "Batches",
     "EndContactCelery",
+    "SoloPool",
     "envelope",
     "register_transport",
     "result_backend",

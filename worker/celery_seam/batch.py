@@ -4,9 +4,9 @@ Each number is still one Celery task message on the queue. What changes is how a
 worker runs them: when the consumer hands it a message, the worker also takes,
 without waiting, what else waits on the queue (all of it, or half of a long queue so
 that another worker runs the rest meanwhile; at most BATCH_MAX in all: one script,
-LLEN then `RPOP queue count`) and feeds it through the consumer like any delivered
-message (kombu's Message, Celery's Request: task ids, expiry and `task_revoked`,
-argsrepr, acks all as usual). Then, for the whole batch:
+transport.Waiting) and feeds it through the consumer like any delivered message
+(kombu's Message, Celery's Request: task ids, expiry and `task_revoked`, argsrepr,
+acks all as usual). Then, for the whole batch:
 
 1. one round trip to the store: each campaign's changes, marks with their events, in one
    script, and one `WAITAOF` (Store.apply_changes);
@@ -22,10 +22,10 @@ messages come from the broker through the consumer's own channel.
 
 This replaces Celery's per-task strategy for the end-contact and resume-contact tasks
 (the task class's `Strategy`, see celery.worker.strategy.default); a batch may hold
-both. The batch runs inline in the consumer,
-as the solo pool runs every task. The task_received and task_revoked signals and the
-task events (received, started, succeeded, failed: Flower's view) are per task as
-Celery sends them; task_prerun and task_postrun once per batch (Batches.run);
+both. The batch runs inline in the consumer, as the solo pool runs every task: the
+worker refuses any other pool (SoloPool). The task_received and task_revoked signals
+and the task events (received, started, succeeded, failed: Flower's view) are per task
+as Celery sends them; task_prerun and task_postrun once per batch (Batches.run);
 task_success and task_failure are not sent.
 
 A malformed message costs only itself: one whose arguments are not a change of ours
@@ -46,8 +46,8 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-import redis
-from celery import signals, states
+from celery import bootsteps, signals, states
+from celery.concurrency.solo import TaskPool as SoloTaskPool
 from celery.utils.imports import symbol_by_name
 from celery.worker import state as worker_state
 from celery.worker.request import create_request_cls
@@ -57,9 +57,10 @@ from kombu.utils.uuid import uuid
 from shared.clock import ServerClock
 from shared.events import Change
 from shared.metrics import Registry
+from shared.settings import SettingsError, exit_on_bad_settings
 from shared.store import Store
 from shared.tasks import QUEUE, change_of
-from worker.celery_seam.transport import envelope
+from worker.celery_seam.transport import Waiting
 
 # The logger name of before the seam package: what operators filter the logs on.
 log = logging.getLogger("worker.batch")
@@ -68,20 +69,10 @@ log = logging.getLogger("worker.batch")
 # keep the numbers of one batch waiting for its slowest part, and leave less work for
 # the other worker processes.
 BATCH_MAX = 100
-
-
 # A queue this long or longer is shared: a worker takes half of it (up to BATCH_MAX),
 # so that the next idle worker runs the other half at the same time; a shorter one is
 # taken whole, so that no number waits for a second round.
 SHARED_FROM = 32
-# Atomic on the broker: LLEN, then RPOP with a count (Redis 6.2+), oldest first.
-_SHARE = """
-local waiting = redis.call('LLEN', KEYS[1])
-if waiting == 0 then return {} end
-local take = waiting
-if waiting >= tonumber(ARGV[2]) then take = math.ceil(waiting / 2) end
-return redis.call('RPOP', KEYS[1], math.min(take, tonumber(ARGV[1])))
-"""
 
 
 class BatchFailed(Exception):
@@ -105,9 +96,8 @@ class Batches:
         self._metrics = metrics
         self._broker_clock = broker_clock
         self._store_clock = store_clock
-        # Redis before 6.2 has no RPOP with a count: there a batch is one message.
-        self._take = True
-        self._share: Any = None
+        # The message in hand is one of the batch: the others are at most BATCH_MAX - 1.
+        self._waiting = Waiting(BATCH_MAX - 1, SHARED_FROM)
         # Shared by the tasks' handlers: a message taken for a batch is part of it,
         # whichever task it is for.
         self._pending: list[Any] = []
@@ -194,10 +184,10 @@ class Batches:
                 )
             pending.append(request)
             if self._taking:
-                return  # delivered by _take_waiting below: part of the batch in hand
+                return  # delivered by Waiting below: part of the batch in hand
             self._taking = True
             try:
-                self._take_waiting(message.channel)
+                self._waiting.deliver(message.channel, QUEUE)
             finally:
                 self._taking = False
             batch = pending[:]
@@ -210,40 +200,6 @@ class Batches:
                 log.exception("end-contact batch raised")
 
         return handler
-
-    def _take_waiting(self, channel: Any) -> None:
-        """Take what else waits on the queue and deliver it through the consumer."""
-        if not self._take:
-            return
-        try:
-            with channel.conn_or_acquire() as client:
-                if self._share is None:
-                    self._share = client.register_script(_SHARE)
-                raws = self._share(keys=[QUEUE], args=[BATCH_MAX - 1, SHARED_FROM], client=client)
-        except redis.ResponseError as exc:
-            if _unsupported(exc):
-                # Before Redis 6.2 RPOP takes no count; an ACL may forbid scripts.
-                log.warning("the broker cannot pop several messages at once: batches of one")
-                self._take = False
-                return
-            log.warning("could not take waiting messages: %s", exc.__class__.__name__)
-            return
-        except (redis.RedisError, OSError) as exc:
-            # Nothing was taken: they stay for the next delivery.
-            log.warning("could not take waiting messages: %s", exc.__class__.__name__)
-            return
-        for raw in raws or ():
-            # Not kombu's envelope: taken off the queue, it is gone, logged as the
-            # transport logs one it pops itself (transport.py). One that is,
-            # whatever its task message holds, is handled by consumer.py.
-            message = envelope(raw)
-            if message is None:
-                continue
-            try:
-                channel.connection._deliver(message, QUEUE)
-            except Exception:
-                # One bad message must not cost the rest of the batch.
-                log.exception("could not deliver a message")
 
     def run(self, task: Any, requests: Sequence[Any]) -> None:
         """Apply the batch's changes, on disk, then store each task's result.
@@ -318,16 +274,35 @@ class Batches:
         return [_outcome(r, c, stored) for r, c in zip(requests, changes, strict=True)]
 
 
+class SoloPool(bootsteps.Step):  # type: ignore[misc]
+    """The worker of an app whose tasks run in Batches starts with the solo pool only
+    (a worker bootstep: `app.steps["worker"].add(SoloPool)`).
+
+    A batch runs inline in the consumer, as the solo pool runs a task. Under another
+    pool it would run there all the same: the pool's processes or threads idle, its
+    limits (time limits, tasks per child) never applied, and the worker announcing a
+    concurrency it does not have. Celery's `worker` command takes prefork unless told
+    otherwise: refused here, before the worker starts anything, in one line and exit
+    status 2, as a bad setting is (shared.settings).
+    """
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        # By now Celery has resolved --pool (or worker_pool) to the pool's class.
+        if not issubclass(parent.pool_cls, SoloTaskPool):
+            pool = parent.pool_cls.__module__.rpartition(".")[2]
+            with exit_on_bad_settings():
+                raise SettingsError(
+                    f"the worker's pool must be solo (--pool=solo), not {pool}: it runs its"
+                    " tasks in batches inside its consumer (`endcontact worker` starts it so)"
+                )
+
+
 def _task_events(eventer: Any, task: Any) -> bool:
     """Whether task events go out now: Celery's own test, asked once for a batch."""
     if eventer is None or not eventer.enabled or not task.send_events:
         return False
     return not eventer.groups or "task" in eventer.groups
-
-
-def _unsupported(exc: redis.ResponseError) -> bool:
-    text = str(exc).lower()
-    return any(sign in text for sign in ("wrong number of arguments", "unknown command", "noperm"))
 
 
 def _payload(message: Any) -> Any:

@@ -14,7 +14,8 @@ error"); the supervisor restarts it at most five times a minute, so a handful of
 entries would leave no worker.
 
 Here each entry is read by envelope(), the one rule for both ways a worker takes
-entries (this transport's BRPOP, and batch.py taking what else waits): an entry
+entries (this transport's BRPOP, and Waiting taking what else waits, for batch.py's
+batches): an entry
 that is not an envelope is logged (its length and what is wrong, never its content:
 it may hold a phone number) and dropped, and the worker goes on with the next. An
 envelope whose message Celery cannot run is consumer.py's to drop.
@@ -36,11 +37,18 @@ from typing import Any
 from kombu.transport import TRANSPORT_ALIASES, _transport_cache, redis
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import loads
+from redis.exceptions import RedisError, ResponseError
 
+from shared import lua
 from worker.celery_seam.versions import FLUSHES_BRPOP_REAUTH
 
-# The logger name of before the seam package: what operators filter the logs on.
+# The logger names of before the seam package: what operators filter the logs on (what
+# Waiting says was worker.batch's).
 log = logging.getLogger("worker.transport")
+batch_log = logging.getLogger("worker.batch")
+
+# What else waits on the queue, in one round trip (Waiting).
+TAKE_WAITING_SCRIPT = lua.load("worker.celery_seam", "take_waiting")
 
 
 class NotAnEnvelope(ValueError):
@@ -122,6 +130,57 @@ class _ReadsEnvelopes:
             self._in_poll = None
             if FLUSHES_BRPOP_REAUTH:
                 self._flush_brpop_reauth()
+
+
+class Waiting:
+    """What else waits on the queue, taken in one round trip (lua/take_waiting.lua) and
+    delivered through the consumer as this transport delivers what it pops (kombu's
+    `Connection._deliver`): a batch (batch.py) is what was waiting."""
+
+    def __init__(self, most: int, shared_from: int) -> None:
+        self._args = [most, shared_from]
+        # Redis before 6.2 has no RPOP with a count: there a batch is one message.
+        self._supported = True
+        self._script: Any = None
+
+    def deliver(self, channel: Any, queue: str) -> None:
+        """Take what waits on `queue` and deliver it on kombu's `channel`."""
+        if not self._supported:
+            return
+        try:
+            with channel.conn_or_acquire() as client:
+                if self._script is None:
+                    self._script = client.register_script(TAKE_WAITING_SCRIPT)
+                raws = self._script(keys=[queue], args=self._args, client=client)
+        except ResponseError as exc:
+            if _unsupported(exc):
+                # Before Redis 6.2 RPOP takes no count; an ACL may forbid scripts.
+                batch_log.warning("the broker cannot pop several messages at once: batches of one")
+                self._supported = False
+                return
+            batch_log.warning("could not take waiting messages: %s", exc.__class__.__name__)
+            return
+        except (RedisError, OSError) as exc:
+            # Nothing was taken: they stay for the next delivery.
+            batch_log.warning("could not take waiting messages: %s", exc.__class__.__name__)
+            return
+        for raw in raws or ():
+            # Not kombu's envelope: taken off the queue, it is gone, logged as one this
+            # transport pops. One that is, whatever its task message holds, is handled
+            # by consumer.py.
+            message = envelope(raw)
+            if message is None:
+                continue
+            try:
+                channel.connection._deliver(message, queue)
+            except Exception:
+                # One bad message must not cost the rest of the batch.
+                batch_log.exception("could not deliver a message")
+
+
+def _unsupported(exc: ResponseError) -> bool:
+    text = str(exc).lower()
+    return any(sign in text for sign in ("wrong number of arguments", "unknown command", "noperm"))
 
 
 class Channel(_ReadsEnvelopes, redis.Channel):  # type: ignore[misc]

@@ -1,7 +1,8 @@
 """The Celery and kombu this process runs, and what differs between the versions the
-seam was read in (Celery and kombu 5.5, 5.6 and 5.7; pyproject.toml's range starts at
-5.5): the one place the seam looks at a version. Compare with celery_batches, which
-gates `create_request_cls`'s arguments on CELERY_VERSION the same way."""
+seam was read in (Celery and kombu 5.5, 5.6 and 5.7: pyproject.toml's ranges, whose
+lowest versions scripts/test-lowest runs the seam's tests on): the one place the seam
+looks at a version. Compare with celery_batches, which gates `create_request_cls`'s
+arguments on CELERY_VERSION the same way."""
 
 from __future__ import annotations
 
