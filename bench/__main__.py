@@ -11,15 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
@@ -28,8 +24,8 @@ import redis.asyncio
 from api.results import result_key
 from bench.cluster import Cluster, cpu_seconds, rss_mib
 from bench.load import Numbers, Samples, closed_loop
+from bench.report import HEADER, Memory, Point, plot, report, row
 from shared.apikeys import Scope
-from shared.embedded import server_binary
 from shared.keyspace import ended_key
 from shared.phones import to_e164
 from shared.settings import Settings
@@ -45,48 +41,6 @@ SYSTEMS = {
     "naive + our worker": ("bench.baselines:naive_app", "endcontact"),
     "direct": ("bench.baselines:direct_app", None),
 }
-
-
-@dataclass
-class Point:
-    system: str
-    concurrency: int
-    requests_per_s: float
-    numbers_per_s: float
-    p50: float  # milliseconds
-    p95: float
-    p99: float
-    failures: int
-    errors: int
-    web_cpu_ms: float = float("nan")  # CPU of the web per request
-    worker_cpu_ms: float = float("nan")  # CPU of the workers per number
-    # Cores each part used on average over the point: where the machine went.
-    cores: dict[str, float] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, system: str, concurrency: int, samples: Samples) -> Point:
-        lat = sorted(samples.latencies) or [float("nan")]
-        cuts = statistics.quantiles(lat, n=100) if len(lat) > 1 else [lat[0]] * 99
-        return cls(
-            system,
-            concurrency,
-            len(samples.latencies) / samples.seconds,
-            (samples.numbers - samples.failures) / samples.seconds,
-            cuts[49] * 1000,
-            cuts[94] * 1000,
-            cuts[98] * 1000,
-            samples.failures,
-            samples.errors,
-        )
-
-
-@dataclass
-class Memory:
-    system: str
-    web_start: float
-    web_end: float
-    worker_start: float
-    worker_end: float
 
 
 def _key(cluster: Cluster) -> str:
@@ -129,7 +83,7 @@ def run_system(
             if cluster.worker is not None:
                 point.worker_cpu_ms = used["workers"] * 1000 / max(1, samples.all_numbers)
             points.append(point)
-            print(_row(points[-1]), flush=True)
+            print(row(points[-1]), flush=True)
         memory = Memory(name, web0, rss_mib(cluster.web), worker0, rss_mib(cluster.worker))
     return points, memory
 
@@ -249,174 +203,6 @@ def soak(seconds: float, concurrency: int, workers: int, work: Path) -> None:
         print(f"{len(successes)} numbers answered as successes; {missing} of them not stored")
 
 
-def _row(p: Point) -> str:
-    return (
-        f"| {p.system} | {p.concurrency} | {p.requests_per_s:.1f} | {p.numbers_per_s:.0f} | "
-        f"{p.p50:.1f} | {p.p95:.1f} | {p.p99:.1f} | {p.failures} | {p.errors} | "
-        f"{p.web_cpu_ms:.2f} | {p.worker_cpu_ms:.3f} |"
-    ).replace("nan", "-")
-
-
-HEADER = (
-    "| system | concurrency | requests/s | numbers/s | p50 ms | p95 ms | p99 ms "
-    "| failed numbers | non-201 | web CPU ms/request | worker CPU ms/number |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|"
-)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    valkey = subprocess.run(
-        [str(server_binary()), "--version"], capture_output=True, text=True, check=False
-    ).stdout.split()[2]
-    return (
-        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-        f"valkey-server {valkey}, {platform.system()} {platform.release()}"
-    )
-
-
-def ratios(points: list[Point], floor: Point, drain: float) -> list[tuple[str, float, str, bool]]:
-    """(name, value, target, met) for each target the benchmark is judged by."""
-
-    def at(system: str, concurrency: int) -> Point | None:
-        return next(
-            (p for p in points if p.system == system and p.concurrency == concurrency), None
-        )
-
-    def best(system: str) -> float:
-        return max(
-            (p.numbers_per_s for p in points if p.system == system and p.concurrency in (16, 64)),
-            default=float("nan"),
-        )
-
-    out = []
-    ours1, naive1, direct1 = at("endcontact", 1), at("naive", 1), at("direct", 1)
-    ours16, direct16, ours64 = at("endcontact", 16), at("direct", 16), at("endcontact", 64)
-    # The targets against the direct floor: the same HTTP stack writing the marks itself.
-    if ours1 and direct1:
-        value = ours1.p50 / direct1.p50
-        out.append(("c=1 p50 / direct floor p50", value, "<= 3", value <= 3))
-    if ours16 and direct16:
-        value = ours16.numbers_per_s / direct16.numbers_per_s
-        out.append(("c=16 numbers/s / direct floor's", value, ">= 0.3", value >= 0.3))
-    if ours64:
-        out.append(("c=64 non-201 answers", ours64.errors, "== 0", ours64.errors == 0))
-        out.append(("c=64 failed numbers", ours64.failures, "== 0", ours64.failures == 0))
-        out.append(("c=64 p99 ms", ours64.p99, "<= 2000", ours64.p99 <= 2000))
-    if ours1:
-        value = ours1.p50 / floor.p50
-        out.append(("c=1 p50 / Celery floor p50", value, "<= 1.3", value <= 1.3))
-    if ours1 and naive1:
-        value = naive1.p50 / ours1.p50
-        out.append(("c=1 naive p50 / endcontact p50", value, ">= 6", value >= 6))
-    if best("endcontact") == best("endcontact"):
-        value = best("endcontact") / best("naive")
-        out.append(("saturation numbers/s / naive's", value, ">= 1.5", value >= 1.5))
-        # The worker alone drains faster than the service is fed: shown, not a target.
-        out.append(("saturation numbers/s / drain ceiling", best("endcontact") / drain, "-", True))
-    if ours16:
-        value = ours16.p99 / ours16.p50
-        out.append(("c=16 p99 / p50", value, "<= 3", value <= 3))
-        failed = ours16.failures + ours16.errors
-        out.append(("c=16 failed numbers", failed, "== 0", failed == 0))
-    return out
-
-
-def _met(target: str, ok: bool) -> str:
-    return "-" if target == "-" else "yes" if ok else "**no**"
-
-
-def _budget(points: list[Point]) -> list[str]:
-    """Where the cores went at endcontact's saturation point."""
-    candidates = [p for p in points if p.system == "endcontact" and p.concurrency in (16, 64)]
-    if not candidates:
-        return []
-    best = max(candidates, key=lambda p: p.numbers_per_s)
-    parts = ", ".join(f"{part} {cores:.2f}" for part, cores in best.cores.items())
-    return [
-        "",
-        f"Cores used at endcontact's saturation (concurrency {best.concurrency}, "
-        f"{os.cpu_count()} cores): {parts}.",
-    ]
-
-
-def report(
-    points: list[Point],
-    floor: Point,
-    drain: float,
-    memory: list[Memory],
-    seconds: float,
-    workers: int,
-) -> str:
-    lines = [
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}.",
-        f"Closed loop, 50 numbers a request, {seconds:g} s a point after a 1 s warm-up; "
-        f"worker: `endcontact worker --concurrency {workers}`.",
-        "",
-        HEADER,
-        *(_row(p) for p in [*points, floor]),
-        "",
-        f"Worker drain ceiling (pre-filled queue, same worker command): **{drain:.0f} tasks/s**.",
-        *_budget(points),
-        "",
-        "| ratio | value | target | met |",
-        "|---|---|---|---|",
-        *(
-            f"| {name} | {value:.2f} | {target} | {_met(target, ok)} |"
-            for name, value, target, ok in ratios(points, floor, drain)
-        ),
-        "",
-        "| system | web RSS start → end (MiB) | worker RSS start → end (MiB) |",
-        "|---|---|---|",
-        *(
-            f"| {m.system} | {m.web_start:.0f} → {m.web_end:.0f} | "
-            f"{m.worker_start:.0f} → {m.worker_end:.0f} |"
-            for m in memory
-        ),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def plot(points: list[Point], floor: Point, drain: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for system in SYSTEMS:
-        mine = [p for p in points if p.system == system]
-        if not mine:
-            continue
-        xs = [p.concurrency for p in mine]
-        (line,) = left.plot(xs, [p.p50 for p in mine], marker="o", label=f"{system} p50")
-        left.plot(
-            xs, [p.p99 for p in mine], linestyle="--", color=line.get_color(), label=f"{system} p99"
-        )
-        right.plot(xs, [p.numbers_per_s for p in mine], marker="o", label=system)
-    left.axhline(floor.p50, color="grey", linestyle=":", label="Celery floor p50 (c=1)")
-    right.axhline(drain, color="grey", linestyle=":", label="worker drain ceiling")
-    for axis, title, unit in ((left, "Latency", "ms"), (right, "Throughput", "numbers/s")):
-        axis.set_xscale("log", base=2)
-        ticks = sorted({p.concurrency for p in points})
-        axis.set_xticks(ticks, [str(t) for t in ticks])
-        axis.set_yscale("log")
-        axis.set_xlabel("concurrent clients (50 numbers a request)")
-        axis.set_ylabel(unit)
-        axis.set_title(title)
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
 def main() -> None:
     # SIGTERM ends the run like Ctrl-C: through the clusters' exits, so no server,
     # worker or web is left behind (they run in sessions of their own).
@@ -458,7 +244,7 @@ def main() -> None:
             memory.append(system_memory)
         (work / "floor").mkdir()
         floor = celery_floor(max(args.seconds, 1.0), args.workers, work)
-        print(_row(floor), flush=True)
+        print(row(floor), flush=True)
         drain = drain_ceiling(args.drain_tasks, args.workers, work)
     text = report(points, floor, drain, memory, args.seconds, args.workers)
     print()
