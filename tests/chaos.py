@@ -51,7 +51,7 @@ from shared.events import ENDED, RESUMED
 from shared.store import Store
 from shared.tasks import QUEUE
 from tests.chaos_check import CHECK, FEED, Call, Deadlines, Fault, Final, Report, check
-from tests.helpers import URL, wait_until
+from tests.helpers import TLS, URL, wait_until
 from tests.processes import Stack, http_ready, spawn, wait_for
 
 # A small pool: the four clients keep ending and resuming the same numbers.
@@ -249,7 +249,7 @@ class Load:
     @contextlib.contextmanager
     def _http(self, secret: str) -> Iterator[httpx.Client]:
         with httpx.Client(
-            base_url=self.base, headers={"x-api-key": secret}, timeout=CLIENT_TIMEOUT
+            base_url=self.base, headers={"x-api-key": secret}, timeout=CLIENT_TIMEOUT, verify=TLS
         ) as http:
             yield http
 
@@ -362,7 +362,7 @@ def _answer(http: httpx.Client, method: str, path: str, body: object = None) -> 
 
 
 def read_final(base: str, secret: str, receiver: Receiver) -> Final:
-    with httpx.Client(base_url=base, headers={"x-api-key": secret}, timeout=30) as http:
+    with httpx.Client(base_url=base, headers={"x-api-key": secret}, timeout=30, verify=TLS) as http:
         feed: list[dict[str, Any]] = []
         query = "?limit=1000"
         while True:
@@ -391,7 +391,7 @@ def settle(stack: ChaosStack) -> None:
 
     def ready() -> bool:
         try:
-            return httpx.get(f"{stack.base}/readyz", timeout=5).status_code == 200
+            return httpx.get(f"{stack.base}/readyz", timeout=5, verify=TLS).status_code == 200
         except httpx.TransportError:
             return False
 
@@ -414,6 +414,7 @@ def run(directory: Path, seconds: float, seed: int, say: Callable[[str], None] =
             json={"url": receiver.url},
             headers={"x-api-key": keys[0][0]},
             timeout=10,
+            verify=TLS,
         )
         assert hook.status_code == 201, hook.text
         until = time.monotonic() + seconds

@@ -16,6 +16,7 @@ from shared.apikeys import ApiKey
 from shared.embedded import BROKER_ARGS, free_port, start_server, stop_server
 from shared.settings import Settings
 from shared.store import Store
+from tests.helpers import TLS
 from tests.processes import Stack, spawn, start_web, stop, wait_for, worker_ready
 
 UNIT = Path(__file__).parent / "unit"
@@ -89,7 +90,7 @@ def web(servers: dict[str, str], worker: None, logs: Path) -> Iterator[str]:
 @pytest.fixture
 def web_client(web: str) -> Iterator[httpx.Client]:
     """A client of the session's web process, which has a worker behind it."""
-    with httpx.Client(base_url=web, timeout=30) as http:
+    with httpx.Client(base_url=web, timeout=30, verify=TLS) as http:
         yield http
 
 

@@ -12,7 +12,7 @@ import httpx
 import redis
 
 from shared.embedded import BROKER_ARGS, free_port, local_url, start_server, stop_server
-from tests.helpers import clean_env, wait_until
+from tests.helpers import TLS, clean_env, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +43,7 @@ def wait_for(
 
 def http_ready(base: str) -> bool:
     try:
-        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+        return httpx.get(f"{base}/healthz", timeout=1, verify=TLS).status_code == 200
     except httpx.HTTPError:
         return False
 

@@ -37,7 +37,7 @@ from shared.embedded import free_port
 from shared.phones import to_e164
 from shared.store import Store
 from tests.conftest import Caller, new_caller
-from tests.helpers import URL, numbers, wait_until
+from tests.helpers import TLS, URL, numbers, wait_until
 from tests.processes import ROOT, Stack, http_ready, stop, wait_for
 
 CHECK = f"{URL}/check"
@@ -255,7 +255,7 @@ def dead_proxy(tmp_path: Path) -> Iterator[str]:
 
 def _answers(base: str) -> bool:
     try:
-        httpx.get(base, timeout=1)
+        httpx.get(base, timeout=1, verify=TLS)
     except httpx.HTTPError:
         return False
     return True

@@ -24,7 +24,7 @@ from shared.apikeys import Scope
 from shared.events import CODES, ENDED, RESUMED, Event, EventId, entry_events, history
 from shared.store import TRIMMED, Store, ended_key, events_key, feed_name
 from tests.conftest import Caller, new_caller
-from tests.helpers import URL, assert_problem, lookup_path, numbers, wait_until
+from tests.helpers import TLS, URL, assert_problem, lookup_path, numbers, wait_until
 from tests.processes import Stack
 
 pytestmark = pytest.mark.timeout(120)
@@ -55,7 +55,7 @@ def change(
     # Escaped to ASCII, as any JSON may be: so a test can send a lone surrogate.
     body = json.dumps({"phoneNumberList": phones, **extra}).encode()
     if isinstance(http, str):
-        return httpx.post(f"{http}{path}", content=body, headers=headers, timeout=30)
+        return httpx.post(f"{http}{path}", content=body, headers=headers, timeout=30, verify=TLS)
     return http.post(path, content=body, headers=headers)
 
 
@@ -330,7 +330,7 @@ class Writer:
     maybe: list[tuple[str, str]] = field(default_factory=list)
 
     def run(self, base: str) -> None:
-        with httpx.Client(base_url=base, timeout=30) as http:
+        with httpx.Client(base_url=base, timeout=30, verify=TLS) as http:
             todo = self.phones
             for path, kind in ((URL, ENDED), (RESUME, RESUMED), (URL, ENDED)):
                 for start in range(0, len(todo), 7):
@@ -344,7 +344,7 @@ def tail(base: str, caller: Caller, limit: int, stop: threading.Event) -> list[d
     """Follow the feed with `after=next`, `limit` at a time, until `stop` and dry."""
     seen: list[dict[str, Any]] = []
     after: str | None = None
-    with httpx.Client(base_url=base, timeout=30) as http:
+    with httpx.Client(base_url=base, timeout=30, verify=TLS) as http:
         while True:
             stopping = stop.is_set()
             query: dict[str, str | int] = {"limit": limit}
@@ -503,7 +503,7 @@ def test_past_the_retention_events_leave_the_feed_and_a_resumed_number_its_histo
     stack = short_lived
     caller = new_caller(Store(stack.client))
     kept, resumed, twice = numbers(100, 3), numbers(200, 3), numbers(300, 3)
-    with httpx.Client(base_url=stack.base, timeout=30) as http:
+    with httpx.Client(base_url=stack.base, timeout=30, verify=TLS) as http:
         assert created(change(http, caller, URL, kept + resumed + twice))["failure"] == []
         assert created(change(http, caller, RESUME, resumed + twice))["failure"] == []
         assert created(change(http, caller, URL, twice))["failure"] == []
@@ -581,7 +581,7 @@ class Churn:
 
     def _run(self, seed: int) -> None:
         chance = random.Random(seed)  # noqa: S311 (a test's choices, not a secret)
-        with httpx.Client(base_url=self.stack.base, timeout=30) as http:
+        with httpx.Client(base_url=self.stack.base, timeout=30, verify=TLS) as http:
             n = 0
             while not self.stop.is_set():
                 n += 1
@@ -691,7 +691,7 @@ def _killed_mid_writes(stack: LifeStack) -> None:
             if now != request.kind:
                 assert events[-1].id.ms >= request.sent_ms, (phone, request)
     # What a client reads is the same: the feed through the API is the stream.
-    with httpx.Client(base_url=stack.base, timeout=30) as http:
+    with httpx.Client(base_url=stack.base, timeout=30, verify=TLS) as http:
         feed = [as_event(e) for e in whole_feed(http, caller)]
     assert sorted(feed, key=lambda e: e.id) == feed
     assert sorted(feed, key=lambda e: e.id) == sorted(

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from shared.phones import to_e164
 from shared.store import Store, ended_key
 from tests.conftest import Caller, new_caller
-from tests.helpers import URL
+from tests.helpers import TLS, URL
 
 ALLOWED = {201, 400, 401, 413, 429}
 
@@ -86,7 +86,7 @@ class Target:
 
 @pytest.fixture(scope="module")
 def target(web: str, store: Store, redis_url: str) -> Iterator[Target]:
-    with httpx.Client(base_url=web, timeout=30) as http:
+    with httpx.Client(base_url=web, timeout=30, verify=TLS) as http:
         yield Target(
             http, new_caller(store), redis.Redis.from_url(redis_url, decode_responses=True)
         )

@@ -25,7 +25,7 @@ from shared.marks import Cursor
 from shared.store import Store, ended_key
 from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller, serving
-from tests.helpers import URL, assert_problem, post_numbers, wait_until
+from tests.helpers import TLS, URL, assert_problem, post_numbers, wait_until
 from tests.processes import ROOT, Stack, start_web, stop
 from tests.test_cli import endcontact
 
@@ -80,7 +80,7 @@ def paging(reader: Reader, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     through uvicorn (measured), and these tests twice as long."""
     log = tmp_path_factory.mktemp("paging") / "web.log"
     base, process = start_web({"REDIS_URL": reader.url, **NO_LIMIT}, log)
-    with httpx.Client(base_url=base, timeout=30) as http:
+    with httpx.Client(base_url=base, timeout=30, verify=TLS) as http:
         yield http
     stop(process)
 
@@ -485,7 +485,7 @@ def test_an_export_cut_by_redis_failing_is_no_complete_file(stack: Stack) -> Non
         pipe.execute()
     received: list[bytes] = []
     with (
-        httpx.Client(base_url=stack.base, timeout=30) as http,
+        httpx.Client(base_url=stack.base, timeout=30, verify=TLS) as http,
         http.stream("GET", URL, headers={"x-api-key": secret, "accept": "text/csv"}) as response,
     ):
         assert response.status_code == 200
@@ -502,7 +502,7 @@ def test_an_export_cut_by_redis_failing_is_no_complete_file(stack: Stack) -> Non
     assert text.startswith(b"phoneNumber,endedAt\r\n")
     assert text.count(b"\n") - 1 < 400_000
     assert "export cut short" in stack.logs()
-    assert httpx.get(f"{stack.base}/healthz").status_code == 200
+    assert httpx.get(f"{stack.base}/healthz", verify=TLS).status_code == 200
 
 
 def test_cli_export_leaves_no_file_when_redis_fails(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from shared.webhooks import (
     webhook_key,
 )
 from tests.conftest import Caller, new_caller
-from tests.helpers import URL, post_numbers, wait_until
+from tests.helpers import TLS, URL, post_numbers, wait_until
 from tests.processes import Stack, stop
 from tests.test_cli import endcontact
 
@@ -58,10 +58,10 @@ class HookStack(Stack):
 
     @property
     def http(self) -> httpx.Client:
-        """One client for the test's calls to the web: a new one costs some 85 ms (its
-        TLS context), on every poll of a wait."""
+        """One client for the test's calls to the web, its connection kept between the
+        polls of a wait."""
         if self._http is None:
-            self._http = httpx.Client(base_url=self.base, timeout=30)
+            self._http = httpx.Client(base_url=self.base, timeout=30, verify=TLS)
         return self._http
 
     def stop(self) -> None:
@@ -553,7 +553,7 @@ def test_revoking_a_key_disables_the_webhooks_it_created(
         f"{hook.id}\t{scope.campaign}\t{at_leaked.url}",
     ]
 
-    answer = httpx.get(f"{hooks.base}{WEBHOOKS}", headers=other.headers)
+    answer = httpx.get(f"{hooks.base}{WEBHOOKS}", headers=other.headers, verify=TLS)
     shown = {one["id"]: one for one in answer.json()["webhooks"]}
     assert shown[hook.id]["createdBy"] == leaked.key.id
     assert "disabledAt" in shown[hook.id]

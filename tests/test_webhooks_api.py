@@ -18,6 +18,7 @@ import redis
 from shared.store import Store, feed_name
 from shared.webhooks import MAX_PER_CAMPAIGN, key_webhooks_key, log_key, webhook_key
 from tests.conftest import Caller, new_caller
+from tests.helpers import TLS
 from tests.processes import start_web, stop
 
 HOOKS = "/api/v1/webhooks"
@@ -38,7 +39,7 @@ def private_web(servers: dict[str, str], worker: None, logs: Path) -> Iterator[s
 
 @pytest.fixture
 def http(web: str, caller: Caller) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=web, headers=caller.headers, timeout=30) as client:
+    with httpx.Client(base_url=web, headers=caller.headers, timeout=30, verify=TLS) as client:
         yield client
 
 
@@ -244,7 +245,7 @@ def test_a_local_receiver_is_told_how_to_allow_it_for_development(
     ],
 )
 def test_private_allowed_when_allow_private(private_web: str, caller: Caller, url: str) -> None:
-    with httpx.Client(base_url=private_web, headers=caller.headers, timeout=30) as http:
+    with httpx.Client(base_url=private_web, headers=caller.headers, timeout=30, verify=TLS) as http:
         created = create(http, url)
         assert created["url"] == url
         assert [hook["id"] for hook in listed(http)] == [created["id"]]
@@ -262,7 +263,7 @@ def test_private_allowed_when_allow_private(private_web: str, caller: Caller, ur
 def test_still_refused_when_allow_private(
     private_web: str, caller: Caller, url: str, reason: str
 ) -> None:
-    with httpx.Client(base_url=private_web, headers=caller.headers, timeout=30) as http:
+    with httpx.Client(base_url=private_web, headers=caller.headers, timeout=30, verify=TLS) as http:
         answer = http.post(HOOKS, json={"url": url})
         assert answer.status_code == 400, answer.text
         (error,) = answer.json()["errors"]
@@ -359,12 +360,12 @@ def test_scope(web: str, store: Store, raw: redis.Redis) -> None:
         new_caller(store, owner.key.scope.company),
         new_caller(store, campaign=owner.key.scope.campaign),
     ]
-    with httpx.Client(base_url=web, headers=owner.headers, timeout=30) as http:
+    with httpx.Client(base_url=web, headers=owner.headers, timeout=30, verify=TLS) as http:
         created = create(http)
     hook = created["id"]
     raw.lpush(log_key(hook), attempt(1, 1, status=500))
     for other in others:
-        with httpx.Client(base_url=web, headers=other.headers, timeout=30) as http:
+        with httpx.Client(base_url=web, headers=other.headers, timeout=30, verify=TLS) as http:
             assert listed(http) == []
             for answer in (
                 http.delete(f"{HOOKS}/{hook}"),
@@ -374,7 +375,7 @@ def test_scope(web: str, store: Store, raw: redis.Redis) -> None:
                 assert answer.status_code == 404, answer.text
                 assert answer.json()["type"] == "/problems/webhook-not-found"
                 assert created["secret"] not in answer.text
-    with httpx.Client(base_url=web, headers=owner.headers, timeout=30) as http:
+    with httpx.Client(base_url=web, headers=owner.headers, timeout=30, verify=TLS) as http:
         assert [h["id"] for h in listed(http)] == [hook]
         assert raw.hget(webhook_key(hook), "secret") == created["secret"]
         assert len(http.get(f"{HOOKS}/{hook}/deliveries").json()["deliveries"]) == 1
@@ -391,7 +392,9 @@ def test_unknown_ids(http: httpx.Client, webhook_id: str) -> None:
 
 
 def test_a_key_is_required(web_client: httpx.Client, caller: Caller) -> None:
-    with httpx.Client(base_url=str(web_client.base_url), headers=caller.headers) as http:
+    with httpx.Client(
+        base_url=str(web_client.base_url), headers=caller.headers, verify=TLS
+    ) as http:
         hook = create(http)["id"]
     for headers in ({}, {"x-api-key": "ec_not-a-key"}):
         for answer in (
