@@ -97,25 +97,17 @@ class ChaosStack(Stack):
     to this machine, retries that come fast, and a rate limit counted but never hit."""
 
     def __init__(self, directory: Path) -> None:
-        super().__init__(directory, timeout=TIMEOUT)
+        super().__init__(
+            directory,
+            timeout=TIMEOUT,
+            settings={
+                "ENDCONTACT_WEBHOOK_ALLOW_PRIVATE": "true",
+                "ENDCONTACT_WEBHOOK_RETRY_SCHEDULE": RETRY_SCHEDULE,
+                "ENDCONTACT_RATE_LIMIT": "1000000000",
+            },
+        )
         self.web_port = free_port()
         self.base = f"http://127.0.0.1:{self.web_port}"
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {
-            **super().env,
-            "ENDCONTACT_WEBHOOK_ALLOW_PRIVATE": "true",
-            "ENDCONTACT_WEBHOOK_RETRY_SCHEDULE": RETRY_SCHEDULE,
-            "ENDCONTACT_RATE_LIMIT": "1000000000",
-        }
-
-    def start(self) -> ChaosStack:
-        self.start_redis()
-        self.start_broker()
-        self.start_worker(WORKERS)
-        self.start_web()
-        return self
 
     def start_web(self) -> None:
         log = self.directory / "web.log"
@@ -405,7 +397,7 @@ def run(directory: Path, seconds: float, seed: int, say: Callable[[str], None] =
     stack = ChaosStack(directory)
     receiver = Receiver()
     try:
-        stack.start()
+        stack.start(concurrency=WORKERS)
         store = Store(stack.client)
         made = [store.create_key("chaos", "campaign", f"client {i}") for i in range(CHANGE_CLIENTS)]
         keys = [(secret, key.id) for key, secret in made]

@@ -148,6 +148,15 @@ def caller(store: Store) -> Caller:
 def stack(tmp_path: Path) -> Iterator[Stack]:
     """A private store, broker, worker and web, for tests that kill processes or count
     exactly."""
-    stack = Stack(tmp_path, timeout=2.0).start()
-    yield stack
-    stack.stop()
+    with Stack(tmp_path, timeout=2.0) as stack:
+        yield stack.start()
+
+
+@pytest.fixture(scope="session")
+def short_lived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack whose events leave the feed after 4.32 s (0.00005 days), with no rate
+    limit: for the feed's retention and expired cursors, each test in a campaign of its
+    own (its workers trim the feeds, so the session's cannot be used)."""
+    settings = {"ENDCONTACT_EVENTS_RETENTION_DAYS": "0.00005", "ENDCONTACT_RATE_LIMIT": "0"}
+    with Stack(tmp_path_factory.mktemp("short-lived"), settings=settings) as stack:
+        yield stack.start()

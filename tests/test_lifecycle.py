@@ -10,7 +10,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -473,32 +472,11 @@ def assert_ahead(client: httpx.Client, caller: Caller, after: str) -> None:
     }
 
 
-# --- private stacks ---------------------------------------------------------------
-
-
-class LifeStack(Stack):
-    """A private Stack with settings of its own: retention, no rate limit."""
-
-    def __init__(self, directory: Path, settings: dict[str, str], timeout: float = 2.0) -> None:
-        super().__init__(directory, timeout)
-        self.settings = settings
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**super().env, "ENDCONTACT_RATE_LIMIT": "0", **self.settings}
-
-
-@pytest.fixture
-def short_lived(tmp_path: Path) -> Iterator[LifeStack]:
-    # 0.00005 days: events leave the feed after 4.32 s.
-    stack = LifeStack(tmp_path, {"ENDCONTACT_EVENTS_RETENTION_DAYS": "0.00005"})
-    stack.start()
-    yield stack
-    stack.stop()
+# --- 5. retention (on the session's short-lived stack) -----------------------------
 
 
 def test_past_the_retention_events_leave_the_feed_and_a_resumed_number_its_history(
-    short_lived: LifeStack,
+    short_lived: Stack,
 ) -> None:
     stack = short_lived
     caller = new_caller(Store(stack.client))
@@ -642,15 +620,11 @@ def check_store(client: redis.Redis, scope: Scope) -> dict[str, list[Event]]:
 
 
 def test_a_mark_and_its_event_survive_the_worker_and_the_store_killed(tmp_path: Path) -> None:
-    stack = LifeStack(tmp_path, {})
-    stack.start()
-    try:
-        _killed_mid_writes(stack)
-    finally:
-        stack.stop()
+    with Stack(tmp_path, settings={"ENDCONTACT_RATE_LIMIT": "0"}) as stack:
+        _killed_mid_writes(stack.start())
 
 
-def _killed_mid_writes(stack: LifeStack) -> None:
+def _killed_mid_writes(stack: Stack) -> None:
     caller = new_caller(Store(stack.client))
     scope = caller.key.scope
     churn = Churn(stack, caller, e164(numbers(100, 40)), threads=4)
