@@ -15,7 +15,7 @@ import sys
 import threading
 import tomllib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -334,6 +334,15 @@ def test_the_events_iterator_yields_every_event_exactly_once(web: str, caller: C
 # --- private stacks: no worker, a small rate limit; the session's short retention ---
 
 
+def watched(
+    base: str, secret: str, retry_for: float, hook: Callable[[httpx.Response], Awaitable[None]]
+) -> AsyncClient:
+    """An async client that retries for `retry_for` s, quickly; `hook` sees each answer."""
+    return AsyncClient(
+        base, secret, retry_for=retry_for, backoff=QUICK, event_hooks={"response": [hook]}
+    )
+
+
 @pytest.fixture
 def no_worker(tmp_path: Path) -> Iterator[Stack]:
     with Stack(tmp_path, settings={"ENDCONTACT_RATE_LIMIT": "0"}) as stack:
@@ -357,13 +366,7 @@ def test_failures_are_retried_until_the_worker_comes_back(no_worker: Stack) -> N
 
     def send() -> None:
         async def end() -> ChangeResult:
-            async with AsyncClient(
-                stack.base,
-                caller.secret,
-                retry_for=150,
-                backoff=QUICK,
-                event_hooks={"response": [seen]},
-            ) as api:
+            async with watched(stack.base, caller.secret, 150, seen) as api:
                 return await api.end_contact(phones)
 
         result.append(asyncio.run(end()))
@@ -427,13 +430,7 @@ def test_429_waits_out_retry_after(rate_limited: Stack) -> None:
         seen(response)
 
     async def check() -> CheckResult:
-        async with AsyncClient(
-            rate_limited.base,
-            caller.secret,
-            retry_for=60,
-            backoff=QUICK,
-            event_hooks={"response": [seen_async]},
-        ) as api:
+        async with watched(rate_limited.base, caller.secret, 60, seen_async) as api:
             return await api.check(numbers(2000, 2500))
 
     assert asyncio.run(check()).not_ended == e164(numbers(2000, 2500))
