@@ -28,7 +28,7 @@ from shared.broker import DRAIN, WORKER_SILENCE, WORKERS
 from shared.store import Store
 from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller
-from tests.helpers import TLS, URL, wait_until
+from tests.helpers import TLS, URL, assert_problem, wait_until
 from tests.processes import Stack, start_web, stop
 
 pytestmark = pytest.mark.timeout(180)
@@ -121,9 +121,7 @@ def _refusal(stack: Stack) -> None:
             # No worker ran anything: every number failed, nothing is lost.
             assert response.json() == {"success": [], "failure": phones}
             continue
-        assert response.status_code == 503, response.text
-        assert response.headers["content-type"] == "application/problem+json"
-        assert response.json()["type"] == "/problems/overloaded"
+        assert assert_problem(response, 503)["type"] == "/problems/overloaded"
         assert 1 <= int(response.headers["retry-after"]) <= math.ceil(stack.timeout)
 
     # Still refusing what does not fit (the queue is as full): a key missing or

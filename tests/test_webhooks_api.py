@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 from shared.store import Store, feed_name
 from shared.webhooks import MAX_PER_CAMPAIGN, key_webhooks_key, log_key, webhook_key
 from tests.conftest import Caller, new_caller, serving
-from tests.helpers import TLS
+from tests.helpers import TLS, assert_problem
 
 HOOKS = "/api/v1/webhooks"
 # A public address given as a literal: accepted without DNS. Nothing here ends a number
@@ -111,10 +111,8 @@ def test_create_list_delete(http: httpx.Client, caller: Caller, raw: redis.Redis
     assert http.delete(f"{HOOKS}/{created['id']}").status_code == 204
     assert listed(http) == []
     assert raw.exists(of_key) == 0
-    gone = http.delete(f"{HOOKS}/{created['id']}")
-    assert gone.status_code == 404
-    assert gone.headers["content-type"] == "application/problem+json"
-    assert gone.json()["type"] == "/problems/webhook-not-found"
+    gone = assert_problem(http.delete(f"{HOOKS}/{created['id']}"), 404)
+    assert gone["type"] == "/problems/webhook-not-found"
     assert http.get(f"{HOOKS}/{created['id']}/deliveries").status_code == 404
     assert http.post(f"{HOOKS}/{created['id']}/rotate-secret").status_code == 404
 
@@ -155,10 +153,9 @@ def test_events(http: httpx.Client, events: list[str], expected: list[str]) -> N
     ],
 )
 def test_events_refused(http: httpx.Client, events: object, pointer: str) -> None:
-    answer = post_json(http, {"url": PUBLIC_URL, "events": events})
-    assert answer.status_code == 400, answer.text
-    assert answer.json()["type"] == "/problems/invalid-request"
-    assert [error["pointer"] for error in answer.json()["errors"]] == [pointer]
+    problem = assert_problem(post_json(http, {"url": PUBLIC_URL, "events": events}), 400)
+    assert problem["type"] == "/problems/invalid-request"
+    assert [error["pointer"] for error in problem["errors"]] == [pointer]
     assert listed(http) == []
 
 
@@ -213,9 +210,7 @@ def test_every_fault_at_once_and_unknown_fields_ignored(http: httpx.Client, call
     ],
 )
 def test_url_refused(http: httpx.Client, body: dict[str, Any], reason: str) -> None:
-    answer = post_json(http, body)
-    assert answer.status_code == 400, answer.text
-    problem = answer.json()
+    problem = assert_problem(post_json(http, body), 400)
     assert problem["type"] == "/problems/invalid-request"
     (error,) = problem["errors"]
     assert error["pointer"] == "/url"
@@ -393,8 +388,7 @@ def test_scope(client: TestClient, store: Store, raw: redis.Redis) -> None:
                 http.post(f"{HOOKS}/{hook}/rotate-secret"),
                 http.get(f"{HOOKS}/{hook}/deliveries"),
             ):
-                assert answer.status_code == 404, answer.text
-                assert answer.json()["type"] == "/problems/webhook-not-found"
+                assert assert_problem(answer, 404)["type"] == "/problems/webhook-not-found"
                 assert created["secret"] not in answer.text
     with as_caller(client, owner) as http:
         assert [h["id"] for h in listed(http)] == [hook]
@@ -423,8 +417,7 @@ def test_a_key_is_required(client: TestClient, caller: Caller) -> None:
             client.post(f"{HOOKS}/{hook}/rotate-secret", headers=headers),
             client.get(f"{HOOKS}/{hook}/deliveries", headers=headers),
         ):
-            assert answer.status_code == 401, answer.text
-            assert answer.json()["type"] == "/problems/unauthorized"
+            assert assert_problem(answer, 401)["type"] == "/problems/unauthorized"
 
 
 def test_limit_per_campaign(http: httpx.Client) -> None:
@@ -437,9 +430,9 @@ def test_limit_per_campaign(http: httpx.Client) -> None:
         )
     codes = sorted(answer.status_code for answer in answers)
     assert codes == [201] * MAX_PER_CAMPAIGN + [409] * 5
-    refused = next(answer for answer in answers if answer.status_code == 409)
-    assert refused.json()["type"] == "/problems/too-many-webhooks"
-    assert str(MAX_PER_CAMPAIGN) in refused.json()["detail"]
+    refused = assert_problem(next(a for a in answers if a.status_code == 409), 409)
+    assert refused["type"] == "/problems/too-many-webhooks"
+    assert str(MAX_PER_CAMPAIGN) in refused["detail"]
     hooks = listed(http)
     assert len(hooks) == MAX_PER_CAMPAIGN
 
