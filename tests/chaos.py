@@ -16,6 +16,9 @@ pool in bulk; one follows the change feed with `after`. The nemesis does one fau
 a time: SIGSTOP for 0.5 to 3 s, then SIGCONT; or SIGKILL, then the same thing started
 again (the store from its append-only file, the broker empty, the web on its port; a
 worker is started again by its supervisor).
+
+One file over 400 lines: one run's parts (the stack, the load's clients, the nemesis,
+the record), which only make sense together; the judging is tests/chaos_check.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """The Python client (client/, package endcontact_client) against the real service: typed
 results, splitting, problems, retries of failures, Retry-After, the feed's iterator; and
-the client installed alone, without the service."""
+the client installed alone, without the service.
+
+One file over 400 lines: one subject, the client against a real service, its halves
+(blocking and asyncio) side by side so that a difference between them shows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Faults with real processes killed: nothing reported as success is lost, nothing hangs."""
+"""Faults with real processes killed: nothing reported as success is lost, nothing hangs.
+
+One file over 400 lines: one subject (a real process killed or stopped, the answers
+meanwhile), each test on a private Stack, all sharing Burst and the counts below."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Reading marks: the bulk check, the listing in pages, the CSV export (API and CLI)."""
+"""Reading marks: the bulk check, the listing in pages, the CSV export (API and CLI).
+
+One file over 400 lines: the three reads share the `reader` (the app in this process on
+a database of its own, no worker, no rate limit) and the `paging` web process."""
 
 from __future__ import annotations
 

@@ -1,6 +1,10 @@
 """Webhook deliveries end to end: real receivers (HTTP servers on 127.0.0.1 in this
 process), a real worker's dispatcher, a real store; signatures checked with the
-`standardwebhooks` package, as a receiver would."""
+`standardwebhooks` package, as a receiver would.
+
+One file over 400 lines: its tests share one stack (`hooks`, a module fixture) whose
+dispatcher may send to 127.0.0.1 and retries within seconds, and the HookStack that
+drives it; the tests that kill a process start one of their own (`own`)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """The webhook routes: shapes, secrets, scope, the SSRF refusals, the limit. Answered by
 the web app in this process (Starlette's TestClient, the real lifespan) on the session's
 valkey: these routes need no worker, and nothing here ends a number. The web process is
-used where its log is read. (Deliveries themselves are tests/test_webhook_delivery.py's.)"""
+used where its log is read. (Deliveries themselves are tests/test_webhook_delivery.py's.)
+
+One file over 400 lines: one resource's routes, most of it tables of refused URLs."""
 
 from __future__ import annotations
 
