@@ -16,6 +16,9 @@ pool in bulk; one follows the change feed with `after`. The nemesis does one fau
 a time: SIGSTOP for 0.5 to 3 s, then SIGCONT; or SIGKILL, then the same thing started
 again (the store from its append-only file, the broker empty, the web on its port; a
 worker is started again by its supervisor).
+
+One file over 400 lines: one run's parts (the stack, the load's clients, the nemesis,
+the record), which only make sense together; the judging is tests/chaos_check.py.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from shared.events import ENDED, RESUMED
 from shared.store import Store
 from shared.tasks import QUEUE
 from tests.chaos_check import CHECK, FEED, Call, Deadlines, Fault, Final, Report, check
-from tests.helpers import URL, wait_until
+from tests.helpers import TLS, URL, wait_until
 from tests.processes import Stack, http_ready, spawn, wait_for
 
 # A small pool: the four clients keep ending and resuming the same numbers.
@@ -97,25 +100,17 @@ class ChaosStack(Stack):
     to this machine, retries that come fast, and a rate limit counted but never hit."""
 
     def __init__(self, directory: Path) -> None:
-        super().__init__(directory, timeout=TIMEOUT)
+        super().__init__(
+            directory,
+            timeout=TIMEOUT,
+            settings={
+                "ENDCONTACT_WEBHOOK_ALLOW_PRIVATE": "true",
+                "ENDCONTACT_WEBHOOK_RETRY_SCHEDULE": RETRY_SCHEDULE,
+                "ENDCONTACT_RATE_LIMIT": "1000000000",
+            },
+        )
         self.web_port = free_port()
         self.base = f"http://127.0.0.1:{self.web_port}"
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {
-            **super().env,
-            "ENDCONTACT_WEBHOOK_ALLOW_PRIVATE": "true",
-            "ENDCONTACT_WEBHOOK_RETRY_SCHEDULE": RETRY_SCHEDULE,
-            "ENDCONTACT_RATE_LIMIT": "1000000000",
-        }
-
-    def start(self) -> ChaosStack:
-        self.start_redis()
-        self.start_broker()
-        self.start_worker(WORKERS)
-        self.start_web()
-        return self
 
     def start_web(self) -> None:
         log = self.directory / "web.log"
@@ -249,7 +244,7 @@ class Load:
     @contextlib.contextmanager
     def _http(self, secret: str) -> Iterator[httpx.Client]:
         with httpx.Client(
-            base_url=self.base, headers={"x-api-key": secret}, timeout=CLIENT_TIMEOUT
+            base_url=self.base, headers={"x-api-key": secret}, timeout=CLIENT_TIMEOUT, verify=TLS
         ) as http:
             yield http
 
@@ -362,7 +357,7 @@ def _answer(http: httpx.Client, method: str, path: str, body: object = None) -> 
 
 
 def read_final(base: str, secret: str, receiver: Receiver) -> Final:
-    with httpx.Client(base_url=base, headers={"x-api-key": secret}, timeout=30) as http:
+    with httpx.Client(base_url=base, headers={"x-api-key": secret}, timeout=30, verify=TLS) as http:
         feed: list[dict[str, Any]] = []
         query = "?limit=1000"
         while True:
@@ -391,7 +386,7 @@ def settle(stack: ChaosStack) -> None:
 
     def ready() -> bool:
         try:
-            return httpx.get(f"{stack.base}/readyz", timeout=5).status_code == 200
+            return httpx.get(f"{stack.base}/readyz", timeout=5, verify=TLS).status_code == 200
         except httpx.TransportError:
             return False
 
@@ -405,7 +400,7 @@ def run(directory: Path, seconds: float, seed: int, say: Callable[[str], None] =
     stack = ChaosStack(directory)
     receiver = Receiver()
     try:
-        stack.start()
+        stack.start(concurrency=WORKERS)
         store = Store(stack.client)
         made = [store.create_key("chaos", "campaign", f"client {i}") for i in range(CHANGE_CLIENTS)]
         keys = [(secret, key.id) for key, secret in made]
@@ -414,6 +409,7 @@ def run(directory: Path, seconds: float, seed: int, say: Callable[[str], None] =
             json={"url": receiver.url},
             headers={"x-api-key": keys[0][0]},
             timeout=10,
+            verify=TLS,
         )
         assert hook.status_code == 201, hook.text
         until = time.monotonic() + seconds

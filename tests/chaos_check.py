@@ -29,6 +29,8 @@ What is checked, and why each rule is as strict as it can be:
 
 Times: `started`/`finished` are wall-clock seconds (time.time()) on the machine the
 service runs on; an event id's milliseconds are the store's clock (XADD), the same one.
+
+One file over 400 lines: one judge, its rules above each read over the same record.
 """
 
 from __future__ import annotations

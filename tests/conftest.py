@@ -16,6 +16,7 @@ from shared.apikeys import ApiKey
 from shared.embedded import BROKER_ARGS, free_port, start_server, stop_server
 from shared.settings import Settings
 from shared.store import Store
+from tests.helpers import TLS
 from tests.processes import Stack, spawn, start_web, stop, wait_for, worker_ready
 
 UNIT = Path(__file__).parent / "unit"
@@ -89,7 +90,7 @@ def web(servers: dict[str, str], worker: None, logs: Path) -> Iterator[str]:
 @pytest.fixture
 def web_client(web: str) -> Iterator[httpx.Client]:
     """A client of the session's web process, which has a worker behind it."""
-    with httpx.Client(base_url=web, timeout=30) as http:
+    with httpx.Client(base_url=web, timeout=30, verify=TLS) as http:
         yield http
 
 
@@ -147,6 +148,15 @@ def caller(store: Store) -> Caller:
 def stack(tmp_path: Path) -> Iterator[Stack]:
     """A private store, broker, worker and web, for tests that kill processes or count
     exactly."""
-    stack = Stack(tmp_path, timeout=2.0).start()
-    yield stack
-    stack.stop()
+    with Stack(tmp_path, timeout=2.0) as stack:
+        yield stack.start()
+
+
+@pytest.fixture(scope="session")
+def short_lived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack whose events leave the feed after 4.32 s (0.00005 days), with no rate
+    limit: for the feed's retention and expired cursors, each test in a campaign of its
+    own (its workers trim the feeds, so the session's cannot be used)."""
+    settings = {"ENDCONTACT_EVENTS_RETENTION_DAYS": "0.00005", "ENDCONTACT_RATE_LIMIT": "0"}
+    with Stack(tmp_path_factory.mktemp("short-lived"), settings=settings) as stack:
+        yield stack.start()

@@ -5,14 +5,15 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Self
 
 import httpx
 import redis
 
 from shared.embedded import BROKER_ARGS, free_port, local_url, start_server, stop_server
-from tests.helpers import clean_env, wait_until
+from tests.helpers import TLS, clean_env, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +44,7 @@ def wait_for(
 
 def http_ready(base: str) -> bool:
     try:
-        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+        return httpx.get(f"{base}/healthz", timeout=1, verify=TLS).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -73,7 +74,9 @@ def start_web(env: dict[str, str], log: Path) -> tuple[str, subprocess.Popen[byt
 
 
 class Stack:
-    """A private store, broker, workers and web for tests that kill and restart them.
+    """A private store, broker, workers and web for tests that kill and restart them,
+    or that need settings of their own (`settings`, added to each process's environment).
+    Used as a context manager, it is stopped at the end of the block.
 
     With `broker=False`, one server is both (REDIS_URL alone, as before the split)."""
 
@@ -85,8 +88,10 @@ class Stack:
         *,
         broker: bool = True,
         broker_args: tuple[str, ...] = BROKER_ARGS,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.directory = directory
+        self.settings = dict(settings or {})
         # Server options on top of the embedded defaults (later ones win).
         self.redis_args = redis_args
         self.broker_args = broker_args
@@ -127,7 +132,7 @@ class Stack:
         env = {"REDIS_URL": self.url, "ENDCONTACT_RESULT_TIMEOUT": str(self.timeout)}
         if self.split:
             env["ENDCONTACT_BROKER_URL"] = self.broker_url
-        return env
+        return {**env, **self.settings}
 
     def start_redis(self) -> None:
         self.redis = start_server(self.directory / "valkey", self.port, extra_args=self.redis_args)
@@ -151,13 +156,21 @@ class Stack:
     def start_web(self) -> None:
         self.base, self.web = start_web(self.env, self.directory / "web.log")
 
-    def start(self) -> Stack:
+    def start(self, *, concurrency: int = 1) -> Self:
+        """The servers, a worker of `concurrency` processes (none with 0), the web."""
         self.start_redis()
         if self.split:
             self.start_broker()
-        self.start_worker()
+        if concurrency:
+            self.start_worker(concurrency)
         self.start_web()
         return self
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self._client is not None:

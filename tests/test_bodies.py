@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import httpx
 
 from tests.conftest import Caller
-from tests.helpers import URL, post_numbers
+from tests.helpers import TLS, URL, assert_problem, post_numbers
 
 
 def _connect(web: str) -> socket.socket:
@@ -42,8 +42,7 @@ def test_chunked_body_over_64_kib_is_refused_without_reading_it_all(
     response = web_client.post(
         URL, content=chunks(), headers={**caller.headers, "content-type": "application/json"}
     )
-    assert response.status_code == 413
-    assert response.headers["content-type"] == "application/problem+json"
+    assert_problem(response, 413)
     # The service stopped reading: the client could not send it all.
     assert sent < offered, sent
 
@@ -59,7 +58,7 @@ def test_truncated_body_does_not_harm_the_service(web: str, caller: Caller) -> N
     with _connect(web) as sock:
         sock.sendall(_head(caller, "content-length: 100\r\n") + b'{"phoneNumberList": [')
     # The client went away mid-body; the service carries on.
-    assert httpx.get(f"{web}/healthz").status_code == 200
+    assert httpx.get(f"{web}/healthz", verify=TLS).status_code == 200
     assert post_numbers(web, caller.headers, ["(509) 555-1234"]).status_code == 201
 
 

@@ -18,7 +18,7 @@ from shared.keyspace import feed_name, key_record
 from shared.store import Store
 from shared.webhooks import key_webhooks_key, webhook_key
 from tests.conftest import new_caller
-from tests.helpers import URL, clean_env, wait_until
+from tests.helpers import TLS, URL, clean_env, wait_until
 from tests.processes import ROOT, spawn, start_web, stop
 
 
@@ -78,11 +78,11 @@ def test_keys_create_list_revoke(redis_url: str, web: str) -> None:
 
     headers = {"x-api-key": secret}
     body = {"phoneNumberList": ["(509) 555-1234"]}
-    assert httpx.post(f"{web}{URL}", json=body, headers=headers).status_code == 201
+    assert httpx.post(f"{web}{URL}", json=body, headers=headers, verify=TLS).status_code == 201
 
     revoked_run = endcontact("keys", "revoke", key_id, env=env)
     assert revoked_run.returncode == 0
-    assert httpx.post(f"{web}{URL}", json=body, headers=headers).status_code == 401
+    assert httpx.post(f"{web}{URL}", json=body, headers=headers, verify=TLS).status_code == 401
     relisted = endcontact("keys", "list", env=env).stdout
     assert next(r for r in relisted.splitlines() if r.startswith(key_id)).split("\t")[5] != "-"
 
@@ -93,7 +93,9 @@ def test_webhooks_list_and_delete(redis_url: str, web: str, store: Store) -> Non
     scope = owner.key.scope
     api = f"{web}/api/v1/webhooks"
     made = [
-        httpx.post(api, json={"url": f"https://1.2.3.4/{path}"}, headers=owner.headers).json()
+        httpx.post(
+            api, json={"url": f"https://1.2.3.4/{path}"}, headers=owner.headers, verify=TLS
+        ).json()
         for path in ("a", "b")
     ]
     first, old = sorted(made, key=lambda hook: (hook["createdAt"], hook["id"]))
@@ -111,7 +113,7 @@ def test_webhooks_list_and_delete(redis_url: str, web: str, store: Store) -> Non
     ]
     as_json = endcontact("webhooks", "list", "--json", *where, env=env)
     assert as_json.returncode == 0, as_json.stderr
-    listed = httpx.get(api, headers=owner.headers)
+    listed = httpx.get(api, headers=owner.headers, verify=TLS)
     assert as_json.stdout == listed.text + "\n"
     assert listed.json()["webhooks"][1]["createdBy"] is None
 
@@ -129,9 +131,9 @@ def test_webhooks_list_and_delete(redis_url: str, web: str, store: Store) -> Non
         f"campaign {scope.campaign!r}.\n"
     )
     # What the API's DELETE does: gone from the campaign and from its key's webhooks.
-    assert [hook["id"] for hook in httpx.get(api, headers=owner.headers).json()["webhooks"]] == [
-        old["id"]
-    ]
+    assert [
+        hook["id"] for hook in httpx.get(api, headers=owner.headers, verify=TLS).json()["webhooks"]
+    ] == [old["id"]]
     with redis.Redis.from_url(redis_url, decode_responses=True) as raw:
         assert first["id"] not in raw.smembers(key_webhooks_key(feed_name(scope), owner.key.id))
         assert not raw.exists(webhook_key(first["id"]))
@@ -267,7 +269,7 @@ def test_web_and_worker_without_their_server_retry_saying_where_and_are_not_read
             "the web's warnings",
             watch=[web],
         )
-        ready = httpx.get(f"{base}/readyz", timeout=10)
+        ready = httpx.get(f"{base}/readyz", timeout=10, verify=TLS)
         assert (ready.status_code, ready.json()) == (
             503,
             {"status": "unavailable", "redis": "down", "broker": "down"},

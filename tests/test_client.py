@@ -1,6 +1,9 @@
 """The Python client (client/, package endcontact_client) against the real service: typed
 results, splitting, problems, retries of failures, Retry-After, the feed's iterator; and
-the client installed alone, without the service."""
+the client installed alone, without the service.
+
+One file over 400 lines: one subject, the client against a real service, its halves
+(blocking and asyncio) side by side so that a difference between them shows."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import sys
 import threading
 import tomllib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,7 @@ from shared.embedded import free_port
 from shared.phones import to_e164
 from shared.store import Store
 from tests.conftest import Caller, new_caller
-from tests.helpers import URL, numbers, wait_until
+from tests.helpers import TLS, URL, numbers, wait_until
 from tests.processes import ROOT, Stack, http_ready, stop, wait_for
 
 CHECK = f"{URL}/check"
@@ -286,7 +289,7 @@ def dead_proxy(tmp_path: Path) -> Iterator[str]:
 
 def _answers(base: str) -> bool:
     try:
-        httpx.get(base, timeout=1)
+        httpx.get(base, timeout=1, verify=TLS)
     except httpx.HTTPError:
         return False
     return True
@@ -362,40 +365,26 @@ def test_the_events_iterator_yields_every_event_exactly_once(web: str, caller: C
         assert list(api.events(after=got[9].id, stop_when_idle=True, page_size=4)) == got[10:]
 
 
-# --- private stacks: no worker, a small rate limit, a short retention -----------------
+# --- private stacks: no worker, a small rate limit; the session's short retention ---
 
 
-class SetStack(Stack):
-    """A private Stack with settings of its own."""
-
-    def __init__(self, directory: Path, settings: dict[str, str]) -> None:
-        super().__init__(directory, timeout=2.0)
-        self.settings = settings
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**super().env, **self.settings}
-
-    def start(self) -> SetStack:
-        super().start()
-        return self
-
-    def start_without_worker(self) -> SetStack:
-        self.start_redis()
-        self.start_broker()
-        self.start_web()
-        return self
+def watched(
+    base: str, secret: str, retry_for: float, hook: Callable[[httpx.Response], Awaitable[None]]
+) -> AsyncClient:
+    """An async client that retries for `retry_for` s, quickly; `hook` sees each answer."""
+    return AsyncClient(
+        base, secret, retry_for=retry_for, backoff=QUICK, event_hooks={"response": [hook]}
+    )
 
 
 @pytest.fixture
-def no_worker(tmp_path: Path) -> Iterator[SetStack]:
-    stack = SetStack(tmp_path, {"ENDCONTACT_RATE_LIMIT": "0"}).start_without_worker()
-    yield stack
-    stack.stop()
+def no_worker(tmp_path: Path) -> Iterator[Stack]:
+    with Stack(tmp_path, settings={"ENDCONTACT_RATE_LIMIT": "0"}) as stack:
+        yield stack.start(concurrency=0)
 
 
 @pytest.mark.timeout(240)
-def test_failures_are_retried_until_the_worker_comes_back(no_worker: SetStack) -> None:
+def test_failures_are_retried_until_the_worker_comes_back(no_worker: Stack) -> None:
     stack = no_worker
     caller = new_caller(Store(stack.client))
     phones = numbers(6000, 120)
@@ -411,13 +400,7 @@ def test_failures_are_retried_until_the_worker_comes_back(no_worker: SetStack) -
 
     def send() -> None:
         async def end() -> ChangeResult:
-            async with AsyncClient(
-                stack.base,
-                caller.secret,
-                retry_for=150,
-                backoff=QUICK,
-                event_hooks={"response": [seen]},
-            ) as api:
+            async with watched(stack.base, caller.secret, 150, seen) as api:
                 return await api.end_contact(phones)
 
         result.append(asyncio.run(end()))
@@ -433,24 +416,24 @@ def test_failures_are_retried_until_the_worker_comes_back(no_worker: SetStack) -
     assert changed == ChangeResult(e164(phones), [])
 
 
-def test_what_still_fails_at_the_deadline_is_returned(no_worker: SetStack) -> None:
+def test_what_still_fails_at_the_deadline_is_returned(no_worker: Stack) -> None:
     caller = new_caller(Store(no_worker.client))
     phones = numbers(7000, 3)
     with Client(no_worker.base, caller.secret, retry_for=3, backoff=QUICK) as api:
         assert api.end_contact(phones) == ChangeResult([], e164(phones))
 
 
-@pytest.fixture
-def rate_limited(tmp_path: Path) -> Iterator[SetStack]:
-    # One request per key per 2 s window; lookups and checks need no worker.
-    stack = SetStack(
-        tmp_path, {"ENDCONTACT_RATE_LIMIT": "1", "ENDCONTACT_RATE_WINDOW": "2"}
-    ).start_without_worker()
-    yield stack
-    stack.stop()
+@pytest.fixture(scope="module")
+def rate_limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # One request per key per 2 s window; lookups and checks need no worker. Each test
+    # has a key of its own, so they share the stack.
+    settings = {"ENDCONTACT_RATE_LIMIT": "1", "ENDCONTACT_RATE_WINDOW": "2"}
+    directory = tmp_path_factory.mktemp("rate-limited")
+    with Stack(directory, settings=settings) as stack:
+        yield stack.start(concurrency=0)
 
 
-def test_429_waits_out_retry_after(rate_limited: SetStack) -> None:
+def test_429_waits_out_retry_after(rate_limited: Stack) -> None:
     caller = new_caller(Store(rate_limited.client))
     answers: list[int] = []
 
@@ -481,13 +464,7 @@ def test_429_waits_out_retry_after(rate_limited: SetStack) -> None:
         seen(response)
 
     async def check() -> CheckResult:
-        async with AsyncClient(
-            rate_limited.base,
-            caller.secret,
-            retry_for=60,
-            backoff=QUICK,
-            event_hooks={"response": [seen_async]},
-        ) as api:
+        async with watched(rate_limited.base, caller.secret, 60, seen_async) as api:
             return await api.check(numbers(2000, 2500))
 
     assert asyncio.run(check()).not_ended == e164(numbers(2000, 2500))
@@ -496,7 +473,7 @@ def test_429_waits_out_retry_after(rate_limited: SetStack) -> None:
     assert answers.count(429) >= 1
 
 
-def test_a_429_that_outlasts_the_deadline_raises(rate_limited: SetStack) -> None:
+def test_a_429_that_outlasts_the_deadline_raises(rate_limited: Stack) -> None:
     caller = new_caller(Store(rate_limited.client))
     with Client(rate_limited.base, caller.secret, retry_for=0) as api:
         api.lookup("+15095550001")
@@ -507,17 +484,7 @@ def test_a_429_that_outlasts_the_deadline_raises(rate_limited: SetStack) -> None
     assert raised.value.retry_after >= 1
 
 
-@pytest.fixture
-def short_lived(tmp_path: Path) -> Iterator[SetStack]:
-    # 0.00005 days: events leave the feed after 4.32 s.
-    stack = SetStack(
-        tmp_path, {"ENDCONTACT_EVENTS_RETENTION_DAYS": "0.00005", "ENDCONTACT_RATE_LIMIT": "0"}
-    ).start()
-    yield stack
-    stack.stop()
-
-
-def test_an_expired_cursor_raises_410(short_lived: SetStack) -> None:
+def test_an_expired_cursor_raises_410(short_lived: Stack) -> None:
     caller = new_caller(Store(short_lived.client))
     with Client(short_lived.base, caller.secret) as api:
         api.end_contact(numbers(100, 2))

@@ -28,7 +28,7 @@ from bench.receiver import Received, Receiver, statuses
 from shared.deliveries import DISPATCHERS, due_key, lease_key
 from shared.events import ENDED, Change, Context
 from shared.store import Store
-from tests.helpers import post_numbers, wait_until
+from tests.helpers import TLS, post_numbers, wait_until
 from tests.processes import spawn, stop, wait_for, worker_ready
 from tests.test_cli import endcontact
 from tests.test_webhook_delivery import HookStack
@@ -93,7 +93,7 @@ def workers(stack: HookStack) -> Iterator[Workers]:
 
 
 def _ready(base: str) -> dict[str, object] | None:
-    answer = httpx.get(f"{base}/readyz", timeout=5)
+    answer = httpx.get(f"{base}/readyz", timeout=5, verify=TLS)
     return cast("dict[str, object]", answer.json()) if answer.status_code == 200 else None
 
 
@@ -107,7 +107,7 @@ def test_a_worker_whose_clock_is_off_is_alive_and_runs_end_contact(
         lambda: _ready(stack.base),
         5,
         "/readyz ready",
-        logs=lambda: httpx.get(f"{stack.base}/readyz").text,
+        logs=lambda: httpx.get(f"{stack.base}/readyz", verify=TLS).text,
     )
     assert ready == {"status": "ready", "redis": "ok", "broker": "ok", "workers": 1}
     check = endcontact("check", "worker", env=stack.env)

@@ -28,7 +28,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from api.docs import POLICY, accepts_gzip
 from tests.conftest import Caller
-from tests.helpers import URL, lookup_path
+from tests.helpers import URL, assert_problem, lookup_path
 
 # Each browser step takes well under a second on an idle machine; the deadline only
 # stops a hang (two loaded cores have made one take several seconds).
@@ -88,9 +88,7 @@ def test_page_and_files_need_no_key_and_are_served_with_types_and_caching(
         "/docs/static/swagger-ui.css",
         "/docs//",
     ):
-        response = client.get(path)
-        assert response.status_code == 404, path
-        assert response.headers["content-type"] == "application/problem+json", path
+        assert_problem(client.get(path), 404)
 
 
 def test_docs_with_a_slash_is_sent_to_the_page(client: httpx.Client) -> None:

@@ -30,7 +30,7 @@ from shared.embedded import (
 )
 from shared.keyspace import ended_key
 from shared.tasks import RESULT_KEY_PREFIX
-from tests.helpers import URL
+from tests.helpers import TLS, URL
 from tests.processes import http_ready, spawn, start_web, stop, wait_for, worker_ready
 from tests.test_cli import endcontact
 from tests.test_operators import run
@@ -83,6 +83,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         f"{service.base}{URL}",
         json={"phoneNumberList": ["(509) 555-1234"]},
         headers=service.headers,
+        verify=TLS,
     )
     assert response.json() == {"success": [NUMBER], "failure": []}
     yield service
@@ -175,7 +176,10 @@ def test_commands_started_beside_run_find_the_servers_and_their_password(running
         wait_for(lambda: worker_ready(log), worker, log)
         base, web = start_web(running.env, running.directory / "web.log")
         response = httpx.post(
-            f"{base}{URL}", json={"phoneNumberList": ["(509) 555-1235"]}, headers=running.headers
+            f"{base}{URL}",
+            json={"phoneNumberList": ["(509) 555-1235"]},
+            headers=running.headers,
+            verify=TLS,
         )
         assert response.json() == {"success": ["+15095551235"], "failure": []}
         celery = run(
@@ -272,7 +276,7 @@ def test_a_second_run_on_the_same_port_starts_and_joins_nothing(running: Run) ->
 def test_a_restart_keeps_the_password_and_the_data(running: Run) -> None:
     passwords = [running.password(where) for where in running.server_dirs]
     lookup = f"{running.base}{URL}/{NUMBER}"
-    ended_at = httpx.get(lookup, headers=running.headers).json()["endedAt"]
+    ended_at = httpx.get(lookup, headers=running.headers, verify=TLS).json()["endedAt"]
 
     # Stopped by a signal, its status says which, as a shell reports one it killed.
     assert running.stop(signal.SIGTERM) == 143
@@ -281,7 +285,7 @@ def test_a_restart_keeps_the_password_and_the_data(running: Run) -> None:
 
     running.start()
     assert [running.password(where) for where in running.server_dirs] == passwords
-    found = httpx.get(f"{running.base}{URL}/{NUMBER}", headers=running.headers)
+    found = httpx.get(f"{running.base}{URL}/{NUMBER}", headers=running.headers, verify=TLS)
     assert found.status_code == 200
     assert found.json()["endedAt"] == ended_at
     assert running.stop() == 130

@@ -387,4 +387,4 @@ def test_readyz_is_503_without_workers_or_redis(
         if metrics_status == 200:
             assert "\nendcontact_workers 0\n" in metrics.text
         else:
-            assert metrics.headers["content-type"] == "application/problem+json"
+            assert_problem(metrics, metrics_status)

@@ -1,4 +1,8 @@
-"""`endcontact import FILE` against the real service: the command as a user runs it."""
+"""`endcontact import FILE` against the real service: the command as a user runs it.
+
+One file over 400 lines: one command, run as a process (on a terminal or piped) against
+the session's web or a stack whose parts come and go; its pure parts are unit-tested in
+tests/unit/test_importer.py."""
 
 from __future__ import annotations
 

@@ -1,18 +1,15 @@
-"""A mark's life (issue 11): resume, reasons, events, the change feed, retention, and a
-mark and its event written together even when the worker or the store is killed."""
+"""A mark's life (issue 11): resume, reasons, events, and a mark and its event written
+together even when the worker or the store is killed. (The change feed is
+tests/test_feed.py's.)"""
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,89 +19,25 @@ import redis
 
 from shared.apikeys import Scope
 from shared.events import CODES, ENDED, RESUMED, Event, EventId, entry_events, history
-from shared.keyspace import TRIMMED, ended_key, events_key, feed_name
+from shared.keyspace import ended_key, events_key
 from shared.store import Store
 from tests.conftest import Caller, new_caller
-from tests.helpers import URL, assert_problem, lookup_path, numbers, wait_until
+from tests.helpers import TLS, URL, assert_problem, numbers, wait_until
+from tests.marks import (
+    EVENT_FIELDS,
+    RESUME,
+    as_event,
+    change,
+    created,
+    e164,
+    hist,
+    lookup,
+    pointers,
+    whole_feed,
+)
 from tests.processes import Stack
 
 pytestmark = pytest.mark.timeout(120)
-
-RESUME = "/api/v1/leads/resume-contact"
-FEED = f"{URL}/events"
-EVENT_FIELDS = {"id", "type", "phoneNumber", "at", "keyId", "requestId"}
-
-
-def e164(phones: list[str]) -> list[str]:
-    """What `numbers()` gives, as the service writes it: (509) 555-0001 -> +15095550001."""
-    return ["+1" + "".join(char for char in phone if char.isdigit()) for phone in phones]
-
-
-def change(
-    http: httpx.Client | str,
-    caller: Caller,
-    path: str,
-    phones: list[Any],
-    *,
-    request_id: str | None = None,
-    **extra: object,
-) -> httpx.Response:
-    """POST a change (end-contact at URL, resume-contact at RESUME), with `extra` fields."""
-    headers = {**caller.headers, "content-type": "application/json"}
-    if request_id is not None:
-        headers["x-request-id"] = request_id
-    # Escaped to ASCII, as any JSON may be: so a test can send a lone surrogate.
-    body = json.dumps({"phoneNumberList": phones, **extra}).encode()
-    if isinstance(http, str):
-        return httpx.post(f"{http}{path}", content=body, headers=headers, timeout=30)
-    return http.post(path, content=body, headers=headers)
-
-
-def created(response: httpx.Response) -> dict[str, list[str]]:
-    assert response.status_code == 201, response.text
-    body: dict[str, list[str]] = response.json()
-    return body
-
-
-def pointers(response: httpx.Response) -> list[str]:
-    return [error.get("pointer") for error in assert_problem(response, 400)["errors"]]
-
-
-def hist(http: httpx.Client, caller: Caller, phone: str) -> list[dict[str, Any]]:
-    response = http.get(f"{lookup_path(phone)}/history", headers=caller.headers)
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["phoneNumber"] == (e164([phone])[0] if phone.startswith("(") else phone)
-    events: list[dict[str, Any]] = body["events"]
-    return events
-
-
-def page(http: httpx.Client, caller: Caller, **query: str | int) -> dict[str, Any]:
-    response = http.get(FEED, params=query, headers=caller.headers)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    assert set(body) == {"events", "next"}
-    return body
-
-
-def whole_feed(
-    http: httpx.Client, caller: Caller, after: str | None = None
-) -> list[dict[str, Any]]:
-    """Every event after `after` (None: from the oldest kept), following `next`."""
-    events: list[dict[str, Any]] = []
-    query: dict[str, str | int] = {"limit": 1000}
-    if after is not None:
-        query["after"] = after
-    while True:
-        body = page(http, caller, **query)
-        events.extend(body["events"])
-        if not body["events"]:
-            return events
-        query["after"] = body["next"]
-
-
-def lookup(http: httpx.Client, caller: Caller, phone: str) -> httpx.Response:
-    return http.get(lookup_path(phone), headers=caller.headers)
 
 
 # --- 1. resume-contact ------------------------------------------------------------
@@ -316,242 +249,7 @@ def test_events_name_the_key_and_the_request_and_are_read_at_once(
     assert last["keyId"] == other.key.id != caller.key.id
 
 
-# --- 4. the feed ------------------------------------------------------------------
-
-
-@dataclass
-class Writer:
-    """One client ending, resuming and ending again numbers of its own, each step only
-    for the numbers the step before reported as successes: so that every success is a
-    change. What failed may have been applied or not."""
-
-    caller: Caller
-    phones: list[str]
-    done: list[tuple[str, str]] = field(default_factory=list)  # (E.164, type)
-    maybe: list[tuple[str, str]] = field(default_factory=list)
-
-    def run(self, base: str) -> None:
-        with httpx.Client(base_url=base, timeout=30) as http:
-            todo = self.phones
-            for path, kind in ((URL, ENDED), (RESUME, RESUMED), (URL, ENDED)):
-                for start in range(0, len(todo), 7):
-                    body = created(change(http, self.caller, path, todo[start : start + 7]))
-                    self.done += [(p, kind) for p in body["success"]]
-                    self.maybe += [(p, kind) for p in body["failure"]]
-                todo = [p for p, k in self.done if k == kind][::2]
-
-
-def tail(base: str, caller: Caller, limit: int, stop: threading.Event) -> list[dict[str, Any]]:
-    """Follow the feed with `after=next`, `limit` at a time, until `stop` and dry."""
-    seen: list[dict[str, Any]] = []
-    after: str | None = None
-    with httpx.Client(base_url=base, timeout=30) as http:
-        while True:
-            stopping = stop.is_set()
-            query: dict[str, str | int] = {"limit": limit}
-            if after is not None:
-                query["after"] = after
-            body = page(http, caller, **query)
-            assert len(body["events"]) <= limit
-            seen.extend(body["events"])
-            if body["events"]:
-                assert body["next"] == body["events"][-1]["id"]
-            elif after is not None:
-                # Nothing new: next is where the client stands.
-                assert body["next"] == after
-            after = body["next"]
-            if not body["events"]:
-                if stopping:
-                    return seen
-                stop.wait(0.05)  # not synchronisation: a poll's pause
-
-
-def test_tailing_the_feed_while_clients_write_sees_each_change_once_in_order(
-    web: str, web_client: httpx.Client, caller: Caller, store: Store
-) -> None:
-    scope = caller.key.scope
-
-    def key() -> Caller:
-        # A key each: the rate limit is per key, and a tail of one event a page asks often.
-        return new_caller(store, scope.company, scope.campaign)
-
-    writers = [Writer(key(), e164(numbers(2000 + 100 * i, 24))) for i in range(4)]
-    stop = threading.Event()
-    with ThreadPoolExecutor(7) as pool:
-        tails = [pool.submit(tail, web, key(), limit, stop) for limit in (1, 2, 7)]
-        writing = [pool.submit(w.run, web) for w in writers]
-        for future in writing:
-            future.result()
-        stop.set()
-        followed = [future.result() for future in tails]
-
-    done = [(p, k) for w in writers for p, k in w.done]
-    maybe = [(p, k) for w in writers for p, k in w.maybe]
-    assert len(done) > 24 * 4
-    for seen in followed:
-        ids = [EventId.parse(e["id"]) for e in seen]
-        assert ids == sorted(ids)
-        assert len(set(ids)) == len(ids)
-        changes = Counter((e["phoneNumber"], e["type"]) for e in seen)
-        # Every success was a change, so it is an event, once; a failure may be one too.
-        assert Counter(done) <= changes <= Counter(done) + Counter(maybe)
-        assert seen == followed[0]
-        assert {e["keyId"] for e in seen} == {w.caller.key.id for w in writers}
-    # The feed read whole from the start is what the tails saw, and so is each history.
-    assert whole_feed(web_client, caller) == followed[0]
-    by_phone: dict[str, list[dict[str, Any]]] = {}
-    for event in followed[0]:
-        by_phone.setdefault(event["phoneNumber"], []).append(event)
-    for phone, events in by_phone.items():
-        assert store.history(scope, phone) == [as_event(e) for e in events]
-
-
-def as_event(body: dict[str, Any]) -> Event:
-    kind = body["type"]
-    return Event(
-        EventId.parse(body["id"]),
-        kind,
-        body["phoneNumber"],
-        body["keyId"],
-        body["requestId"],
-        body.get("reason"),
-    )
-
-
-def test_the_feed_from_the_start_when_dry_and_when_asked_wrong(
-    web_client: httpx.Client, caller: Caller, store: Store
-) -> None:
-    empty = page(web_client, caller)
-    assert empty == {"events": [], "next": "0-0-0"}
-    assert_ahead(web_client, caller, "9796288602400-0-0")
-    phones = numbers(3000, 5)
-    created(change(web_client, caller, URL, phones))
-    whole = page(web_client, caller)["events"]
-    assert sorted(e["phoneNumber"] for e in whole) == e164(phones)
-    first = page(web_client, caller, limit=2)
-    assert first["events"] == whole[:2]
-    rest = page(web_client, caller, after=first["next"])
-    assert rest["events"] == whole[2:]
-    # Nothing new: empty, and next where the client stands; so too past the last event
-    # but not past the store's clock (the id a later entry of this millisecond gets).
-    assert page(web_client, caller, after=rest["next"]) == {"events": [], "next": rest["next"]}
-    last = EventId.parse(rest["next"])
-    unused = f"{last.ms}-{last.seq + 1}-0"
-    assert page(web_client, caller, after=unused) == {"events": [], "next": unused}
-    # Past the clock, the feed can hold nothing yet: a client tailing from there would
-    # skip every event to come.
-    for future in ("9796288602400-0-0", f"{2**63}-0-0", f"{last.ms + 3_600_000}-0-0"):
-        assert_ahead(web_client, caller, future)
-    assert len(page(web_client, caller)["events"]) == 5  # 100 by default
-    assert page(web_client, caller, limit=1000)["events"] == page(web_client, caller)["events"]
-
-    for limit in ("0", "1001", "x", "1.5", "-1", "", " 5", "²"):
-        response = web_client.get(FEED, params={"limit": limit}, headers=caller.headers)
-        (error,) = assert_problem(response, 400)["errors"]
-        assert error["parameter"] == "limit", limit
-    for after in ("x", "1-0", "1-0-0-0", "", "1764450000000-0-a", f"{2**64}-0-0"):
-        response = web_client.get(FEED, params={"after": after}, headers=caller.headers)
-        (error,) = assert_problem(response, 400)["errors"]
-        assert error["parameter"] == "after", after
-    response = web_client.get(FEED, params={"after": "x", "limit": "0"}, headers=caller.headers)
-    assert {e["parameter"] for e in assert_problem(response, 400)["errors"]} == {"after", "limit"}
-    assert_problem(web_client.get(FEED), 401)
-
-    # Another campaign, even of the same company, sees none of it.
-    for other in (new_caller(store), new_caller(store, caller.key.scope.company)):
-        assert page(web_client, other) == {"events": [], "next": "0-0-0"}
-        assert hist(web_client, other, phones[0]) == []
-        assert_problem(lookup(web_client, other, phones[0]), 404)
-
-
-def assert_ahead(client: httpx.Client, caller: Caller, after: str) -> None:
-    response = client.get(FEED, params={"after": after}, headers=caller.headers)
-    (error,) = assert_problem(response, 400)["errors"]
-    assert error == {
-        "parameter": "after",
-        "value": after,
-        "reason": "later than every event of this feed and than now (start without `after`)",
-    }
-
-
-# --- private stacks ---------------------------------------------------------------
-
-
-class LifeStack(Stack):
-    """A private Stack with settings of its own: retention, no rate limit."""
-
-    def __init__(self, directory: Path, settings: dict[str, str], timeout: float = 2.0) -> None:
-        super().__init__(directory, timeout)
-        self.settings = settings
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**super().env, "ENDCONTACT_RATE_LIMIT": "0", **self.settings}
-
-
-@pytest.fixture
-def short_lived(tmp_path: Path) -> Iterator[LifeStack]:
-    # 0.00005 days: events leave the feed after 4.32 s.
-    stack = LifeStack(tmp_path, {"ENDCONTACT_EVENTS_RETENTION_DAYS": "0.00005"})
-    stack.start()
-    yield stack
-    stack.stop()
-
-
-def test_past_the_retention_events_leave_the_feed_and_a_resumed_number_its_history(
-    short_lived: LifeStack,
-) -> None:
-    stack = short_lived
-    caller = new_caller(Store(stack.client))
-    kept, resumed, twice = numbers(100, 3), numbers(200, 3), numbers(300, 3)
-    with httpx.Client(base_url=stack.base, timeout=30) as http:
-        assert created(change(http, caller, URL, kept + resumed + twice))["failure"] == []
-        assert created(change(http, caller, RESUME, resumed + twice))["failure"] == []
-        assert created(change(http, caller, URL, twice))["failure"] == []
-        # A cursor at the very first event, and the last event of all this.
-        cursor = hist(http, caller, kept[0])[0]["id"]
-        last = hist(http, caller, twice[-1])[-1]["id"]
-        old = {p: hist(http, caller, p) for p in kept + twice}
-        driven = iter(range(1000, 2000))
-
-        def trimmed() -> dict[str, Any] | None:
-            # Writes trim as they go: one now and then, until all of the above is gone.
-            created(change(http, caller, URL, numbers(next(driven), 1)))
-            body = page(http, caller, limit=1)
-            if not body["events"]:
-                return None
-            first = body["events"][0]["id"]
-            return body if EventId.parse(first) > EventId.parse(last) else None
-
-        wait_until(trimmed, 60, "the first events past their retention", interval=0.3)
-
-        gone = assert_problem(http.get(FEED, params={"after": cursor}, headers=caller.headers), 410)
-        assert gone["type"] == "/problems/cursor-expired"
-        (error,) = gone["errors"]
-        assert error["parameter"] == "after"
-        assert error["value"] == cursor
-        # Without `after`, the feed starts after what was trimmed.
-        events = whole_feed(http, caller)
-        mark = stack.client.hget(TRIMMED, feed_name(caller.key.scope))
-        assert mark is not None
-        assert all(EventId.parse(e["id"]) > EventId.parse(str(mark)) for e in events)
-        assert EventId.parse(str(mark)) >= EventId.parse(last)
-        assert {e["phoneNumber"] for e in events}.isdisjoint(e164(kept + resumed + twice))
-        # Ended numbers keep their whole history; a resumed one is forgotten.
-        for phone in kept + twice:
-            assert hist(http, caller, phone) == old[phone]
-            assert lookup(http, caller, phone).status_code == 200
-        for phone in resumed:
-            assert hist(http, caller, phone) == []
-            assert_problem(lookup(http, caller, phone), 404)
-        assert not stack.client.hexists(ended_key(caller.key.scope), e164(resumed)[0])
-        # From the new start on, the feed goes on as ever.
-        created(change(http, caller, RESUME, kept[:1]))
-        news = whole_feed(http, caller)[-1]
-        assert (news["phoneNumber"], news["type"]) == (e164(kept)[0], RESUMED)
-
-
-# --- 6. a mark and its event, together, whatever is killed ---------------------------
+# --- 4. a mark and its event, together, whatever is killed ---------------------------
 
 
 @dataclass
@@ -582,7 +280,7 @@ class Churn:
 
     def _run(self, seed: int) -> None:
         chance = random.Random(seed)  # noqa: S311 (a test's choices, not a secret)
-        with httpx.Client(base_url=self.stack.base, timeout=30) as http:
+        with httpx.Client(base_url=self.stack.base, timeout=30, verify=TLS) as http:
             n = 0
             while not self.stop.is_set():
                 n += 1
@@ -643,15 +341,11 @@ def check_store(client: redis.Redis, scope: Scope) -> dict[str, list[Event]]:
 
 
 def test_a_mark_and_its_event_survive_the_worker_and_the_store_killed(tmp_path: Path) -> None:
-    stack = LifeStack(tmp_path, {})
-    stack.start()
-    try:
-        _killed_mid_writes(stack)
-    finally:
-        stack.stop()
+    with Stack(tmp_path, settings={"ENDCONTACT_RATE_LIMIT": "0"}) as stack:
+        _killed_mid_writes(stack.start())
 
 
-def _killed_mid_writes(stack: LifeStack) -> None:
+def _killed_mid_writes(stack: Stack) -> None:
     caller = new_caller(Store(stack.client))
     scope = caller.key.scope
     churn = Churn(stack, caller, e164(numbers(100, 40)), threads=4)
@@ -692,7 +386,7 @@ def _killed_mid_writes(stack: LifeStack) -> None:
             if now != request.kind:
                 assert events[-1].id.ms >= request.sent_ms, (phone, request)
     # What a client reads is the same: the feed through the API is the stream.
-    with httpx.Client(base_url=stack.base, timeout=30) as http:
+    with httpx.Client(base_url=stack.base, timeout=30, verify=TLS) as http:
         feed = [as_event(e) for e in whole_feed(http, caller)]
     assert sorted(feed, key=lambda e: e.id) == feed
     assert sorted(feed, key=lambda e: e.id) == sorted(

@@ -10,7 +10,7 @@ import redis
 from shared.keyspace import ended_key
 from shared.store import Store
 from tests.conftest import new_caller
-from tests.helpers import URL
+from tests.helpers import TLS, URL
 from tests.processes import Stack, spawn
 
 
@@ -21,7 +21,7 @@ def test_logs_of_a_full_run_hold_no_key_and_no_number(tmp_path: Path) -> None:
         caller, broken = new_caller(store), new_caller(store)
         headers = caller.headers
         good = ["(509) 555-1234", "+1 212 555 0199"]
-        with httpx.Client(base_url=stack.base, timeout=30) as http:
+        with httpx.Client(base_url=stack.base, timeout=30, verify=TLS) as http:
             assert (
                 http.post(URL, json={"phoneNumberList": good}, headers=headers).status_code == 201
             )
@@ -59,10 +59,13 @@ def test_request_id_is_echoed_or_made_and_logged_as_json(tmp_path: Path) -> None
         caller = new_caller(Store(redis.Redis.from_url(stack.url, decode_responses=True)))
         body = {"phoneNumberList": ["(509) 555-1234"]}
         given = httpx.post(
-            f"{stack.base}{URL}", json=body, headers={**caller.headers, "x-request-id": "abc-123"}
+            f"{stack.base}{URL}",
+            json=body,
+            headers={**caller.headers, "x-request-id": "abc-123"},
+            verify=TLS,
         )
-        made = httpx.get(f"{stack.base}{URL}/+15095551234", headers=caller.headers)
-        odd = httpx.get(f"{stack.base}/healthz", headers={"x-request-id": "a" * 500})
+        made = httpx.get(f"{stack.base}{URL}/+15095551234", headers=caller.headers, verify=TLS)
+        odd = httpx.get(f"{stack.base}/healthz", headers={"x-request-id": "a" * 500}, verify=TLS)
     finally:
         stack.stop()
     assert given.headers["x-request-id"] == "abc-123"

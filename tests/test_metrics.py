@@ -13,7 +13,7 @@ from shared.keyspace import ended_key
 from shared.store import Store
 from shared.tasks import QUEUE
 from tests.conftest import new_caller
-from tests.helpers import URL, numbers, post_numbers, wait_until
+from tests.helpers import TLS, URL, numbers, post_numbers, wait_until
 from tests.processes import Stack, http_ready, spawn, stop, wait_for
 from tests.prometheus import Page, metric, samples
 
@@ -24,7 +24,7 @@ def until_equal(base: str, expected: dict[tuple[str, tuple[tuple[str, str], ...]
     seen: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
     def page_as_expected() -> Page | None:
-        page = samples(httpx.get(f"{base}/metrics").text)
+        page = samples(httpx.get(f"{base}/metrics", verify=TLS).text)
         seen.update({key: metric(page, key[0], **dict(key[1])) for key in expected})
         return page if seen == expected else None
 
@@ -57,7 +57,10 @@ def _exercise(stack: Stack, other: str) -> None:
     assert post_numbers(other, caller.headers, numbers(0, 1)).status_code == 201
     assert post_numbers(other, {"x-api-key": "nope"}, numbers(0, 1)).status_code == 401
     assert post_numbers(other, caller.headers, ["12"]).status_code == 400
-    assert httpx.get(f"{stack.base}{URL}/+15095550100", headers=caller.headers).status_code == 200
+    assert (
+        httpx.get(f"{stack.base}{URL}/+15095550100", headers=caller.headers, verify=TLS).status_code
+        == 200
+    )
 
     # Errors: a string where the worker expects the campaign's hash (WRONGTYPE).
     raw = redis.Redis.from_url(stack.url)

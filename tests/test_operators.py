@@ -26,7 +26,7 @@ from shared.apikeys import Scope
 from shared.embedded import free_port
 from shared.store import Store
 from shared.tasks import QUEUE, task_args
-from tests.helpers import clean_env, terminal_output, wait_until
+from tests.helpers import TLS, clean_env, terminal_output, wait_until
 from tests.processes import ROOT, http_ready, spawn, start_web, stop, wait_for
 
 URL = "/api/v1/leads/end-contact"
@@ -192,7 +192,7 @@ def test_flower_shows_tasks(worker_on: Callable[[int], str], tmp_path: Path) -> 
         # Tasks sent before the workers turned events on are never shown: send more.
         sent.extend(publish(url, 1))
         try:
-            tasks = httpx.get(f"http://127.0.0.1:{port}/api/tasks", timeout=2).json()
+            tasks = httpx.get(f"http://127.0.0.1:{port}/api/tasks", timeout=2, verify=TLS).json()
         except (httpx.HTTPError, ValueError):
             return False
         seen.update(tasks)
@@ -229,6 +229,7 @@ def test_every_line_of_worker_and_web_is_json(redis_server: str, tmp_path: Path)
             json={"phoneNumberList": ["(509) 555-1234"]},
             headers={"x-api-key": secret},
             timeout=30,
+            verify=TLS,
         )
         assert response.status_code == 201
         assert response.json() == {"success": ["+15095551234"], "failure": []}

@@ -15,7 +15,7 @@ import redis
 from shared.store import Store
 from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller, serving
-from tests.helpers import URL, post_numbers
+from tests.helpers import URL, assert_problem, post_numbers
 
 LIMIT = 3
 
@@ -83,8 +83,7 @@ def test_limit_is_per_key_and_shared_by_web_processes(two_webs: Webs) -> None:
     assert {ok.headers["ratelimit-limit"] for ok in accepted} == {str(LIMIT)}
     assert [ok.headers["ratelimit-remaining"] for ok in accepted] == ["2", "1", "0"]
     for answer in refused:
-        assert answer.status_code == 429, answer.text
-        assert answer.headers["content-type"] == "application/problem+json"
+        assert_problem(answer, 429)
         assert answer.headers["retry-after"] == answer.headers["ratelimit-reset"]
         assert 1 <= int(answer.headers["retry-after"]) <= 3600
         assert answer.headers["ratelimit-remaining"] == "0"

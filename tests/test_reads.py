@@ -1,11 +1,13 @@
-"""Reading marks: the bulk check, the listing in pages, the CSV export (API and CLI)."""
+"""Reading marks: the bulk check, the listing in pages, the CSV export (API and CLI).
+
+One file over 400 lines: the three reads share the `reader` (the app in this process on
+a database of its own, no worker, no rate limit) and the `paging` web process."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,7 +28,7 @@ from shared.marks import Cursor
 from shared.store import Store
 from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller, serving
-from tests.helpers import URL, assert_problem, post_numbers, wait_until
+from tests.helpers import TLS, URL, assert_problem, clean_env, post_numbers, wait_until
 from tests.processes import ROOT, Stack, start_web, stop
 from tests.test_cli import endcontact
 
@@ -46,8 +48,11 @@ class Reader:
     store: Store
     redis: redis.Redis
 
-    def caller(self) -> Caller:
-        return new_caller(self.store)
+    def caller(self, phones: list[str] | None = None) -> Caller:
+        """A key of a campaign of its own, which holds `phones`, ended at WHEN."""
+        caller = new_caller(self.store)
+        self.fill(caller.key.scope, phones or [])
+        return caller
 
     def fill(self, scope: Scope, phones: list[str]) -> None:
         with self.redis.pipeline(transaction=False) as pipe:
@@ -81,7 +86,7 @@ def paging(reader: Reader, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     through uvicorn (measured), and these tests twice as long."""
     log = tmp_path_factory.mktemp("paging") / "web.log"
     base, process = start_web({"REDIS_URL": reader.url, **NO_LIMIT}, log)
-    with httpx.Client(base_url=base, timeout=30) as http:
+    with httpx.Client(base_url=base, timeout=30, verify=TLS) as http:
         yield http
     stop(process)
 
@@ -118,11 +123,9 @@ def test_check_answers_in_request_order_after_real_end_contacts(
 
 
 def test_check_of_1000_reads_redis_and_never_celery(reader: Reader, http: httpx.Client) -> None:
-    caller = reader.caller()
     asked = e164(1000, 5_550_000)
-    reader.fill(caller.key.scope, asked[::3])
-    other = reader.caller()  # another campaign's marks are not this one's
-    reader.fill(other.key.scope, asked)
+    caller = reader.caller(asked[::3])
+    reader.caller(asked)  # another campaign's marks are not this one's
     response = http.post(CHECK, json={"phoneNumberList": asked}, headers=caller.headers)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -208,38 +211,38 @@ def page(http: httpx.Client, caller: Caller, limit: int, cursor: str | None) -> 
     return body
 
 
-def list_all(
+def pages(
     http: httpx.Client, caller: Caller, limit: int, between: Callable[[int], None] | None = None
-) -> list[dict[str, str]]:
-    """Every item of a listing, following `next`; `between(i)` runs after page i."""
-    items: list[dict[str, str]] = []
+) -> list[list[dict[str, str]]]:
+    """Every page of a listing, following `next`; `between(i)` runs after page i."""
+    found: list[list[dict[str, str]]] = []
     cursor = None
     for index in range(100_000):
         body = page(http, caller, limit, cursor)
-        items.extend(body["items"])
+        found.append(body["items"])
         cursor = body["next"]
         if cursor is None:
-            return items
+            return found
         if between is not None:
             between(index)
     raise AssertionError("the listing never ended")
 
 
+def list_all(
+    http: httpx.Client, caller: Caller, limit: int, between: Callable[[int], None] | None = None
+) -> list[dict[str, str]]:
+    """Every item of a listing, page after page."""
+    return [item for items in pages(http, caller, limit, between) for item in items]
+
+
 def test_a_small_campaign_pages_by_limit_in_number_order(
     reader: Reader, http: httpx.Client
 ) -> None:
-    caller = reader.caller()
     phones = e164(20, 100)
-    reader.fill(caller.key.scope, phones)
-    pages = []
-    cursor = None
-    while True:
-        body = page(http, caller, 3, cursor)
-        pages.append([item["phoneNumber"] for item in body["items"]])
-        if (cursor := body["next"]) is None:
-            break
+    caller = reader.caller(phones)
+    listed = [[item["phoneNumber"] for item in items] for items in pages(http, caller, 3)]
     # Small: the whole hash comes back from one HSCAN, yet no page holds more than 3.
-    assert pages == [sorted(phones)[i : i + 3] for i in range(0, 20, 3)]
+    assert listed == [sorted(phones)[i : i + 3] for i in range(0, 20, 3)]
 
 
 def test_an_empty_campaign_is_one_empty_page(reader: Reader, http: httpx.Client) -> None:
@@ -249,9 +252,8 @@ def test_an_empty_campaign_is_one_empty_page(reader: Reader, http: httpx.Client)
 def test_a_large_campaign_paged_by_7_returns_every_number(
     reader: Reader, paging: httpx.Client
 ) -> None:
-    caller = reader.caller()
     phones = e164(5000, 20_000)
-    reader.fill(caller.key.scope, phones)
+    caller = reader.caller(phones)
     items = list_all(paging, caller, 7)
     assert {item["phoneNumber"] for item in items} == set(phones)
     assert all(item["endedAt"] == WHEN for item in items)
@@ -260,8 +262,7 @@ def test_a_large_campaign_paged_by_7_returns_every_number(
 
 
 def test_default_limit_is_100(reader: Reader, http: httpx.Client) -> None:
-    caller = reader.caller()
-    reader.fill(caller.key.scope, e164(250, 40_000))
+    caller = reader.caller(e164(250, 40_000))
     response = http.get(URL, headers=caller.headers)
     assert response.status_code == 200
     assert len(response.json()["items"]) == 100
@@ -277,11 +278,10 @@ def test_a_listing_while_numbers_are_ended_and_removed(
     snapshots, then a scan); the second makes a large one rehash as it grows to several
     times its size and shrinks back. Every number present throughout comes back; none
     that never was."""
-    caller = reader.caller()
-    key = ended_key(caller.key.scope)
     throughout = e164(start, 100_000)
     leaving = e164(start, 200_000)  # present at the start, removed during the listing
-    reader.fill(caller.key.scope, throughout + leaving)
+    caller = reader.caller(throughout + leaving)
+    key = ended_key(caller.key.scope)
     arriving: list[str] = []
     ever = set(throughout) | set(leaving)
 
@@ -317,11 +317,10 @@ def test_a_listing_while_another_client_ends_and_removes_all_the_time(
     """The same, with the changes from a thread of their own, so that they also land
     between the HSCAN calls of one page. The churn keeps the hash's size bounded (SCAN
     ends only then), while the hash grows to twice its size and back, over and over."""
-    caller = reader.caller()
-    key = ended_key(caller.key.scope)
     throughout = e164(2000, 100_000)
     leaving = e164(2000, 200_000)
-    reader.fill(caller.key.scope, throughout + leaving)
+    caller = reader.caller(throughout + leaving)
+    key = ended_key(caller.key.scope)
     ever = set(throughout) | set(leaving)
     listed = threading.Event()
     rounds = 0
@@ -387,10 +386,9 @@ def rows(text: str) -> list[list[str]]:
 
 
 def test_export_streams_the_whole_campaign_as_csv(reader: Reader, http: httpx.Client) -> None:
-    caller = reader.caller()
     phones = e164(2500, 400_000)
-    reader.fill(caller.key.scope, phones)
-    reader.fill(reader.caller().key.scope, e164(10, 900_000))  # another campaign
+    caller = reader.caller(phones)
+    reader.caller(e164(10, 900_000))  # another campaign
     response = http.get(URL, headers={**caller.headers, "accept": "text/csv"})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "text/csv; charset=utf-8"
@@ -441,9 +439,8 @@ def test_export_refuses_a_limit_or_cursor(reader: Reader, http: httpx.Client) ->
 def test_cli_export_writes_what_the_api_exports(
     reader: Reader, http: httpx.Client, tmp_path: Path
 ) -> None:
-    caller = reader.caller()
+    caller = reader.caller(e164(1500, 500_000))
     scope = caller.key.scope
-    reader.fill(scope, e164(1500, 500_000))
     api = http.get(URL, headers={**caller.headers, "accept": "text/csv"}).content
     env = {"REDIS_URL": reader.url}
     args = ["export", "--company", scope.company, "--campaign", scope.campaign]
@@ -451,7 +448,7 @@ def test_cli_export_writes_what_the_api_exports(
     printed = subprocess.run(
         [sys.executable, "-m", "cli", *args],
         cwd=ROOT,
-        env={**os.environ, **env},
+        env=clean_env(env),
         capture_output=True,
         timeout=60,
         check=True,
@@ -475,9 +472,17 @@ def test_cli_export_of_an_unknown_campaign_is_the_header(reader: Reader) -> None
     assert (done.returncode, done.stdout) == (0, "phoneNumber,endedAt\n")
 
 
-def test_an_export_cut_by_redis_failing_is_no_complete_file(stack: Stack) -> None:
+@pytest.fixture
+def web_alone(tmp_path: Path) -> Iterator[Stack]:
+    """A private store and web, no worker: an export reads Redis, never Celery."""
+    with Stack(tmp_path) as stack:
+        yield stack.start(concurrency=0)
+
+
+def test_an_export_cut_by_redis_failing_is_no_complete_file(web_alone: Stack) -> None:
     """Redis killed mid-export: the client's transfer fails, it never gets a CSV that
     ends like a whole one; and the web goes on serving."""
+    stack = web_alone
     client = stack.client
     key, secret = Store(client).create_key("acme", "export")
     with client.pipeline(transaction=False) as pipe:
@@ -486,7 +491,7 @@ def test_an_export_cut_by_redis_failing_is_no_complete_file(stack: Stack) -> Non
         pipe.execute()
     received: list[bytes] = []
     with (
-        httpx.Client(base_url=stack.base, timeout=30) as http,
+        httpx.Client(base_url=stack.base, timeout=30, verify=TLS) as http,
         http.stream("GET", URL, headers={"x-api-key": secret, "accept": "text/csv"}) as response,
     ):
         assert response.status_code == 200
@@ -503,7 +508,7 @@ def test_an_export_cut_by_redis_failing_is_no_complete_file(stack: Stack) -> Non
     assert text.startswith(b"phoneNumber,endedAt\r\n")
     assert text.count(b"\n") - 1 < 400_000
     assert "export cut short" in stack.logs()
-    assert httpx.get(f"{stack.base}/healthz").status_code == 200
+    assert httpx.get(f"{stack.base}/healthz", verify=TLS).status_code == 200
 
 
 def test_cli_export_leaves_no_file_when_redis_fails(tmp_path: Path) -> None:

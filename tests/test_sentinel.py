@@ -25,7 +25,7 @@ from shared.keyspace import ended_key
 from shared.store import Store
 from shared.tasks import RESULT_KEY_PREFIX
 from tests.conftest import new_caller
-from tests.helpers import post_numbers, wait_until
+from tests.helpers import TLS, post_numbers, wait_until
 from tests.processes import http_ready, spawn, stop, wait_for, worker_ready
 
 GROUP = "endcontact"
@@ -162,7 +162,7 @@ def _fail_over(group: dict[str, int], tmp_path: Path, base: str) -> None:
             *first.json()["success"],
             *answers[-1].json()["success"],
         }
-        ready = httpx.get(f"{base}/readyz", timeout=5)
+        ready = httpx.get(f"{base}/readyz", timeout=5, verify=TLS)
         assert ready.status_code == 200, ready.text
         # The broker group's primary carries the heartbeats and results; the store's
         # does not.

@@ -1,13 +1,17 @@
 """Webhook deliveries end to end: real receivers (HTTP servers on 127.0.0.1 in this
 process), a real worker's dispatcher, a real store; signatures checked with the
-`standardwebhooks` package, as a receiver would."""
+`standardwebhooks` package, as a receiver would.
+
+One file over 400 lines: its tests share one stack (`hooks`, a module fixture) whose
+dispatcher may send to 127.0.0.1 and retries within seconds, and the HookStack that
+drives it; the tests that kill a process start one of their own (`own`)."""
 
 from __future__ import annotations
 
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -24,7 +28,7 @@ from shared.store import Store
 from shared.webhook_store import CREATE_SCRIPT, Creation, create_call
 from shared.webhooks import ADDED, EVENT_TYPES, MAX_PER_CAMPAIGN, new_webhook, webhook_key
 from tests.conftest import Caller, new_caller
-from tests.helpers import URL, post_numbers, wait_until
+from tests.helpers import TLS, URL, post_numbers, wait_until
 from tests.processes import Stack, stop
 from tests.test_cli import endcontact
 
@@ -51,10 +55,10 @@ class HookStack(Stack):
 
     @property
     def http(self) -> httpx.Client:
-        """One client for the test's calls to the web: a new one costs some 85 ms (its
-        TLS context), on every poll of a wait."""
+        """One client for the test's calls to the web, its connection kept between the
+        polls of a wait."""
         if self._http is None:
-            self._http = httpx.Client(base_url=self.base, timeout=30)
+            self._http = httpx.Client(base_url=self.base, timeout=30, verify=TLS)
         return self._http
 
     def stop(self) -> None:
@@ -124,20 +128,16 @@ class HookStack(Stack):
 
 @pytest.fixture(scope="module")
 def hooks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HookStack]:
-    stack = HookStack(tmp_path_factory.mktemp("hooks"))
-    stack.start()
-    yield stack
-    stack.stop()
+    with HookStack(tmp_path_factory.mktemp("hooks")) as stack:
+        yield stack.start()
 
 
 @pytest.fixture
 def own(tmp_path: Path) -> Iterator[HookStack]:
     """A stack of the test's own, for one that kills processes; retries after 3 s, so a
     kill lands while one is pending."""
-    stack = HookStack(tmp_path, schedule="3,3")
-    stack.start()
-    yield stack
-    stack.stop()
+    with HookStack(tmp_path, schedule="3,3") as stack:
+        yield stack.start()
 
 
 @pytest.fixture
@@ -365,9 +365,8 @@ def test_a_receiver_that_hangs_delays_neither_others_nor_end_contact(
 def test_an_attempt_is_refused_where_the_address_is_not_public(
     tmp_path: Path, receivers: list[Receiver]
 ) -> None:
-    stack = HookStack(tmp_path, private=False).start()
-    try:
-        assert isinstance(stack, HookStack)
+    with HookStack(tmp_path, private=False) as stack:
+        stack.start()
         caller = stack.caller()
         at = receiver(receivers)
         # Stored as if it had passed when created: "localhost" now resolves to 127.0.0.1.
@@ -378,48 +377,41 @@ def test_an_attempt_is_refused_where_the_address_is_not_public(
         assert "127.0.0.1" in entry["error"]
         assert entry["outcome"] == "retry"
         assert at.received == []
-    finally:
-        stack.stop()
 
 
-def test_a_pending_retry_survives_a_worker_sigkill(
-    own: HookStack, receivers: list[Receiver]
+def sigkill_the_worker(stack: HookStack) -> None:
+    assert stack.worker is not None
+    stop(stack.worker, signal.SIGKILL)
+    stack.start_worker()
+
+
+def restart_the_store(stack: HookStack) -> None:
+    """SIGKILLed, then started again from its append-only file."""
+    assert stack.redis is not None
+    stack.redis.send_signal(signal.SIGKILL)
+    stack.redis.wait()
+    stop_server(stack.redis)
+    stack.start_redis()
+
+
+@pytest.mark.parametrize("fault", [sigkill_the_worker, restart_the_store])
+def test_a_pending_retry_survives(
+    own: HookStack, receivers: list[Receiver], fault: Callable[[HookStack], None]
 ) -> None:
     caller = own.caller()
     at = receiver(receivers, statuses(500))
     hook = own.hook(caller, at.url)
     own.end(caller, phones(2000, 1))
     wait_until(lambda: own.attempts(hook), WAIT, "the first attempt logged")
-    assert own.worker is not None
-    stop(own.worker, signal.SIGKILL)
+    # The retry is pending in the store, not in a worker's memory.
     (event,) = own.feed(caller)
     assert own.client.zscore(due_key(hook.id), event["id"]) is not None
-    own.start_worker()
+    fault(own)
     first, second = arrived(at, 2)
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
     verified(hook, second)
     wait_until(lambda: len(own.attempts(hook)) == 2, WAIT, "the retry logged")
     assert own.attempts(hook)[-1]["outcome"] == "delivered"
-
-
-def test_a_pending_retry_survives_a_restart_of_the_store(
-    own: HookStack, receivers: list[Receiver]
-) -> None:
-    caller = own.caller()
-    at = receiver(receivers, statuses(500))
-    hook = own.hook(caller, at.url)
-    own.end(caller, phones(2100, 1))
-    wait_until(lambda: own.attempts(hook), WAIT, "the first attempt logged")
-    (event,) = own.feed(caller)
-    assert own.client.zscore(due_key(hook.id), event["id"]) is not None
-    assert own.redis is not None
-    own.redis.send_signal(signal.SIGKILL)
-    own.redis.wait()
-    stop_server(own.redis)
-    own.start_redis()
-    first, second = arrived(at, 2)
-    assert first.headers["webhook-id"] == second.headers["webhook-id"]
-    verified(hook, second)
 
 
 def test_metrics_count_deliveries_and_show_the_pending_gauge(
@@ -546,7 +538,7 @@ def test_revoking_a_key_disables_the_webhooks_it_created(
         f"{hook.id}\t{scope.campaign}\t{at_leaked.url}",
     ]
 
-    answer = httpx.get(f"{hooks.base}{WEBHOOKS}", headers=other.headers)
+    answer = httpx.get(f"{hooks.base}{WEBHOOKS}", headers=other.headers, verify=TLS)
     shown = {one["id"]: one for one in answer.json()["webhooks"]}
     assert shown[hook.id]["createdBy"] == leaked.key.id
     assert "disabledAt" in shown[hook.id]

@@ -1,9 +1,14 @@
-"""The webhook routes against the real web, worker and valkey: shapes, secrets, scope,
-the SSRF refusals, the limit. (Deliveries themselves are tests/test_webhook_delivery.py's.)"""
+"""The webhook routes: shapes, secrets, scope, the SSRF refusals, the limit. Answered by
+the web app in this process (Starlette's TestClient, the real lifespan) on the session's
+valkey: these routes need no worker, and nothing here ends a number. The web process is
+used where its log is read. (Deliveries themselves are tests/test_webhook_delivery.py's.)
+
+One file over 400 lines: one resource's routes, most of it tables of refused URLs."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -14,12 +19,13 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from starlette.testclient import TestClient
 
 from shared.keyspace import feed_name
 from shared.store import Store
 from shared.webhooks import MAX_PER_CAMPAIGN, key_webhooks_key, log_key, webhook_key
-from tests.conftest import Caller, new_caller
-from tests.processes import start_web, stop
+from tests.conftest import Caller, new_caller, serving
+from tests.helpers import TLS, assert_problem
 
 HOOKS = "/api/v1/webhooks"
 # A public address given as a literal: accepted without DNS. Nothing here ends a number
@@ -29,18 +35,26 @@ ID = re.compile(r"wh_[0-9a-f]{16}")
 
 
 @pytest.fixture(scope="module")
-def private_web(servers: dict[str, str], worker: None, logs: Path) -> Iterator[str]:
-    """A web that allows http:// and private addresses, on the session's servers."""
-    env = {**servers, "ENDCONTACT_WEBHOOK_ALLOW_PRIVATE": "true"}
-    base, process = start_web(env, logs / "web-private.log")
-    yield base
-    stop(process)
+def private_app(servers: dict[str, str]) -> Iterator[TestClient]:
+    """The app allowing http:// and private addresses, on the session's servers."""
+    with serving({**servers, "ENDCONTACT_WEBHOOK_ALLOW_PRIVATE": "true"}) as http:
+        yield http
+
+
+@contextlib.contextmanager
+def as_caller(app: TestClient, caller: Caller) -> Iterator[httpx.Client]:
+    """The in-process app with the caller's key on every request, until the block ends."""
+    app.headers["x-api-key"] = caller.secret
+    try:
+        yield app
+    finally:
+        del app.headers["x-api-key"]
 
 
 @pytest.fixture
-def http(web: str, caller: Caller) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=web, headers=caller.headers, timeout=30) as client:
-        yield client
+def http(client: TestClient, caller: Caller) -> Iterator[httpx.Client]:
+    with as_caller(client, caller) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +114,8 @@ def test_create_list_delete(http: httpx.Client, caller: Caller, raw: redis.Redis
     assert http.delete(f"{HOOKS}/{created['id']}").status_code == 204
     assert listed(http) == []
     assert raw.exists(of_key) == 0
-    gone = http.delete(f"{HOOKS}/{created['id']}")
-    assert gone.status_code == 404
-    assert gone.headers["content-type"] == "application/problem+json"
-    assert gone.json()["type"] == "/problems/webhook-not-found"
+    gone = assert_problem(http.delete(f"{HOOKS}/{created['id']}"), 404)
+    assert gone["type"] == "/problems/webhook-not-found"
     assert http.get(f"{HOOKS}/{created['id']}/deliveries").status_code == 404
     assert http.post(f"{HOOKS}/{created['id']}/rotate-secret").status_code == 404
 
@@ -144,10 +156,9 @@ def test_events(http: httpx.Client, events: list[str], expected: list[str]) -> N
     ],
 )
 def test_events_refused(http: httpx.Client, events: object, pointer: str) -> None:
-    answer = post_json(http, {"url": PUBLIC_URL, "events": events})
-    assert answer.status_code == 400, answer.text
-    assert answer.json()["type"] == "/problems/invalid-request"
-    assert [error["pointer"] for error in answer.json()["errors"]] == [pointer]
+    problem = assert_problem(post_json(http, {"url": PUBLIC_URL, "events": events}), 400)
+    assert problem["type"] == "/problems/invalid-request"
+    assert [error["pointer"] for error in problem["errors"]] == [pointer]
     assert listed(http) == []
 
 
@@ -202,9 +213,7 @@ def test_every_fault_at_once_and_unknown_fields_ignored(http: httpx.Client, call
     ],
 )
 def test_url_refused(http: httpx.Client, body: dict[str, Any], reason: str) -> None:
-    answer = post_json(http, body)
-    assert answer.status_code == 400, answer.text
-    problem = answer.json()
+    problem = assert_problem(post_json(http, body), 400)
     assert problem["type"] == "/problems/invalid-request"
     (error,) = problem["errors"]
     assert error["pointer"] == "/url"
@@ -244,8 +253,10 @@ def test_a_local_receiver_is_told_how_to_allow_it_for_development(
         "https://169.254.169.254/hook",
     ],
 )
-def test_private_allowed_when_allow_private(private_web: str, caller: Caller, url: str) -> None:
-    with httpx.Client(base_url=private_web, headers=caller.headers, timeout=30) as http:
+def test_private_allowed_when_allow_private(
+    private_app: TestClient, caller: Caller, url: str
+) -> None:
+    with as_caller(private_app, caller) as http:
         created = create(http, url)
         assert created["url"] == url
         assert [hook["id"] for hook in listed(http)] == [created["id"]]
@@ -261,9 +272,9 @@ def test_private_allowed_when_allow_private(private_web: str, caller: Caller, ur
     ],
 )
 def test_still_refused_when_allow_private(
-    private_web: str, caller: Caller, url: str, reason: str
+    private_app: TestClient, caller: Caller, url: str, reason: str
 ) -> None:
-    with httpx.Client(base_url=private_web, headers=caller.headers, timeout=30) as http:
+    with as_caller(private_app, caller) as http:
         answer = http.post(HOOKS, json={"url": url})
         assert answer.status_code == 400, answer.text
         (error,) = answer.json()["errors"]
@@ -282,7 +293,15 @@ def test_body_must_be_a_json_object(http: httpx.Client) -> None:
     assert listed(http) == []
 
 
-def test_rotate_secret(http: httpx.Client, raw: redis.Redis, logs: Path) -> None:
+@pytest.fixture
+def web_http(web: str, caller: Caller) -> Iterator[httpx.Client]:
+    """The caller's client of the web process, for a test that reads its log."""
+    with httpx.Client(base_url=web, headers=caller.headers, timeout=30, verify=TLS) as http:
+        yield http
+
+
+def test_rotate_secret(web_http: httpx.Client, raw: redis.Redis, logs: Path) -> None:
+    http = web_http
     created = create(http)
     answer = http.post(f"{HOOKS}/{created['id']}/rotate-secret")
     assert answer.status_code == 200, answer.text
@@ -353,29 +372,28 @@ def test_deliveries(http: httpx.Client, raw: redis.Redis) -> None:
     assert raw.exists(log_key(created["id"])) == 0
 
 
-def test_scope(web: str, store: Store, raw: redis.Redis) -> None:
+def test_scope(client: TestClient, store: Store, raw: redis.Redis) -> None:
     owner = new_caller(store)
     # The same company, another campaign; then another company, the same campaign name.
     others = [
         new_caller(store, owner.key.scope.company),
         new_caller(store, campaign=owner.key.scope.campaign),
     ]
-    with httpx.Client(base_url=web, headers=owner.headers, timeout=30) as http:
+    with as_caller(client, owner) as http:
         created = create(http)
     hook = created["id"]
     raw.lpush(log_key(hook), attempt(1, 1, status=500))
     for other in others:
-        with httpx.Client(base_url=web, headers=other.headers, timeout=30) as http:
+        with as_caller(client, other) as http:
             assert listed(http) == []
             for answer in (
                 http.delete(f"{HOOKS}/{hook}"),
                 http.post(f"{HOOKS}/{hook}/rotate-secret"),
                 http.get(f"{HOOKS}/{hook}/deliveries"),
             ):
-                assert answer.status_code == 404, answer.text
-                assert answer.json()["type"] == "/problems/webhook-not-found"
+                assert assert_problem(answer, 404)["type"] == "/problems/webhook-not-found"
                 assert created["secret"] not in answer.text
-    with httpx.Client(base_url=web, headers=owner.headers, timeout=30) as http:
+    with as_caller(client, owner) as http:
         assert [h["id"] for h in listed(http)] == [hook]
         assert raw.hget(webhook_key(hook), "secret") == created["secret"]
         assert len(http.get(f"{HOOKS}/{hook}/deliveries").json()["deliveries"]) == 1
@@ -391,19 +409,18 @@ def test_unknown_ids(http: httpx.Client, webhook_id: str) -> None:
         assert answer.status_code == 404, answer.text
 
 
-def test_a_key_is_required(web_client: httpx.Client, caller: Caller) -> None:
-    with httpx.Client(base_url=str(web_client.base_url), headers=caller.headers) as http:
+def test_a_key_is_required(client: TestClient, caller: Caller) -> None:
+    with as_caller(client, caller) as http:
         hook = create(http)["id"]
     for headers in ({}, {"x-api-key": "ec_not-a-key"}):
         for answer in (
-            web_client.post(HOOKS, json={"url": PUBLIC_URL}, headers=headers),
-            web_client.get(HOOKS, headers=headers),
-            web_client.delete(f"{HOOKS}/{hook}", headers=headers),
-            web_client.post(f"{HOOKS}/{hook}/rotate-secret", headers=headers),
-            web_client.get(f"{HOOKS}/{hook}/deliveries", headers=headers),
+            client.post(HOOKS, json={"url": PUBLIC_URL}, headers=headers),
+            client.get(HOOKS, headers=headers),
+            client.delete(f"{HOOKS}/{hook}", headers=headers),
+            client.post(f"{HOOKS}/{hook}/rotate-secret", headers=headers),
+            client.get(f"{HOOKS}/{hook}/deliveries", headers=headers),
         ):
-            assert answer.status_code == 401, answer.text
-            assert answer.json()["type"] == "/problems/unauthorized"
+            assert assert_problem(answer, 401)["type"] == "/problems/unauthorized"
 
 
 def test_limit_per_campaign(http: httpx.Client) -> None:
@@ -416,9 +433,9 @@ def test_limit_per_campaign(http: httpx.Client) -> None:
         )
     codes = sorted(answer.status_code for answer in answers)
     assert codes == [201] * MAX_PER_CAMPAIGN + [409] * 5
-    refused = next(answer for answer in answers if answer.status_code == 409)
-    assert refused.json()["type"] == "/problems/too-many-webhooks"
-    assert str(MAX_PER_CAMPAIGN) in refused.json()["detail"]
+    refused = assert_problem(next(a for a in answers if a.status_code == 409), 409)
+    assert refused["type"] == "/problems/too-many-webhooks"
+    assert str(MAX_PER_CAMPAIGN) in refused["detail"]
     hooks = listed(http)
     assert len(hooks) == MAX_PER_CAMPAIGN
 
