@@ -116,7 +116,7 @@ def _solo_worker(settings: Settings) -> int:
     worker_shutting_down.connect(note, weak=False)
     app = create_celery(settings)
     try:
-        app.worker_main(
+        code = app.work(
             [
                 "worker",
                 "--pool=solo",
@@ -135,7 +135,8 @@ def _solo_worker(settings: Settings) -> int:
     except SystemExit:
         if not stopping:
             raise
-    return stopped_by(signal.Signals[stopping[0]]) if stopping else 0
+        code = 0
+    return stopped_by(signal.Signals[stopping[0]]) if stopping else code
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:

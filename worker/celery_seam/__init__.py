@@ -20,7 +20,8 @@ what this package names below.
   takes what else waits on the queue for a batch (kombu's `Connection._deliver`).
 - EndContactCelery (program.py): Celery's app whose worker program logs its banner and
   shutdown notices as log lines (overrides Worker.emit_banner, replaces
-  `celery.apps.worker.safe_say`).
+  `celery.apps.worker.safe_say`); its work() runs the worker and gives its exit status,
+  which worker_main drops.
 - CELERY_VERSION, KOMBU_VERSION (versions.py): what the process runs; where the
   versions the seam was read in differ, the gate is there and only there.
 

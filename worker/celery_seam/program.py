@@ -33,6 +33,7 @@ class JsonWorker(celery.apps.worker.Worker):  # type: ignore[misc]
     """
 
     def on_before_init(self, **kwargs: Any) -> None:
+        self.app.program = self  # for EndContactCelery.work, its exit status
         # Before Celery's privilege check, so that its warning is a log line too; once
         # for the workers `endcontact worker` starts together (worker/privileges.py).
         logs.configure()
@@ -75,6 +76,17 @@ def _say(msg: str, f: object = None) -> None:
 class EndContactCelery(Celery):  # type: ignore[misc]
     # Set by worker.app's create_celery: what its signal handlers act on (its _Parts).
     parts: Any = None
+    # The worker program last started in this process (JsonWorker sets it).
+    program: Any = None
+
+    def work(self, argv: list[str]) -> int:
+        """Run the worker (worker_main) and give its exit status. Celery's worker_main
+        drops it (its start() returns nothing), so a worker that stopped on an
+        "Unrecoverable error" (a queue key of the wrong type, measured) exited 0, as if
+        asked to stop: its supervisor and compose saw no crash."""
+        self.worker_main(argv)
+        code = None if self.program is None else self.program.exitcode
+        return int(code or 0)
 
     # The worker program that `celery worker` and worker_main run: ours.
     @cached_property
