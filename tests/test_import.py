@@ -2,7 +2,7 @@
 
 One file over 400 lines: one command, run as a process (on a terminal or piped) against
 the session's web or a stack whose parts come and go; its pure parts are unit-tested in
-tests/unit/test_importer.py."""
+tests/unit/test_import_*.py."""
 
 from __future__ import annotations
 

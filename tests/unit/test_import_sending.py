@@ -1,217 +1,30 @@
-"""`endcontact import`'s pure parts: reading the CSV, choosing the column, checking rows,
-batches, repeats, results in input order, --resume's pairing, what Ctrl-C leaves.
-
-Over 400 lines while cli/importer.py is one module: to be split as it is (reading,
-sending, writing results)."""
+"""`endcontact import` sending and writing results, in process against a stand-in for the
+client: invalid rows never sent, repeats sent once, results in input order with the
+input's columns, bounded rows behind a slow batch, what Ctrl-C leaves, the summary's
+rate (cli/importer/sending.py, results.py)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cli.importer import command, results, sending
-from cli.importer.command import check_reason
-from cli.importer.errors import Fatal, UsageError
-from cli.importer.reading import CsvInput, InputRow, ResultsInput, delimiter, number_column, paired
+from cli.importer import results, sending
+from cli.importer.errors import Fatal
+from cli.importer.reading import InputRow
 from cli.importer.results import (
     ENDED,
     FAILED,
     INVALID,
     Previous,
-    default_out,
-    reason_file,
     results_header,
     safe_cell,
 )
 from cli.importer.sending import Importer
-from cli.main import parser
 from shared.events import MAX_NUMBERS as BATCH
-from shared.settings import Settings
-
-Row = tuple[str, ...]
-
-
-def csv_file(tmp_path: Path, content: str | bytes, name: str = "numbers.csv") -> Path:
-    path = tmp_path / name
-    if isinstance(content, str):
-        content = content.encode()
-    path.write_bytes(content)
-    return path
-
-
-def read(path: Path) -> tuple[str, list[InputRow]]:
-    with CsvInput(path) as source:
-        return source.column_name, list(source.rows())
-
-
-def numbers(first: int, count: int) -> list[str]:
-    return [f"(509) 555-{n:04d}" for n in range(first, first + count)]
-
-
-def e164(text: str) -> str:
-    digits = "".join(c for c in text if c.isdigit())
-    return f"+1{digits}"
-
-
-# --- the input ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("header", "column"),
-    [
-        (["name", "phoneNumber"], 1),
-        (["name", "phone"], 1),
-        (["Name", " PHONE ", "x"], 1),
-        (["PhoneNumber", "phone"], 0),
-        (["phone", "phonenumber"], 1),  # phoneNumber before phone, wherever it is
-        (["number", "name"], 0),
-        (["name", "mobile phone"], 0),
-    ],
-)
-def test_the_numbers_column_is_phone_number_or_phone_else_the_first(
-    header: list[str], column: int
-) -> None:
-    assert number_column(header) == column
-
-
-def test_a_header_with_semicolons_and_no_comma_is_read_with_semicolons() -> None:
-    assert delimiter("name;phone\r\n") == ";"
-    assert delimiter("name\tphone\n") == "\t"
-    assert delimiter("name,phone;x\n") == ","
-    assert delimiter("phone\n") == ","
-
-
-def test_bom_crlf_quotes_and_blank_rows(tmp_path: Path) -> None:
-    content = (
-        "\ufeffName,Phone\r\n"
-        '"Doe, Jane","(509) 555-0001"\r\n'
-        "\r\n"
-        '"two\r\nlines",+1 509 555 0002\r\n'
-        ",,\r\n"
-        "short\r\n"
-        'x,""\r\n'
-        "y,(509) 555-0003"  # no line end at the end
-    )
-    column, rows = read(csv_file(tmp_path, content))
-    assert column == "Phone"
-    assert rows == [
-        InputRow(2, "(509) 555-0001", ["Doe, Jane", "(509) 555-0001"]),
-        # Row 3 is blank: skipped, but counted as a spreadsheet counts it.
-        InputRow(4, "+1 509 555 0002", ["two\r\nlines", "+1 509 555 0002"]),
-        # Row 5 has only empty cells: blank too.
-        InputRow(6, "", ["short"]),  # a row without the column: an empty number
-        InputRow(7, "", ["x", ""]),
-        InputRow(8, "(509) 555-0003", ["y", "(509) 555-0003"]),
-    ]
-
-
-def test_lines_ended_by_a_lone_cr(tmp_path: Path) -> None:
-    _, rows = read(csv_file(tmp_path, 'phone\r(509) 555-0001\r"(509)\r555-0002"\r'))
-    assert [row.text for row in rows] == ["(509) 555-0001", "(509)\r555-0002"]
-
-
-def test_semicolon_file_from_a_spreadsheet(tmp_path: Path) -> None:
-    column, rows = read(csv_file(tmp_path, "Name;phoneNumber\nJane;(509) 555-0001\n"))
-    assert (column, rows) == (
-        "phoneNumber",
-        [InputRow(2, "(509) 555-0001", ["Jane", "(509) 555-0001"])],
-    )
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        (b"", "has no header row"),
-        (b"\r\n\r\n", "has no header row"),
-        (b"phone\n(509) 555-0001\n\xff\xfe\n", "is not UTF-8 text (row 3)"),
-        (b'phone\n"(509) 555-0001\n', "is not a readable CSV (row 2)"),
-        (b"\xff\xfephone\n", "is not UTF-8 text (row 1)"),
-    ],
-)
-def test_an_unreadable_file_is_a_usage_error(tmp_path: Path, content: bytes, message: str) -> None:
-    path = csv_file(tmp_path, content)
-    with pytest.raises(UsageError, match=re.escape(message)):
-        read(path)
-
-
-def test_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="cannot read"):
-        read(tmp_path / "nope.csv")
-
-
-# --- the options -----------------------------------------------------------------
-
-
-def import_args(*argv: str) -> argparse.Namespace:
-    return parser().parse_args(["import", *argv])
-
-
-def test_the_key_is_no_option() -> None:
-    """A key on the command line would show in `ps`: the environment is the only way."""
-    commands = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
-    command = commands.choices["import"]
-    flags = [flag for action in command._actions for flag in action.option_strings]
-    assert flags
-    assert not [flag for flag in flags if "key" in flag.lower()]
-    with pytest.raises(SystemExit):
-        import_args("numbers.csv", "--key", "secret")
-
-
-def test_options_need_the_key_from_the_environment(tmp_path: Path) -> None:
-    settings = Settings.from_env({})
-    args = import_args(str(csv_file(tmp_path, "phone\n")))
-    with pytest.raises(UsageError, match="set ENDCONTACT_API_KEY"):
-        command.options(settings, args, {})
-    with pytest.raises(UsageError, match="set ENDCONTACT_API_KEY"):
-        command.options(settings, args, {"ENDCONTACT_API_KEY": " "})
-    chosen = command.options(settings, args, {"ENDCONTACT_API_KEY": "ec_x"})
-    assert chosen.key == "ec_x"
-    assert chosen.out == tmp_path / "numbers.results.csv"
-    assert chosen.url == "http://127.0.0.1:8000"
-    assert chosen.retry_for == 60
-    assert chosen.region == "US"
-
-
-def test_options_refuse_what_cannot_run(tmp_path: Path) -> None:
-    settings = Settings.from_env({"ENDCONTACT_DEFAULT_REGION": "GB"})
-    env = {"ENDCONTACT_API_KEY": "ec_x"}
-    source = str(csv_file(tmp_path, "phone\n"))
-    with pytest.raises(UsageError, match="no such file"):
-        command.options(settings, import_args(str(tmp_path / "nope.csv")), env)
-    with pytest.raises(UsageError, match="no such file"):
-        command.options(settings, import_args(str(tmp_path)), env)
-    with pytest.raises(UsageError, match="must not be the input"):
-        command.options(settings, import_args(source, "--out", source), env)
-    with pytest.raises(UsageError, match="no such directory for the results"):
-        command.options(settings, import_args(source, "--out", str(tmp_path / "no" / "r.csv")), env)
-    with pytest.raises(UsageError, match="--concurrency"):
-        command.options(settings, import_args(source, "--concurrency", "0"), env)
-    with pytest.raises(UsageError, match="--retry-for"):
-        command.options(settings, import_args(source, "--retry-for", "-1"), env)
-    with pytest.raises(UsageError, match="at most 200 characters; it has 201"):
-        command.options(settings, import_args(source, "--reason", "x" * 201), env)
-    assert command.options(settings, import_args(source), env).region == "GB"
-
-
-def test_reason_is_checked_as_the_service_does() -> None:
-    assert check_reason(None) is None
-    assert check_reason("x" * 200) == "x" * 200
-    with pytest.raises(UsageError):
-        check_reason("x" * 201)
-    # What undecodable bytes in argv become.
-    with pytest.raises(UsageError, match="UTF-8"):
-        check_reason("caf\udce9")
-
-
-def test_results_go_beside_the_input() -> None:
-    assert default_out(Path("/data/leads.csv")) == Path("/data/leads.results.csv")
-    assert default_out(Path("leads")) == Path("leads.results.csv")
-
+from tests.unit.importing import Row, e164, numbers
 
 # --- the import ----------------------------------------------------------------------
 
@@ -468,75 +281,6 @@ def test_stopping_a_resume_keeps_what_the_earlier_run_did() -> None:
     assert [row[2:] for row in written[120:]] == [(ENDED, "")] * 30
 
 
-# --- --resume's pairing ---------------------------------------------------------
-
-
-def pair(tmp_path: Path, source: str, results: str) -> list[Previous | None]:
-    """What --resume pairs with each row of the input `source`, from `results`."""
-    rows_at = csv_file(tmp_path, source)
-    results_at = csv_file(tmp_path, results, "numbers.results.csv")
-    with CsvInput(rows_at) as rows, ResultsInput(results_at) as previous:
-        return [before for _, before in paired(rows, previous)]
-
-
-def test_a_results_file_pairs_with_its_input(tmp_path: Path) -> None:
-    pairs = pair(
-        tmp_path,
-        "phone\n(509) 555-0001\n(509) 555-0002\n(509) 555-0003\n",
-        "phone,phoneNumber,status,detail\r\n(509) 555-0001,+15095550001,ended,\r\n"
-        "(509) 555-0002,+15095550002,failed,no answer\r\n",
-    )
-    assert pairs == [
-        Previous(["(509) 555-0001"], "+15095550001", ENDED, ""),
-        Previous(["(509) 555-0002"], "+15095550002", FAILED, "no answer"),
-        None,
-    ]
-
-
-def test_a_results_file_pairs_with_its_input_made_safe(tmp_path: Path) -> None:
-    # The input's cells as the results file writes them back.
-    pairs = pair(
-        tmp_path,
-        'name,phone\n@x,=1+2\nb,"=HYPERLINK(""http://x"",""y"")"\n',
-        "name,phone,phoneNumber,status,detail\r\n'@x,'=1+2,,invalid,not a phone number\r\n"
-        'b,"\'=HYPERLINK(""http://x"",""y"")",,invalid,not a phone number\r\n',
-    )
-    assert [before and before.cells for before in pairs] == [
-        ["'@x", "'=1+2"],
-        ["b", '\'=HYPERLINK("http://x","y")'],
-    ]
-
-
-@pytest.mark.parametrize(
-    ("results", "message"),
-    [
-        ("phone\r\n", "is not a results file"),
-        ("phone,phoneNumber,status,detail\r\n(509) 555-0009,,ended,\r\n", "differ at row 2"),
-        ("phone,phoneNumber,status,detail\r\n(509) 555-0001,,done,\r\n", "row 2 is not a result"),
-        ("phone,phoneNumber,status,detail\r\n(509) 555-0001,,ended\r\n", "row 2 is not a result"),
-        (
-            "phone,phoneNumber,status,detail\r\n(509) 555-0001,+15095550001,ended,\r\n"
-            "(509) 555-0002,+15095550002,ended,\r\n",
-            "has more rows",
-        ),
-    ],
-)
-def test_results_of_another_file_are_refused(tmp_path: Path, results: str, message: str) -> None:
-    with pytest.raises(UsageError, match=message):
-        pair(tmp_path, "phone\n(509) 555-0001\n", results)
-
-
-def test_results_of_an_input_with_other_columns_are_refused(tmp_path: Path) -> None:
-    """The number's cells match, but not the columns: the results of another file."""
-    source = csv_file(tmp_path, "id,phone\n7,(509) 555-0001\n")
-    csv_file(tmp_path, "phone,phoneNumber,status,detail\r\n", "numbers.results.csv")
-    chosen = command.options(
-        Settings.from_env({}), import_args(str(source), "--resume"), {"ENDCONTACT_API_KEY": "k"}
-    )
-    with pytest.raises(UsageError, match="is not a results file of this input: its header is not"):
-        command.survey(chosen)
-
-
 # --- the results keep the input's columns -------------------------------------------
 
 
@@ -588,72 +332,6 @@ def test_every_input_column_is_written_back_in_order_then_the_outcome() -> None:
         ("id-2", "nonsense", "", "", INVALID, "not a phone number"),
         ("'=1+2", "'+1 509 555 0003", "'@me", "+15095550003", ENDED, ""),
     ]
-
-
-# --- --resume keeps the first run's reason -------------------------------------------
-
-
-def resume_args(tmp_path: Path, *argv: str) -> command.Options:
-    source = csv_file(tmp_path, "phone\n(509) 555-0001\n")
-    csv_file(tmp_path, "phone,phoneNumber,status,detail\r\n", "numbers.results.csv")
-    return command.options(
-        Settings.from_env({}),
-        import_args(str(source), "--resume", *argv),
-        {"ENDCONTACT_API_KEY": "ec_x"},
-    )
-
-
-@pytest.mark.parametrize(
-    ("recorded", "argv", "reason"),
-    [
-        ('{"reason": "spring opt-outs"}', [], "spring opt-outs"),
-        ('{"reason": "spring opt-outs"}', ["--reason=spring opt-outs"], "spring opt-outs"),
-        ('{"reason": null}', [], None),
-        # Results of a version that recorded no reason: the one given.
-        (None, ["--reason=given"], "given"),
-        (None, [], None),
-    ],
-)
-def test_resume_goes_on_with_the_first_runs_reason(
-    tmp_path: Path, recorded: str | None, argv: list[str], reason: str | None
-) -> None:
-    if recorded is not None:
-        csv_file(tmp_path, recorded, "numbers.results.reason.json")
-    assert resume_args(tmp_path, *argv).reason == reason
-
-
-@pytest.mark.parametrize(
-    ("recorded", "given", "message"),
-    [
-        (
-            '{"reason": "spring opt-outs"}',
-            "autumn",
-            '--reason "autumn" is not the first run\'s reason ("spring opt-outs", recorded in ',
-        ),
-        ('{"reason": null}', "autumn", '--reason "autumn" is not the first run\'s reason (none, '),
-        ("spring", "spring", "is not a reason record"),
-        ('{"reason": 3}', "3", "is not a reason record"),
-    ],
-)
-def test_resume_with_another_reason_is_refused(
-    tmp_path: Path, recorded: str, given: str, message: str
-) -> None:
-    csv_file(tmp_path, recorded, "numbers.results.reason.json")
-    with pytest.raises(UsageError, match=re.escape(message)):
-        resume_args(tmp_path, f"--reason={given}")
-
-
-def test_without_resume_the_reason_given_is_used(tmp_path: Path) -> None:
-    csv_file(tmp_path, '{"reason": "old"}', "numbers.results.reason.json")
-    source = csv_file(tmp_path, "phone\n(509) 555-0001\n")
-    chosen = command.options(
-        Settings.from_env({}), import_args(str(source), "--reason=new"), {"ENDCONTACT_API_KEY": "k"}
-    )
-    assert chosen.reason == "new"
-
-
-def test_the_reason_is_recorded_beside_the_results() -> None:
-    assert reason_file(Path("/d/leads.results.csv")) == Path("/d/leads.results.reason.json")
 
 
 # --- the summary -------------------------------------------------------------------
