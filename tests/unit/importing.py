@@ -1,4 +1,5 @@
-"""Helpers of the importer's unit tests (test_import_*.py): input files, numbers, the command line."""
+"""Helpers of the importer's unit tests (test_import_*.py): input files, numbers and
+the command line."""
 
 from __future__ import annotations
 
