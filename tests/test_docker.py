@@ -68,7 +68,9 @@ class Compose:
     ) -> subprocess.CompletedProcess[str]:
         files = [arg for name in FILES for arg in ("-f", name)]
         done = subprocess.run(
-            [DOCKER, "compose", "-p", self.project, *files, *args],
+            # No escape codes in what is parsed: outside CI, compose wrote "\x1b[2K"
+            # before log lines even with --no-color, so one replica read as two.
+            [DOCKER, "compose", "--ansi", "never", "-p", self.project, *files, *args],
             cwd=ROOT,
             env=self.env,
             capture_output=True,
