@@ -1,4 +1,5 @@
-"""Redis clients from the settings: one server by URL, or the primary Sentinel names.
+"""Redis clients from the settings: one server by URL, the primary Sentinel names, or
+a Valkey (Redis) Cluster.
 
 REDIS_URL is either one server (`redis://`, `rediss://`, `unix://`) or, in the format
 Celery and kombu take, the Sentinels of a replicated group:
@@ -6,18 +7,25 @@ Celery and kombu take, the Sentinels of a replicated group:
 name in REDIS_SENTINEL_MASTER. The password and database are the primary's; the
 Sentinels' own password, if they have one, is REDIS_SENTINEL_PASSWORD. A client made
 here asks the Sentinels for the primary when it connects and again after a failover.
+
+With ENDCONTACT_REDIS_CLUSTER=true, REDIS_URL names one node of a cluster (with its
+password, if any); the client finds the others and follows failovers and slot moves
+(redis-py's RedisCluster). shared.nodes has what must run on one node.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.asyncio.sentinel
+import redis.cluster
+import redis.exceptions
 import redis.sentinel
 
 if TYPE_CHECKING:
@@ -83,7 +91,39 @@ def failure(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {said}" if said else exc.__class__.__name__
 
 
+class _Cluster(redis.cluster.RedisCluster):
+    """RedisCluster, but its own failures (no node reachable, a slot with no primary
+    while one fails over) are redis.ConnectionError, as one server's would be: every
+    `except redis.RedisError` of the service catches them (redis-py's
+    RedisClusterException is no RedisError)."""
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except redis.exceptions.RedisClusterException as exc:
+            raise redis.ConnectionError(f"cluster: {exc}") from exc
+
+
+class _AsyncCluster(redis.asyncio.cluster.RedisCluster):
+    """As _Cluster, for the web."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except redis.exceptions.RedisClusterException as exc:
+            raise redis.ConnectionError(f"cluster: {exc}") from exc
+
+
 def sync_client(settings: Settings, **options: Any) -> redis.Redis:
+    """A client of the store (or, with settings.broker(), the broker). A cluster's is
+    typed as redis.Redis: it answers the commands the service sends as one server does;
+    where it does not (a write and its WAITAOF, SCAN), shared.nodes tells them apart."""
+    if settings.redis_cluster:
+        try:
+            cluster = _Cluster.from_url(settings.require_redis_url(), **options)
+        except redis.exceptions.RedisClusterException as exc:
+            raise redis.ConnectionError(f"cluster: {exc}") from exc
+        return cast("redis.Redis", cluster)
     target = group(settings)
     if target is None:
         return redis.Redis.from_url(settings.require_redis_url(), **options)
@@ -97,6 +137,8 @@ def sync_client(settings: Settings, **options: Any) -> redis.Redis:
 
 
 def async_client(settings: Settings, **options: Any) -> redis.asyncio.Redis:
+    if settings.redis_cluster:
+        return _async_cluster(settings.require_redis_url(), options)
     target = group(settings)
     if target is None:
         client = redis.asyncio.Redis.from_url(settings.require_redis_url(), **options)
@@ -112,6 +154,18 @@ def async_client(settings: Settings, **options: Any) -> redis.asyncio.Redis:
         _CHECKED[base] = _closed_checked(base)
     pool.connection_class = _CHECKED[base]
     return client
+
+
+def _async_cluster(url: str, options: dict[str, Any]) -> redis.asyncio.Redis:
+    """The web's cluster client (it connects on first use), its connections checked as
+    _closed_checked says; a pool's `max_connections` is per node there."""
+    cluster = _AsyncCluster.from_url(url, **options)
+    kwargs = cluster.nodes_manager.connection_kwargs
+    base = kwargs["connection_class"]
+    if base not in _CHECKED:
+        _CHECKED[base] = _closed_checked(base)
+    kwargs["connection_class"] = _CHECKED[base]
+    return cast("redis.asyncio.Redis", cluster)
 
 
 # Each connection class made once: a class per client would grow without end.

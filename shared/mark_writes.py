@@ -1,6 +1,6 @@
 """The marks' writes: each campaign's changes of a batch applied by its write script
-(a mark with its history and its feed event, shared.events), all of them on disk
-through one WAITAOF; and the feeds trimmed of what is past the retention."""
+(a mark with its history and its feed event, shared.events), on disk through one
+WAITAOF per node that took them; and the feeds trimmed of what is past the retention."""
 
 from __future__ import annotations
 
@@ -14,8 +14,17 @@ from shared import lua
 from shared.apikeys import Scope
 from shared.clock import SERVER_TIME
 from shared.events import CODES, Change
-from shared.keyspace import FEEDS, SWEPT, TRIMMED, ended_key, events_key, feed_name, scope_of_feed
-from shared.webhooks import ADDED, campaign_webhooks_key
+from shared.keyspace import (
+    EVENTS_PATTERN,
+    SWEPT,
+    ended_key,
+    events_key,
+    feed_name,
+    feed_of_events_key,
+    feed_record_key,
+    scope_of_feed,
+)
+from shared.nodes import RELOCATED, by_node, primaries, reread_map
 
 # Entries past the retention one write trims (a write adds one per request at most, so
 # the feed shrinks to its retention however fast it is written), and one sweep.
@@ -27,16 +36,8 @@ WRITE_SCRIPT = SERVER_TIME + lua.load("shared", "store_write")
 
 
 def _script_keys(scope: Scope) -> list[str]:
-    """WRITE_SCRIPT's keys for one campaign."""
-    feed = feed_name(scope)
-    return [
-        ended_key(scope),
-        events_key(scope),
-        TRIMMED,
-        FEEDS,
-        campaign_webhooks_key(feed),
-        ADDED,
-    ]
+    """WRITE_SCRIPT's keys for one campaign, which share its hash tag."""
+    return [ended_key(scope), events_key(scope), feed_record_key(feed_name(scope))]
 
 
 @dataclass
@@ -46,6 +47,8 @@ class _Plan:
 
     args: list[str | int] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
+    # What its node answered last.
+    reply: Any = None
 
 
 def _plans(changes: Sequence[Change]) -> dict[Scope, _Plan]:
@@ -91,14 +94,19 @@ class MarkWrites:
         self._replicas = replicas
         self._waitaof = True
         self._retention_ms = max(1, round(retention_days * 86_400_000))
+        # Called by the sweep (RedisCluster routes it by its first key, and loads it
+        # again on a node that lost it); a batch's writes send EVALSHA themselves.
         self._write_script = client.register_script(WRITE_SCRIPT)
+        self._sha = self._write_script.sha
 
     def apply_changes(self, changes: Sequence[Change]) -> list[bool | None]:
-        """Apply every change, each mark with its event, on disk, in one round trip: a
-        script per campaign (shared.events) and one WAITAOF. Per change: True if it
-        changed the number's state, False if the number was already so, None if it was
-        not applied: Redis refused its campaign's script (e.g. the campaign's key is not
-        a hash), or its deadline (Change.deadline_ms) had passed by the store's clock.
+        """Apply every change, each mark with its event, on disk: a script per campaign
+        (shared.events) and one WAITAOF, in one round trip per node that holds some of
+        the campaigns (one server: one). Per change: True if it changed the number's
+        state, False if the number was already so, None if it was not applied: Redis
+        refused its campaign's script (e.g. the campaign's key is not a hash), its node
+        failed or did not vouch for it on disk (NotDurable), or its deadline
+        (Change.deadline_ms) had passed by the store's clock.
 
         Raises (redis.RedisError, OSError, NotDurable) when no change can be vouched
         for. Errors are returned, not raised: redis-py's message for a failed
@@ -107,27 +115,58 @@ class MarkWrites:
         if not changes:
             return []
         plans = _plans(changes)
-        with self._redis.pipeline(transaction=False) as pipe:
-            for scope, plan in plans.items():
-                args = [self._retention_ms, TRIM_PER_WRITE, feed_name(scope), *plan.args]
-                self._write_script(keys=_script_keys(scope), args=args, client=pipe)
-            waitaof = self._waitaof
-            if waitaof:
-                # On the same connection, after the writes: it waits for them.
-                pipe.execute_command(  # type: ignore[no-untyped-call]
-                    "WAITAOF", 1, self._replicas, DURABLE_TIMEOUT_MS
-                )
-            replies = pipe.execute(raise_on_error=False)
-        if waitaof:
-            self._check_waitaof(replies.pop())
         outcome: dict[int, bool | None] = {}
-        for plan, reply in zip(plans.values(), replies, strict=True):
-            flags = None if isinstance(reply, Exception) else list(reply)
-            for at, position in enumerate(plan.positions):
-                flag = None if flags is None else int(flags[at])
-                # -1: past its deadline, not applied.
-                outcome[position] = None if flag is None or flag < 0 else bool(flag)
+        failures: list[BaseException] = []
+        scopes = list(plans)
+        # A slot that moved, or a node that failed over, since the map was read: read
+        # it again, and send the campaigns a node said are not its own once more (the
+        # script that said so made no change, and one past its deadline makes none).
+        for attempt in range(2):
+            relocated: list[Scope] = []
+            for node_client, group in by_node(self._redis, scopes, _tagged(scopes)).values():
+                try:
+                    replies = self._on_node(node_client, [(scope, plans[scope]) for scope in group])
+                except (redis.RedisError, OSError, NotDurable) as exc:
+                    failures.append(exc)
+                    replies = [exc] * len(group)
+                for scope, reply in zip(group, replies, strict=True):
+                    if isinstance(reply, (*RELOCATED, redis.ConnectionError, redis.TimeoutError)):
+                        relocated.append(scope)
+                    _read_flags(plans[scope], reply, outcome)
+            if relocated:
+                reread_map(self._redis)
+            # A node that did not answer is not asked again: a stopped one would hold
+            # the batch for another socket timeout.
+            scopes = [scope for scope in relocated if isinstance(plans[scope].reply, RELOCATED)]
+            if attempt or not scopes:
+                break
+        if failures and all(flag is None for flag in outcome.values()):
+            raise failures[-1]
         return [outcome[position] for position in range(len(changes))]
+
+    def _on_node(self, client: redis.Redis, plans: list[tuple[Scope, _Plan]]) -> list[Any]:
+        """One node's part: its campaigns' scripts, then WAITAOF on the same connection
+        (it waits for this connection's writes). Returns a reply per campaign; raises
+        NotDurable if the node did not vouch for them on disk."""
+        for loaded in (False, True):
+            with client.pipeline(transaction=False) as pipe:
+                for scope, plan in plans:
+                    args = [self._retention_ms, TRIM_PER_WRITE, *plan.args]
+                    pipe.evalsha(self._sha, 3, *_script_keys(scope), *args)
+                waitaof = self._waitaof
+                if waitaof:
+                    pipe.execute_command(  # type: ignore[no-untyped-call]
+                        "WAITAOF", 1, self._replicas, DURABLE_TIMEOUT_MS
+                    )
+                replies = pipe.execute(raise_on_error=False)
+            if waitaof:
+                self._check_waitaof(replies.pop())
+            if loaded or not any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+                return replies
+            # A node that never ran it, or a replica promoted since (scripts are not
+            # replicated): every EVALSHA of the pipeline failed, none wrote. Load it there.
+            client.script_load(WRITE_SCRIPT)
+        raise AssertionError("unreachable")
 
     def trim_feeds(self, every_ms: int = 0) -> int:
         """Trim every campaign's feed of what is past the retention (writes trim as they
@@ -138,11 +177,12 @@ class MarkWrites:
         if every_ms and not self._redis.set(SWEPT, "1", nx=True, px=every_ms):
             return 0
         visited = 0
-        for name in self._redis.sscan_iter(FEEDS, count=100):
-            scope = scope_of_feed(str(name))
-            args: list[str | int] = [self._retention_ms, TRIM_PER_SWEEP, str(name)]
-            self._write_script(keys=_script_keys(scope), args=args)
-            visited += 1
+        for node in primaries(self._redis):
+            for key in node.scan_iter(match=EVENTS_PATTERN, count=1000, _type="stream"):
+                scope = scope_of_feed(feed_of_events_key(str(key)))
+                args: list[str | int] = [self._retention_ms, TRIM_PER_SWEEP]
+                self._write_script(keys=_script_keys(scope), args=args)
+                visited += 1
         return visited
 
     def _check_waitaof(self, reply: Any) -> None:
@@ -160,3 +200,18 @@ class MarkWrites:
             raise NotDurable(f"not fsynced within {DURABLE_TIMEOUT_MS} ms")
         if int(reply[1]) < self._replicas:
             raise NotDurable(f"{reply[1]} of {self._replicas} replicas fsynced in time")
+
+
+def _tagged(scopes: Sequence[Scope]) -> dict[Scope, str]:
+    """A key of each campaign, by which its node is found (they share its tag)."""
+    return {scope: ended_key(scope) for scope in scopes}
+
+
+def _read_flags(plan: _Plan, reply: Any, outcome: dict[int, bool | None]) -> None:
+    """A campaign's script reply as the outcome of each of its changes."""
+    plan.reply = reply
+    flags = None if isinstance(reply, BaseException) else list(reply)
+    for at, position in enumerate(plan.positions):
+        flag = None if flags is None else int(flags[at])
+        # -1: past its deadline, not applied.
+        outcome[position] = None if flag is None or flag < 0 else bool(flag)

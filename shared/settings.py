@@ -40,6 +40,10 @@ class Settings:
     # Sentinels' own password if they have one.
     sentinel_master: str | None = None
     sentinel_password: str | None = None
+    # REDIS_URL names a node of a Valkey (Redis) Cluster (shared.connection); the
+    # broker is then another server (ENDCONTACT_BROKER_URL): kombu has no cluster
+    # transport (kombu#526).
+    redis_cluster: bool = False
     # Replicas that must have a mark on disk too before it counts as a success; 1 or
     # more keeps successes through a failover to a replica (docs/operating.md, "Several hosts").
     durable_replicas: int = 0
@@ -76,6 +80,7 @@ class Settings:
             rate_window=_count(env, "ENDCONTACT_RATE_WINDOW", default=60, least=1, most=86_400),
             sentinel_master=_sentinel_master(env),
             sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,
+            redis_cluster=_cluster(env),
             durable_replicas=_count(
                 env, "ENDCONTACT_DURABLE_REPLICAS", default=0, least=0, most=16
             ),
@@ -97,7 +102,12 @@ class Settings:
         place of the store's, so shared.connection serves both."""
         if self.broker_url is None:
             return self
-        return replace(self, redis_url=self.broker_url, sentinel_master=self.broker_sentinel_master)
+        return replace(
+            self,
+            redis_url=self.broker_url,
+            sentinel_master=self.broker_sentinel_master,
+            redis_cluster=False,
+        )
 
     def require_redis_url(self) -> str:
         if self.redis_url is None:
@@ -258,6 +268,23 @@ def _sentinel_master(env: Mapping[str, str]) -> str | None:
     if is_sentinel(url) and master is None:
         raise SettingsError("REDIS_URL names Sentinels: set REDIS_SENTINEL_MASTER to the group")
     return master
+
+
+def _cluster(env: Mapping[str, str]) -> bool:
+    if not _flag(env, "ENDCONTACT_REDIS_CLUSTER", default=False):
+        return False
+    url = env.get("REDIS_URL") or ""
+    if urlsplit(url).scheme not in ("redis", "rediss"):
+        raise SettingsError(
+            "ENDCONTACT_REDIS_CLUSTER=true needs REDIS_URL to name one of the cluster's "
+            "nodes, as redis:// or rediss://"
+        )
+    if not env.get("ENDCONTACT_BROKER_URL"):
+        raise SettingsError(
+            "ENDCONTACT_REDIS_CLUSTER=true needs ENDCONTACT_BROKER_URL: the broker is one "
+            "server or a Sentinel group, never the cluster"
+        )
+    return True
 
 
 def _broker_sentinel_master(env: Mapping[str, str]) -> str | None:

@@ -8,13 +8,13 @@ marks' writes, the worker's, are shared.mark_writes.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
-from shared import events
+from shared import events, lua
 from shared.apikeys import ApiKey, Scope, check_name, digest, generate_id, generate_secret
 from shared.clock import seconds
 from shared.connection import sync_client
@@ -28,16 +28,23 @@ from shared.events import (
     FeedPage,
     FeedTrimmed,
 )
-from shared.keyspace import KEY_IDS, TRIMMED, ended_key, events_key, feed_name, key_record
+from shared.keyspace import (
+    ADDED,
+    KEY_IDS,
+    ended_key,
+    events_key,
+    feed_name,
+    feed_record_key,
+    key_record,
+)
 from shared.mark_writes import MarkWrites
 from shared.marks import EXPORT_COUNT, Batch, Cursor, Listing, Page, csv_chunk
 from shared.metrics import METRICS_KEY
+from shared.migrations import upgrade
+from shared.nodes import ready_probes
 from shared.webhook_store import Webhooks
-from shared.webhooks import (
-    ADDED,
-    CURSORS,
-    pending_events,
-)
+from shared.webhooks import CURSORS, pending_events
+from shared.webhooks import Cursor as HookCursor
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -77,13 +84,27 @@ def _text(value: object) -> str | None:
     return None if value is None else events.ended_at_of(value)
 
 
-def _queue_metrics(
-    pipe: redis.client.Pipeline | redis.asyncio.client.Pipeline, counts: Mapping[str, float]
-) -> None:
-    """Queue the adding of one process's counts to everyone's (shared.metrics); the
-    caller's MULTI applies them all or none."""
-    for sample, amount in counts.items():
-        pipe.hincrbyfloat(METRICS_KEY, sample, amount)
+# Scripts rather than MULTI for what must be read or written at one instant: they run
+# on a Cluster too (redis-py's cluster pipelines had no MULTI before 6.x), their keys
+# in one hash slot (shared.keyspace).
+METRICS_SCRIPT = lua.load("shared", "metrics_add")
+FEED_READ_SCRIPT = lua.load("shared", "feed_read")
+PAGE_READ_SCRIPT = lua.load("shared", "page_read")
+
+
+def _metrics_args(counts: Mapping[str, float]) -> list[str | float]:
+    """METRICS_SCRIPT's arguments: one process's counts, added to everyone's (shared.metrics)."""
+    return [item for pair in counts.items() for item in pair]
+
+
+def _fields(flat: Sequence[Any]) -> dict[str, str]:
+    """A flat [name, value, ...] reply (from a script) as a dict."""
+    return {str(flat[at]): str(flat[at + 1]) for at in range(0, len(flat), 2)}
+
+
+def _feeds(cursors: Mapping[Any, Any]) -> list[str]:
+    """The feeds that the webhooks' cursors follow, each once."""
+    return sorted({HookCursor.parse(str(value)).feed for value in cursors.values()})
 
 
 class Store:
@@ -93,6 +114,7 @@ class Store:
         # The client must decode responses: everything stored here is text.
         self._redis = client
         self._writes = MarkWrites(client, replicas, retention_days)
+        self._metrics_add = client.register_script(METRICS_SCRIPT)
 
     @classmethod
     def connect(cls, settings: Settings) -> Store:
@@ -109,6 +131,10 @@ class Store:
     def webhooks(self) -> Webhooks:
         """The webhooks' operations (shared.webhook_store) on this store's client."""
         return Webhooks(self._redis)
+
+    def upgrade_keyspace(self, wait: Callable[[float], object]) -> bool:
+        """As shared.migrations.upgrade."""
+        return upgrade(self._redis, wait)
 
     def apply_changes(self, changes: Sequence[Change]) -> list[bool | None]:
         """As MarkWrites.apply_changes."""
@@ -130,17 +156,16 @@ class Store:
 
     def pending_deliveries(self) -> int:
         """As AsyncStore.pending_deliveries."""
+        retries, cursors = self._redis.get(PENDING), self._redis.hgetall(CURSORS)
+        feeds = _feeds(cursors)
         with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(PENDING)
-            pipe.hgetall(CURSORS)
-            pipe.hgetall(ADDED)
-            retries, cursors, added = pipe.execute()
+            for feed in feeds:
+                pipe.hget(feed_record_key(feed), ADDED)
+            added = dict(zip(feeds, pipe.execute(), strict=True))
         return int(retries or 0) + pending_events(cursors, added)
 
     def add_metrics(self, counts: Mapping[str, float]) -> None:
-        with self._redis.pipeline(transaction=True) as pipe:
-            _queue_metrics(pipe, counts)
-            pipe.execute()
+        self._metrics_add(keys=[METRICS_KEY], args=_metrics_args(counts))
 
     def create_key(self, company: str, campaign: str, label: str = "") -> tuple[ApiKey, str]:
         """Store a new key; return it with its secret, which exists nowhere else after."""
@@ -149,19 +174,20 @@ class Store:
         secret = generate_secret()
         key = ApiKey(generate_id(), scope, label, utc_now(), None)
         secret_digest = digest(secret)
-        with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                key_record(secret_digest),
-                mapping={
-                    "id": key.id,
-                    "company": scope.company,
-                    "campaign": scope.campaign,
-                    "label": label,
-                    "created_at": key.created_at,
-                },
-            )
-            pipe.hset(KEY_IDS, key.id, secret_digest)
-            pipe.execute()
+        # Two keys, two slots on a Cluster: the id first, so that a failure between
+        # leaves an id with no record (listed as nothing, its secret never shown),
+        # never a key that works but cannot be listed or revoked.
+        self._redis.hset(KEY_IDS, key.id, secret_digest)
+        self._redis.hset(
+            key_record(secret_digest),
+            mapping={
+                "id": key.id,
+                "company": scope.company,
+                "campaign": scope.campaign,
+                "label": label,
+                "created_at": key.created_at,
+            },
+        )
         return key, secret
 
     def list_keys(self) -> list[ApiKey]:
@@ -211,22 +237,30 @@ WRITE_PROBE_MS = 10_000
 class AsyncStore:
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._redis = client
+        self._metrics_add = client.register_script(METRICS_SCRIPT)
+        self._feed_read = client.register_script(FEED_READ_SCRIPT)
+        self._page_read = client.register_script(PAGE_READ_SCRIPT)
 
     async def find_key(self, secret: str) -> ApiKey | None:
         return _api_key(await self._redis.hgetall(key_record(digest(secret))))
 
     async def ping(self) -> bool:
-        return bool(await self._redis.ping())
+        """Every primary answers (one server: it does)."""
+        for probe in await ready_probes(self._redis, WRITE_PROBE_KEY):
+            if not await probe.ping():
+                return False
+        return True
 
     async def takes_writes(self) -> bool:
-        """A write the server accepts: a server that answers PING may still refuse every
-        write (full under noeviction, a replica after a failover, a failing disk)."""
-        return bool(await self._redis.set(WRITE_PROBE_KEY, "1", px=WRITE_PROBE_MS))
+        """A write every primary accepts: a server that answers PING may still refuse
+        every write (full under noeviction, a replica after a failover, a failing disk)."""
+        for probe in await ready_probes(self._redis, WRITE_PROBE_KEY):
+            if not await probe.write(WRITE_PROBE_MS):
+                return False
+        return True
 
     async def add_metrics(self, counts: Mapping[str, float]) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            _queue_metrics(pipe, counts)
-            await pipe.execute()
+        await self._metrics_add(keys=[METRICS_KEY], args=_metrics_args(counts))
 
     async def metrics(self) -> dict[str, str]:
         """The summed metrics."""
@@ -236,11 +270,12 @@ class AsyncStore:
     async def pending_deliveries(self) -> int:
         """Webhook deliveries waiting for their first attempt (events the webhooks
         have yet to pass in their feeds), for a retry, or in an attempt."""
+        retries, cursors = await self._redis.get(PENDING), await self._redis.hgetall(CURSORS)
+        feeds = _feeds(cursors)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(PENDING)
-            pipe.hgetall(CURSORS)
-            pipe.hgetall(ADDED)
-            retries, cursors, added = await pipe.execute()
+            for feed in feeds:
+                pipe.hget(feed_record_key(feed), ADDED)
+            added = dict(zip(feeds, await pipe.execute(), strict=True))
         return int(retries or 0) + pending_events(cursors, added)
 
     async def ended_at(self, scope: Scope, phone: str) -> str | None:
@@ -260,19 +295,18 @@ class AsyncStore:
         when `after` is past every event the feed could hold now."""
         stream = events_key(scope)
         count = min(limit + 1, FEED_ENTRIES_PER_READ)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            # At the same instant: what was trimmed, what follows the cursor, the clock
-            # that stamps new entries.
-            pipe.hget(TRIMMED, feed_name(scope))
-            pipe.xrange(stream, "-" if after is None else after.entry, "+", count=count)
-            if after is not None:
-                pipe.time()
-            trimmed_text, entries, *clock = await pipe.execute()
+        # At the same instant: what was trimmed, what follows the cursor, the clock
+        # that stamps new entries.
+        trimmed_text, raw, clock = await self._feed_read(
+            keys=[feed_record_key(feed_name(scope)), stream],
+            args=["-" if after is None else after.entry, count],
+        )
+        entries = [(str(entry), _fields(flat)) for entry, flat in raw]
         trimmed = None if trimmed_text is None else EventId.parse(str(trimmed_text))
         if after is not None:
             if trimmed is not None and after < trimmed:
                 raise FeedTrimmed(str(trimmed))
-            seconds, micros = clock[0]
+            seconds, micros = int(clock[0]), int(clock[1])
             if events.ahead_of_feed(after, bool(entries), trimmed, seconds * 1000 + micros // 1000):
                 raise FeedAhead
         position = after or trimmed or ORIGIN
@@ -288,7 +322,8 @@ class AsyncStore:
                         return page
             if len(entries) < count:
                 break
-            entries = await self._redis.xrange(stream, f"({entries[-1][0]}", "+", count=count)
+            more = await self._redis.xrange(stream, f"({entries[-1][0]}", "+", count=count)
+            entries = cast("list[tuple[str, dict[str, str]]]", more)
         if page.events:
             page.next = page.events[-1].id
         return page
@@ -302,11 +337,8 @@ class AsyncStore:
             if isinstance(read, tuple):
                 listing.read_carried(await self._redis.hmget(key, read))
                 continue
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hscan(key, read, count=listing.room)
-                pipe.hlen(key)
-                (scan, pairs), length = await pipe.execute()
-            listing.read_batch(Batch(int(scan), pairs, int(length)))
+            scan, flat, length = await self._page_read(keys=[key], args=[read, listing.room])
+            listing.read_batch(Batch(int(scan), _fields(flat), int(length)))
         return listing.page
 
     async def export(self, scope: Scope) -> AsyncIterator[str]:

@@ -17,8 +17,8 @@ from shared.apikeys import Scope
 from shared.clock import SERVER_TIME
 from shared.deliveries import DUE, due_key
 from shared.events import iso
+from shared.keyspace import feed_record_key
 from shared.webhooks import (
-    ADDED,
     CURSORS,
     MAX_PER_CAMPAIGN,
     REVOKED,
@@ -64,7 +64,7 @@ def create_call(webhook: Webhook, feed: str) -> tuple[list[str], list[str | int]
         campaign_webhooks_key(feed),
         CURSORS,
         feed_stream_key(feed),
-        ADDED,
+        feed_record_key(feed),
         key_webhooks_key(feed, webhook.created_by),
     ]
     return keys, [MAX_PER_CAMPAIGN, webhook.id, feed, REVOKED, *fields]

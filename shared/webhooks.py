@@ -86,12 +86,12 @@ def log_key(webhook_id: str) -> str:
 
 
 CURSORS = "ec:webhook-cursors"
-ADDED = "ec:deliveries:added"
 
 
 def feed_stream_key(feed: str) -> str:
-    """The campaign's feed (shared.keyspace.events_key), by its feed name."""
-    return f"ec:events:{feed}"
+    """The campaign's feed (shared.keyspace.events_key), by its feed name, tagged as
+    the campaign's keys are (shared.keyspace.tag)."""
+    return "ec:events:{" + feed + "}"
 
 
 @dataclass(frozen=True)

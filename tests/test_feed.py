@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from shared.events import ENDED, RESUMED, EventId
-from shared.keyspace import TRIMMED, ended_key, feed_name
+from shared.keyspace import TRIMMED, ended_key, feed_name, feed_record_key
 from shared.store import Store
 from tests.conftest import Caller, new_caller
 from tests.helpers import TLS, URL, assert_problem, numbers, wait_until
@@ -214,7 +214,7 @@ def test_past_the_retention_events_leave_the_feed_and_a_resumed_number_its_histo
         assert error["value"] == cursor
         # Without `after`, the feed starts after what was trimmed.
         events = whole_feed(http, caller)
-        mark = stack.client.hget(TRIMMED, feed_name(caller.key.scope))
+        mark = stack.client.hget(feed_record_key(feed_name(caller.key.scope)), TRIMMED)
         assert mark is not None
         assert all(EventId.parse(e["id"]) > EventId.parse(str(mark)) for e in events)
         assert EventId.parse(str(mark)) >= EventId.parse(last)

@@ -9,8 +9,10 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 
+import redis
 from celery import Celery
 from celery.signals import (
     setup_logging,
@@ -24,7 +26,7 @@ from celery.signals import (
 from shared import logs
 from shared.broker import Broker
 from shared.clock import ServerClock
-from shared.connection import group
+from shared.connection import failure, group
 from shared.metrics import TASKS, Registry
 from shared.settings import Settings
 from shared.store import Store
@@ -214,6 +216,7 @@ def create_celery(settings: Settings) -> Celery:
         task_send_sent_event=False,
     )
     store = Store.connect(settings)
+    _upgrade_keyspace(store)
 
     # "received" and "succeeded" lines for every task would be thousands of lines a
     # second and cost a tenth of the throughput; failures are still logged (ERROR).
@@ -236,3 +239,24 @@ def create_celery(settings: Settings) -> Celery:
     app.steps["worker"].add(SoloPool)
 
     return app
+
+
+# Between tries to reach a store that does not answer at start-up.
+UPGRADE_RETRY_SECONDS = 2.0
+
+
+def _upgrade_keyspace(store: Store) -> None:
+    """The keyspace at its version (shared.migrations) before the worker takes a task:
+    a store that does not answer yet is waited for, a warning at each try, as the
+    broker is."""
+    while True:
+        try:
+            store.upgrade_keyspace(time.sleep)
+            return
+        except (redis.RedisError, OSError) as exc:
+            logging.getLogger(__name__).warning(
+                "the store does not answer (%s); trying again in %.0f s",
+                failure(exc),
+                UPGRADE_RETRY_SECONDS,
+            )
+            time.sleep(UPGRADE_RETRY_SECONDS)

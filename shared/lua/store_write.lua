@@ -1,20 +1,19 @@
--- Applies one campaign's changes (shared.events): KEYS hash, stream, TRIMMED, FEEDS,
--- the campaign's webhooks set, ADDED; ARGV retention ms, trim budget, feed name, then
--- per request: code, key id, request id, stored reason, deadline (ms, 0: none), count,
--- numbers. Returns 1 per number it changed, 0 per other, -1 per number of a request
--- past its deadline by the store's clock: not applied, so that a change its request
--- gave up on (and answered as a failure) is never made later, by a worker that was
--- stopped with it in hand or whose write waited behind a stalled store.
+-- Applies one campaign's changes (shared.events): KEYS the campaign's marks (hash),
+-- feed (stream) and feed record (hash: trimmed, added), which share the campaign's hash
+-- tag (shared.keyspace), so that on a Cluster this runs on one node; ARGV retention
+-- ms, trim budget, then per request: code, key id, request id, stored reason, deadline
+-- (ms, 0: none), count, numbers. Returns 1 per number it changed, 0 per other, -1 per
+-- number of a request past its deadline by the store's clock: not applied, so that a
+-- change its request gave up on (and answered as a failure) is never made later, by a
+-- worker that was stopped with it in hand or whose write waited behind a stalled store.
 --
 -- The deliveries follow the feed itself (worker/deliveries): a change costs them no
--- write of its own. Only the count of events added to a feed with webhooks (ADDED, for
--- the pending gauge) is kept, one HINCRBY per feed entry; a campaign without webhooks
--- pays one SCARD per script that adds an entry.
+-- write of its own but the count of events added to the feed (one HINCRBY per feed
+-- entry), by which a dispatcher sees which feeds grew and the gauge what is pending.
 -- Runs after server_time.lua (shared/mark_writes.py).
-local marks, stream = KEYS[1], KEYS[2]
+local marks, stream, record = KEYS[1], KEYS[2], KEYS[3]
 local flags = {}
-local hooked = nil
-local i = 4
+local i = 3
 while i <= #ARGV do
   local code, kid, rid, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local deadline = tonumber(ARGV[i + 4])
@@ -40,8 +39,7 @@ while i <= #ARGV do
       for x, j in ipairs(changed) do phones[x] = ARGV[first + j - 1] end
       local id = redis.call('XADD', stream, '*', 't', code, 'k', kid, 'q', rid, 'r', reason,
         'n', table.concat(phones, ','))
-      if hooked == nil then hooked = redis.call('SCARD', KEYS[5]) > 0 end
-      if hooked then redis.call('HINCRBY', KEYS[6], ARGV[3], #phones) end
+      redis.call('HINCRBY', record, 'added', #phones)
       local tail = ' ' .. kid .. ' ' .. rid .. ' ' .. reason
       local writes = {}
       for x, j in ipairs(changed) do
@@ -51,7 +49,6 @@ while i <= #ARGV do
         writes[#writes + 1] = old and (line .. '\n' .. old) or line
       end
       redis.call('HSET', marks, unpack(writes))
-      redis.call('SADD', KEYS[4], ARGV[3])
     end
   end
   i = first + n
@@ -80,6 +77,6 @@ if cutoff > 0 then
     redis.call('XDEL', stream, id)
     last = id .. '-' .. math.max(index - 1, 0)
   end
-  if last then redis.call('HSET', KEYS[3], ARGV[3], last) end
+  if last then redis.call('HSET', record, 'trimmed', last) end
 end
 return flags

@@ -14,7 +14,8 @@ import redis
 from shared import deliveries
 from shared.deliveries import DUE, PENDING
 from shared.events import entry_events
-from shared.webhooks import ADDED, CURSORS, LOG_LENGTH, Cursor, from_record, log_key, webhook_key
+from shared.keyspace import ADDED, feed_record_key
+from shared.webhooks import CURSORS, LOG_LENGTH, Cursor, from_record, log_key, webhook_key
 from worker.deliveries import BACKOFF, STOP_GRACE, log
 from worker.deliveries.attempt import Attempts
 from worker.deliveries.followed import Entry, Follow, Followed, Todo
@@ -80,8 +81,8 @@ class Follower:
 
     def _read(self) -> None:
         """Read the feed after what was read, for each webhook with room for more
-        whose feed grew: one look at the feeds' ADDED counts tells which did, however
-        many webhooks this dispatcher follows."""
+        whose feed grew: one look at the feeds' ADDED counts (one round trip a node) tells
+        which did, however many webhooks this dispatcher follows."""
         followed = self._followed
         with followed.lock:
             looking = [
@@ -91,7 +92,10 @@ class Follower:
             ]
         if not looking:
             return
-        counts = self._client.hmget(ADDED, [follow.cursor.feed for follow in looking])
+        with self._client.pipeline(transaction=False) as pipe:
+            for follow in looking:
+                pipe.hget(feed_record_key(follow.cursor.feed), ADDED)
+            counts = pipe.execute()
         reading = [
             (follow, int(count or 0))
             for follow, count in zip(looking, counts, strict=True)
