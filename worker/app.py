@@ -19,6 +19,7 @@ from celery.signals import (
     task_postrun,
     task_prerun,
     task_revoked,
+    worker_init,
     worker_ready,
     worker_shutdown,
 )
@@ -154,7 +155,15 @@ def _task_finished(sender: object, **kwargs: object) -> None:
         parts.meter.task_finished()
 
 
+def _upgrade(sender: object, **kwargs: object) -> None:
+    parts = _parts(sender)
+    if parts is not None:
+        _upgrade_keyspace(parts.heartbeat_store)
+
+
 setup_logging.connect(_our_logging)
+# Before the worker's consumer takes a message.
+worker_init.connect(_upgrade)
 worker_ready.connect(_started)
 worker_shutdown.connect(_stopped)
 task_revoked.connect(_count_expired)
@@ -216,7 +225,6 @@ def create_celery(settings: Settings) -> Celery:
         task_send_sent_event=False,
     )
     store = Store.connect(settings)
-    _upgrade_keyspace(store)
 
     # "received" and "succeeded" lines for every task would be thousands of lines a
     # second and cost a tenth of the throughput; failures are still logged (ERROR).

@@ -55,7 +55,9 @@ from celery.worker.strategy import default, hybrid_to_proto2, proto1_to_proto2
 from kombu.utils.uuid import uuid
 
 from shared.clock import ServerClock
+from shared.connection import failure
 from shared.events import Change
+from shared.mark_writes import NotDurable
 from shared.metrics import Registry
 from shared.settings import SettingsError, exit_on_bad_settings
 from shared.store import Store
@@ -268,7 +270,10 @@ class Batches:
             stored = iter(self._store.apply_changes([c for c in changes if isinstance(c, Change)]))
         except Exception as exc:
             # Redis down, a timeout, not on disk in time: no change of the batch is vouched for.
-            log.error("change batch of %d failed: %s", len(requests), exc.__class__.__name__)
+            # NotDurable's and a connection's text say what fell short, or where, never
+            # what was sent; any other error only by its kind.
+            said = failure(exc) if not isinstance(exc, NotDurable) else f"NotDurable: {exc}"
+            log.error("change batch of %d failed: %s", len(requests), said)
             failed = BatchFailed(exc.__class__.__name__)
             return [c if isinstance(c, BatchFailed) else failed for c in changes]
         return [_outcome(r, c, stored) for r, c in zip(requests, changes, strict=True)]
