@@ -92,10 +92,10 @@ def _old_names(client: redis.Redis) -> Iterator[str]:
 
 def _old_hooks_names(client: redis.Redis) -> Iterator[tuple[str, str]]:
     """Version 1's webhook and delivery keys with their new names."""
+    for old, new in _HOOKS_RENAMED.items():
+        if client.exists(old):  # routed by the key (a Cluster's other nodes say MOVED)
+            yield old, new
     for node in primaries(client):
-        for old, new in _HOOKS_RENAMED.items():
-            if node.exists(old):
-                yield old, new
         for prefix, renamed in _HOOKS_PREFIXES.items():
             for key in node.scan_iter(match=f"{prefix}*", count=1000):
                 name = str(key)
