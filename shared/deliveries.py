@@ -2,32 +2,33 @@
 
 A first attempt costs the store no write of its own: the deliveries follow the
 campaign's feed (the stream of its changes, kept for the events' retention), each
-webhook from its cursor (ec:webhook-cursors, shared.webhooks), which moves past a feed
+webhook from its cursor (ec:{hooks}:cursors, shared.webhooks), which moves past a feed
 entry once each of its events was delivered, given up or scheduled for a retry. One
 worker's dispatcher at a time follows a webhook (a lease); after a crash, the next one
 sends again what the cursor had not passed, with the same webhook-id. An attempt that
 fails is scheduled for a retry before the cursor passes it. Keys (on the store, with
 the AOF: a delivery pending or being retried survives a worker SIGKILL and a restart
-of the store):
-  ec:webhook-lease:<webhook id>  string: the dispatcher that follows the webhook, for
+of the store; all under the hash tag {hooks}, one slot on a Cluster, with the webhooks
+(shared.webhooks), since the scripts take them together and build their names):
+  ec:{hooks}:lease:<webhook id>  string: the dispatcher that follows the webhook, for
                                  LEASE_MS unless renewed
-  ec:dispatchers                 sorted set: dispatcher name -> when it last said it
+  ec:{hooks}:dispatchers         sorted set: dispatcher name -> when it last said it
                                  was alive (ms, the store's clock): how many share the
                                  webhooks
-  ec:deliveries:due:<webhook id> sorted set: the webhook's retries, event id -> when
+  ec:{hooks}:due:<webhook id>    sorted set: the webhook's retries, event id -> when
                                  its next attempt is due (ms, the store's clock); while
                                  one is in flight, when the lease of the worker sending
                                  it ends
-  ec:deliveries:due              sorted set: webhook id -> the earliest score of its own
+  ec:{hooks}:due                 sorted set: webhook id -> the earliest score of its own
                                  set (so a claim looks at webhooks, not at deliveries:
                                  a backlog of one receiver costs the others nothing)
-  ec:deliveries:pending          counter: retries in all those sets (with the events
+  ec:{hooks}:pending             counter: retries in all those sets (with the events
                                  not yet passed, the gauge)
-  ec:delivery:<webhook id>:<event id>
+  ec:{hooks}:delivery:<webhook id>:<event id>
                                  hash: attempts (made so far), body (the payload, the
                                  same bytes on every attempt, kept apart from the feed,
                                  whose retention may be shorter than the schedule)
-  ec:webhook-log:<webhook id>    list: its last attempts, newest first (shared.webhooks)
+  ec:{hooks}:log:<webhook id>    list: its last attempts, newest first (shared.webhooks)
 
 worker/deliveries/ does the work; this module holds what is pure: key names, the
 payload, the signature headers, and what an answer means.
@@ -42,10 +43,12 @@ from datetime import UTC, datetime
 from standardwebhooks.webhooks import Webhook as Signer
 
 from shared.events import Event, iso
+from shared.webhooks import HOOKS
 
-DUE = "ec:deliveries:due"
-DISPATCHERS = "ec:dispatchers"
-PENDING = "ec:deliveries:pending"
+DUE = f"{HOOKS}due"
+DISPATCHERS = f"{HOOKS}dispatchers"
+PENDING = f"{HOOKS}pending"
+DELIVERY_PREFIX = f"{HOOKS}delivery:"
 
 DELIVERED = "delivered"
 RETRY = "retry"
@@ -61,7 +64,7 @@ def due_key(webhook_id: str) -> str:
 
 
 def lease_key(webhook_id: str) -> str:
-    return f"ec:webhook-lease:{webhook_id}"
+    return f"{HOOKS}lease:{webhook_id}"
 
 
 def fair_share(webhooks: int, dispatchers: int) -> int:
@@ -70,7 +73,7 @@ def fair_share(webhooks: int, dispatchers: int) -> int:
 
 
 def delivery_key(webhook_id: str, event_id: str) -> str:
-    return f"ec:delivery:{webhook_id}:{event_id}"
+    return f"{DELIVERY_PREFIX}{webhook_id}:{event_id}"
 
 
 def message_id(webhook_id: str, event_id: str) -> str:

@@ -1,6 +1,6 @@
 """The operations on webhooks in the store: the web's (AsyncWebhooks: create, list,
 delete, rotate a secret, read the attempts) and the operator's (Webhooks, the CLI's:
-the same reads and deletes, and what a key's revoke does to the webhooks it created),
+the same creation, reads and deletes, and what a key's revoke does to the webhooks it created),
 with the scripts they run. What a webhook is and its keys: shared.webhooks."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from shared.webhooks import (
     MAX_PER_CAMPAIGN,
     REVOKED,
     ROTATION_OVERLAP_MS,
+    Cursor,
     Webhook,
     campaign_webhooks_key,
     feed_stream_key,
@@ -38,8 +39,6 @@ from shared.webhooks import (
 if TYPE_CHECKING:
     import redis
     import redis.asyncio
-    import redis.asyncio.client
-    import redis.client
 
 log = logging.getLogger("endcontact.webhooks")
 
@@ -50,38 +49,51 @@ class Creation(Enum):
     REVOKED = -1  # its key was revoked since it was admitted
 
 
+# Where a new webhook starts: the feed's end, read in the campaign's slot.
+FEED_END_SCRIPT = lua.load("shared", "webhooks_feed_end")
 # A webhook created unless its campaign has its fill or its key was revoked.
 CREATE_SCRIPT = lua.load("shared", "webhooks_create")
+# A webhook deleted, all its keys or none.
+DELETE_SCRIPT = lua.load("shared", "webhooks_delete")
 
 
-def create_call(webhook: Webhook, feed: str) -> tuple[list[str], list[str | int]]:
-    """CREATE_SCRIPT's keys and arguments for `webhook` in the campaign `feed`."""
+def feed_end_keys(feed: str) -> list[str]:
+    """FEED_END_SCRIPT's keys for the campaign `feed`: its feed and feed record."""
+    return [feed_stream_key(feed), feed_record_key(feed)]
+
+
+def start_at(reply: list[Any], feed: str) -> Cursor:
+    """A new webhook's cursor in the campaign `feed`, from FEED_END_SCRIPT's reply."""
+    entry, added = reply
+    return Cursor(str(entry), int(added), feed)
+
+
+def create_call(webhook: Webhook, cursor: Cursor) -> tuple[list[str], list[str | int]]:
+    """CREATE_SCRIPT's keys and arguments for `webhook`, starting at `cursor` in its
+    campaign's feed (cursor.feed)."""
     if webhook.created_by is None:
         raise ValueError("a new webhook records the key that creates it")
     fields = [item for pair in webhook.record().items() for item in pair]
     keys = [
         webhook_key(webhook.id),
+        campaign_webhooks_key(cursor.feed),
+        CURSORS,
+        key_webhooks_key(cursor.feed, webhook.created_by),
+    ]
+    return keys, [MAX_PER_CAMPAIGN, webhook.id, str(cursor), REVOKED, *fields]
+
+
+def delete_call(webhook: Webhook, feed: str) -> tuple[list[str], list[str]]:
+    """DELETE_SCRIPT's keys and arguments: `webhook` of the campaign `feed`."""
+    keys = [
+        webhook_key(webhook.id),
+        log_key(webhook.id),
         campaign_webhooks_key(feed),
         CURSORS,
-        feed_stream_key(feed),
-        feed_record_key(feed),
-        key_webhooks_key(feed, webhook.created_by),
     ]
-    return keys, [MAX_PER_CAMPAIGN, webhook.id, feed, REVOKED, *fields]
-
-
-def queue_delete(
-    pipe: redis.client.Pipeline | redis.asyncio.client.Pipeline, webhook: Webhook, feed: str
-) -> None:
-    """Queue the deletion of `webhook` of the campaign `feed`: its record, its log, its
-    place in the campaign's and its key's sets, its cursor (the caller's MULTI applies
-    them all or none). Deliveries still due find no webhook and are dropped by the
-    dispatcher."""
-    pipe.delete(webhook_key(webhook.id), log_key(webhook.id))
-    pipe.srem(campaign_webhooks_key(feed), webhook.id)
     if webhook.created_by is not None:
-        pipe.srem(key_webhooks_key(feed, webhook.created_by), webhook.id)
-    pipe.hdel(CURSORS, webhook.id)
+        keys.append(key_webhooks_key(feed, webhook.created_by))
+    return keys, [webhook.id]
 
 
 # Disables webhooks as a receiver's 410 does.
@@ -139,13 +151,17 @@ class AsyncWebhooks:
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._redis = client
+        self._feed_end = client.register_script(FEED_END_SCRIPT)
         self._create = client.register_script(CREATE_SCRIPT)
+        self._delete = client.register_script(DELETE_SCRIPT)
         self._rotate = client.register_script(ROTATE_SCRIPT)
 
     async def create(self, webhook: Webhook, feed: str) -> Creation:
         """Store `webhook`, unless the campaign already has MAX_PER_CAMPAIGN or its
-        key was revoked (then nothing is stored)."""
-        keys, args = create_call(webhook, feed)
+        key was revoked (then nothing is stored). It gets the changes written from
+        about now on: those after the end of the feed read first."""
+        cursor = start_at(await self._feed_end(keys=feed_end_keys(feed)), feed)
+        keys, args = create_call(webhook, cursor)
         return Creation(int(await self._create(keys=keys, args=args)))
 
     async def get(self, webhook_id: str, scope: Scope) -> Webhook | None:
@@ -162,9 +178,8 @@ class AsyncWebhooks:
             return listing(await pipe.execute())
 
     async def delete(self, webhook: Webhook, feed: str) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            queue_delete(pipe, webhook, feed)
-            await pipe.execute()
+        keys, args = delete_call(webhook, feed)
+        await self._delete(keys=keys, args=args)
 
     async def rotate(self, webhook: Webhook) -> Rotated | None:
         """A new secret; the current one keeps signing for ROTATION_OVERLAP_MS. None
@@ -182,11 +197,21 @@ class AsyncWebhooks:
 
 class Webhooks:
     """The operator's operations (the CLI's), on a synchronous client: those the web
-    has too are the same reads and writes (get, of_feed, delete), and a key's revoke."""
+    has too are the same reads and writes (create, get, of_feed, delete), and a key's
+    revoke."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
+        self._feed_end = client.register_script(FEED_END_SCRIPT)
+        self._create = client.register_script(CREATE_SCRIPT)
+        self._delete = client.register_script(DELETE_SCRIPT)
         self._disable = client.register_script(DISABLE_SCRIPT)
+
+    def create(self, webhook: Webhook, feed: str) -> Creation:
+        """As the web's AsyncWebhooks.create, on a synchronous client."""
+        cursor = start_at(self._feed_end(keys=feed_end_keys(feed)), feed)
+        keys, args = create_call(webhook, cursor)
+        return Creation(int(self._create(keys=keys, args=args)))
 
     def get(self, webhook_id: str, scope: Scope) -> Webhook | None:
         """The webhook, if it exists and is this campaign's."""
@@ -198,9 +223,8 @@ class Webhooks:
         return self._records(self._redis.smembers(campaign_webhooks_key(feed)))
 
     def delete(self, webhook: Webhook, feed: str) -> None:
-        with self._redis.pipeline(transaction=True) as pipe:
-            queue_delete(pipe, webhook, feed)
-            pipe.execute()
+        keys, args = delete_call(webhook, feed)
+        self._delete(keys=keys, args=args)
 
     def key_revoked(self, key_id: str, feed: str, *, disable: bool) -> list[Webhook]:
         """After the key `key_id` of the campaign `feed` was revoked: no webhook may be
@@ -208,11 +232,10 @@ class Webhooks:
         kept. Returns those disabled now (or, kept, all of them), oldest first.
         Webhooks created before keys were recorded are not known to be its."""
         index = key_webhooks_key(feed, key_id)
-        with self._redis.pipeline(transaction=True) as pipe:
-            pipe.sadd(index, REVOKED)
-            pipe.smembers(index)
-            members = pipe.execute()[1]
-        # From here on its set can only shrink (CREATE_SCRIPT refuses it).
+        self._redis.sadd(index, REVOKED)
+        # From here on its set can only shrink (CREATE_SCRIPT refuses it), so it is
+        # read after: no MULTI needed (a Cluster's pipelines in redis-py < 6 have none).
+        members = self._redis.smembers(index)
         ids = sorted(str(member) for member in members if str(member) != REVOKED)
         if disable and ids:
             keys, args = disable_call(ids, iso(now_ms()))

@@ -1,24 +1,30 @@
 """Webhooks: the endpoints a campaign's changes are pushed to, and how they are stored.
 
 Keys (on the store, with the marks: a webhook and its pending deliveries must last):
-  ec:webhook:<id>              hash: id, company, campaign, url, events, secret,
+  ec:{hooks}:webhook:<id>      hash: id, company, campaign, url, events, secret,
                                created_at[, created_by][, previous_secret,
                                previous_until][, disabled_at] (created_by: the id of
                                the key that created it; none on webhooks older than it)
-  ec:webhooks:<feed name>      set: the campaign's webhook ids (the write script reads
-                               it to know whether a change has somewhere to go)
-  ec:webhooks-by-key:<feed name>:<key id>
+  ec:{hooks}:webhooks:<feed name>
+                               set: the campaign's webhook ids
+  ec:{hooks}:by-key:<feed name>:<key id>
                                set: the ids of the webhooks that key created (a key has
                                one campaign), and REVOKED once the key is revoked, so
                                that revoking it finds them without a scan
-  ec:webhook-log:<id>          list: the latest LOG_LENGTH delivery attempts, newest
+  ec:{hooks}:log:<id>          list: the latest LOG_LENGTH delivery attempts, newest
                                first, each a JSON object {eventId, attempt, at,
                                status | error, durationMs} (written by the deliveries)
-  ec:webhook-cursors           hash: webhook id -> its Cursor in its campaign's feed,
+  ec:{hooks}:cursors           hash: webhook id -> its Cursor in its campaign's feed,
                                for every enabled webhook (the deliveries' registry)
-  ec:deliveries:added          hash: feed name -> events written to the feed while
-                               the campaign had a webhook (the write script counts
-                               them; with a Cursor's `passed`, the pending gauge)
+The campaign's feed record (shared.keyspace.feed_record_key) counts the events ever
+added to its feed (`added`): with a Cursor's `passed`, what the webhook has yet to pass.
+
+Every key of webhooks and deliveries (shared.deliveries) carries the hash tag {hooks}
+(HOOKS): on a Valkey Cluster they live in one slot, so the scripts that take them
+together, whatever the campaign (create, disable, and the deliveries' claim, record
+and commit, which build key names from prefixes), run on one node. They are few beside
+the marks (at most MAX_PER_CAMPAIGN webhooks a campaign, and their pending deliveries).
+A script never touches a campaign's keys with them: those carry the campaign's tag.
 
 A secret is stored as is (it signs every delivery; a hash could not) and never leaves
 the service except once, in the answer that creates or rotates it. After a rotation the
@@ -53,21 +59,22 @@ MAX_PER_CAMPAIGN = 10
 LOG_LENGTH = 100
 
 
+# The prefix of every webhook and delivery key: one hash tag, one slot on a Cluster.
+HOOKS = "ec:{hooks}:"
+
+
 def webhook_key(webhook_id: str) -> str:
-    return f"ec:webhook:{webhook_id}"
+    return f"{HOOKS}webhook:{webhook_id}"
 
 
 def campaign_webhooks_key(feed: str) -> str:
     """`feed` is the campaign's feed name (shared.keyspace.feed_name)."""
-    return f"ec:webhooks:{feed}"
+    return f"{HOOKS}webhooks:{feed}"
 
 
 def key_webhooks_key(feed: str, key_id: str) -> str:
-    """The webhooks the key `key_id` created in its campaign `feed`. Named after the
-    campaign, as the campaign's other keys are: when the store moves to a Valkey Cluster
-    and a campaign's keys share a hash tag, the scripts that touch this one with them
-    (CREATE_SCRIPT) stay in one slot."""
-    return f"ec:webhooks-by-key:{feed}:{key_id}"
+    """The webhooks the key `key_id` created in its campaign `feed`."""
+    return f"{HOOKS}by-key:{feed}:{key_id}"
 
 
 # In a key's set once the key is revoked: CREATE_SCRIPT then refuses a webhook by it
@@ -82,10 +89,10 @@ def looks_like_id(webhook_id: str) -> bool:
 
 
 def log_key(webhook_id: str) -> str:
-    return f"ec:webhook-log:{webhook_id}"
+    return f"{HOOKS}log:{webhook_id}"
 
 
-CURSORS = "ec:webhook-cursors"
+CURSORS = f"{HOOKS}cursors"
 
 
 def feed_stream_key(feed: str) -> str:

@@ -25,7 +25,7 @@ from shared.deliveries import DUE, PENDING, delivery_key, due_key, lease_key
 from shared.embedded import stop_server
 from shared.keyspace import ADDED, feed_name, feed_record_key
 from shared.store import Store
-from shared.webhook_store import CREATE_SCRIPT, Creation, create_call
+from shared.webhook_store import Creation, Webhooks
 from shared.webhooks import EVENT_TYPES, MAX_PER_CAMPAIGN, new_webhook, webhook_key
 from tests.conftest import Caller, new_caller
 from tests.helpers import TLS, URL, post_numbers, wait_until
@@ -88,8 +88,8 @@ class HookStack(Stack):
     def stored_hook(self, caller: Caller, url: str) -> Hook:
         """A webhook stored as the API stores one, bypassing its checks of the URL."""
         made = new_webhook(caller.key.scope, url, EVENT_TYPES, caller.key.id)
-        keys, args = create_call(made, feed_name(caller.key.scope))
-        assert self.client.register_script(CREATE_SCRIPT)(keys=keys, args=args) == 1
+        created = Webhooks(self.client).create(made, feed_name(caller.key.scope))
+        assert created is Creation.CREATED
         return Hook(made.id, made.secret, caller)
 
     def listed(self, hook: Hook) -> dict[str, Any]:
@@ -556,9 +556,7 @@ def test_revoking_a_key_disables_the_webhooks_it_created(
     assert len(at_leaked.received) == 1
     # A creation admitted before the revoke and written after it is refused too.
     late = new_webhook(scope, at_leaked.url, EVENT_TYPES, leaked.key.id)
-    keys, args = create_call(late, feed_name(scope))
-    refused = hooks.client.register_script(CREATE_SCRIPT)(keys=keys, args=args)
-    assert Creation(refused) is Creation.REVOKED
+    assert Webhooks(hooks.client).create(late, feed_name(scope)) is Creation.REVOKED
     assert not hooks.client.exists(webhook_key(late.id))
 
 

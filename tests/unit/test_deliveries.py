@@ -102,8 +102,15 @@ def test_a_log_entry_has_a_status_or_an_error() -> None:
 
 
 def test_key_names() -> None:
-    assert deliveries.due_key("wh_1") == "ec:deliveries:due:wh_1"
-    assert deliveries.delivery_key("wh_1", "2-0-0") == "ec:delivery:wh_1:2-0-0"
+    # One hash tag for all of them: one slot on a Cluster (shared.webhooks).
+    assert deliveries.due_key("wh_1") == "ec:{hooks}:due:wh_1"
+    assert deliveries.delivery_key("wh_1", "2-0-0") == "ec:{hooks}:delivery:wh_1:2-0-0"
+    assert deliveries.lease_key("wh_1") == "ec:{hooks}:lease:wh_1"
+    assert (deliveries.DUE, deliveries.PENDING, deliveries.DISPATCHERS) == (
+        "ec:{hooks}:due",
+        "ec:{hooks}:pending",
+        "ec:{hooks}:dispatchers",
+    )
     assert deliveries.message_id("wh_1", "2-0-0") == "msg_wh_1_2-0-0"
 
 

@@ -4,10 +4,18 @@ keys."""
 from __future__ import annotations
 
 import pytest
+from redis.crc import key_slot
 
 from shared.apikeys import Scope
-from shared.webhook_store import create_call, disable_call
-from shared.webhooks import REVOKED, from_record, key_webhooks_key, looks_like_id, new_webhook
+from shared.webhook_store import create_call, delete_call, disable_call, feed_end_keys
+from shared.webhooks import (
+    REVOKED,
+    Cursor,
+    from_record,
+    key_webhooks_key,
+    looks_like_id,
+    new_webhook,
+)
 
 SCOPE = Scope("Acme: Inc", "spring")
 FEED = "Acme%3A%20Inc:spring"
@@ -31,12 +39,22 @@ def test_a_webhook_stored_before_keys_were_recorded_shows_null() -> None:
     assert old.to_json()["createdBy"] is None
 
 
-def test_creation_writes_the_keys_set_named_after_its_campaign() -> None:
+def _slots(keys: list[str]) -> set[int]:
+    return {key_slot(key.encode()) for key in keys}
+
+
+def test_creation_writes_the_keys_set_in_the_hooks_slot() -> None:
     hook = new_webhook(SCOPE, "https://example.com/", ("ended",), KEY_ID)
-    keys, args = create_call(hook, FEED)
-    assert keys[-1] == key_webhooks_key(FEED, KEY_ID) == f"ec:webhooks-by-key:{FEED}:{KEY_ID}"
+    keys, args = create_call(hook, Cursor("5-0", 7, FEED))
+    assert keys[-1] == key_webhooks_key(FEED, KEY_ID) == f"ec:{{hooks}}:by-key:{FEED}:{KEY_ID}"
+    assert args[2] == f"5-0 7 {FEED}"
     assert args[3] == REVOKED
     assert not looks_like_id(REVOKED)
+    # Each script runs on one node of a Cluster: the cursor is read in the campaign's
+    # slot, the webhook written in the {hooks} slot.
+    assert _slots(keys) == _slots(["ec:{hooks}:due"])
+    assert _slots(feed_end_keys(FEED)) == _slots([f"ec:ended:{{{FEED}}}"])
+    assert _slots(delete_call(hook, FEED)[0]) == _slots(keys)
 
 
 def test_a_new_webhook_needs_its_key() -> None:
@@ -44,7 +62,7 @@ def test_a_new_webhook_needs_its_key() -> None:
     old = from_record({k: v for k, v in hook.record().items() if k != "created_by"})
     assert old is not None
     with pytest.raises(ValueError, match="key"):
-        create_call(old, FEED)
+        create_call(old, Cursor("0-0", 0, FEED))
 
 
 def test_disabling_names_each_webhooks_record_and_retries() -> None:
@@ -52,12 +70,12 @@ def test_disabling_names_each_webhooks_record_and_retries() -> None:
         ["wh_0000000000000001", "wh_0000000000000002"], "2026-12-07T00:00:00.000Z"
     )
     assert keys == [
-        "ec:webhook-cursors",
-        "ec:deliveries:due",
-        "ec:webhook:wh_0000000000000001",
-        "ec:deliveries:due:wh_0000000000000001",
-        "ec:webhook:wh_0000000000000002",
-        "ec:deliveries:due:wh_0000000000000002",
+        "ec:{hooks}:cursors",
+        "ec:{hooks}:due",
+        "ec:{hooks}:webhook:wh_0000000000000001",
+        "ec:{hooks}:due:wh_0000000000000001",
+        "ec:{hooks}:webhook:wh_0000000000000002",
+        "ec:{hooks}:due:wh_0000000000000002",
     ]
     assert args == ["2026-12-07T00:00:00.000Z", "wh_0000000000000001", "wh_0000000000000002"]
 

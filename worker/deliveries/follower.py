@@ -21,7 +21,7 @@ from worker.deliveries.attempt import Attempts
 from worker.deliveries.followed import Entry, Follow, Followed, Todo
 from worker.deliveries.leases import TEND_EVERY, Leases
 from worker.deliveries.runners import Runners
-from worker.deliveries.scripts import COMMIT_SCRIPT, prefixes
+from worker.deliveries.scripts import COMMIT_SCRIPT, hooks_pipeline, prefixes
 from worker.yielding import Yielding
 
 # Feed entries (of up to 100 events) read at once, and events read but not yet
@@ -157,7 +157,7 @@ class Follower:
         if not writes and not leaving:
             return
         try:
-            with self._client.pipeline(transaction=False) as pipe:
+            with hooks_pipeline(self._client) as pipe:
                 for follow, logged, retries, moved in writes:
                     self._commit_one(pipe, follow, logged, retries, moved)
                 replies = pipe.execute()

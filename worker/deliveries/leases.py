@@ -14,7 +14,7 @@ from shared.clock import ServerClock, seconds
 from shared.deliveries import DISPATCHERS
 from shared.webhooks import CURSORS, Cursor, from_record, webhook_key
 from worker.deliveries.followed import Follow, Followed
-from worker.deliveries.scripts import ALIVE_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT
+from worker.deliveries.scripts import ALIVE_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT, hooks_pipeline
 from worker.senders import ATTEMPT_TIMEOUT
 
 # A webhook's lease, and a claimed retry's: another worker's to take after this long.
@@ -65,7 +65,7 @@ class Leases:
         with followed.lock:
             owned = list(followed.follows)
         asked = time.monotonic()
-        with self._client.pipeline(transaction=False) as pipe:
+        with hooks_pipeline(self._client) as pipe:
             self._alive(keys=[DISPATCHERS], args=[self._name, LEASE_MS], client=pipe)
             pipe.hgetall(CURSORS)
             for hook in owned:
@@ -141,7 +141,7 @@ class Leases:
                 for hook, follow in self._followed.follows.items()
             ]
         now = time.monotonic()
-        with self._client.pipeline(transaction=False) as pipe:
+        with hooks_pipeline(self._client) as pipe:
             for hook, sending, until in owned:
                 keys = [deliveries.lease_key(hook)]
                 if sending:

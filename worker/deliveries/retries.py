@@ -20,7 +20,7 @@ from worker.deliveries import BACKOFF, STOP_GRACE, log
 from worker.deliveries.attempt import Attempts, Finished, Job
 from worker.deliveries.leases import LEASE_MS, may_start
 from worker.deliveries.runners import WINDOW, InFlight
-from worker.deliveries.scripts import CLAIM_SCRIPT, RECORD_SCRIPT, prefixes
+from worker.deliveries.scripts import CLAIM_SCRIPT, RECORD_SCRIPT, hooks_pipeline, prefixes
 from worker.senders import ATTEMPT_TIMEOUT
 
 # Retries in flight per webhook (WINDOW), per campaign and in all, for the same reason
@@ -125,7 +125,7 @@ class Retries:
         if not recording and room <= 0:
             return False
         outcomes = [self._outcome(finished) for finished in recording]
-        with self._client.pipeline(transaction=False) as pipe:
+        with hooks_pipeline(self._client) as pipe:
             for _, args in outcomes:
                 self._record(keys=[DUE, PENDING], args=args, client=pipe)
             # Before the claim's "now": its lease lasts at least LEASE_MS from here.

@@ -1,10 +1,18 @@
 """The dispatcher's Lua scripts (lua/*.lua, each says its KEYS and ARGV), joined with
-the pieces they start with, and the key prefixes those pieces take."""
+the pieces they start with, the key prefixes those pieces take, and the pipeline they
+run in."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+import redis.client
+
 from shared import deliveries, lua
 from shared.clock import SERVER_TIME
+from shared.nodes import RELOCATED, cluster_of, reread_map
 from shared.webhooks import webhook_key
 
 _PREFIXES = lua.load("worker.deliveries", "prefixes")
@@ -20,4 +28,27 @@ RELEASE_SCRIPT = lua.load("worker.deliveries", "release")
 
 def prefixes() -> list[str | int]:
     """lua/prefixes.lua's ARGV: the prefixes of the key names the scripts build."""
-    return [deliveries.due_key(""), "ec:delivery:", webhook_key("")]
+    return [deliveries.due_key(""), deliveries.DELIVERY_PREFIX, webhook_key("")]
+
+
+@contextmanager
+def hooks_pipeline(client: redis.Redis) -> Iterator[redis.client.Pipeline]:
+    """A pipeline (not a transaction) for commands and scripts on the {hooks} keys
+    (shared.webhooks), all of one slot. On a Cluster it is the plain pipeline of the
+    node that holds that slot: redis-py's cluster pipelines queue a script's EVALSHA
+    without loading it (NOSCRIPT on a node that never ran it, or on a replica promoted
+    since), where a plain one loads its scripts first. When the node no longer holds
+    the slot, or fails, the map is read again before the error goes up (the caller
+    tries again after its backoff)."""
+    cluster = cluster_of(client)
+    if cluster is None:
+        with client.pipeline(transaction=False) as pipe:
+            yield pipe
+        return
+    node = cluster.get_node_from_key(deliveries.DUE)  # type: ignore[no-untyped-call]
+    try:
+        with cluster.get_redis_connection(node).pipeline(transaction=False) as pipe:
+            yield pipe
+    except (*RELOCATED, redis.ConnectionError, redis.TimeoutError):
+        reread_map(client)
+        raise
