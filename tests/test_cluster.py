@@ -11,6 +11,7 @@ measured on the store's write itself (test_what_a_failover_loses...).
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,7 +20,9 @@ import httpx
 import pytest
 import redis
 from redis.crc import key_slot
+from standardwebhooks.webhooks import Webhook
 
+from bench.receiver import Receiver
 from shared.apikeys import Scope
 from shared.events import ENDED, Change, Context
 from shared.keyspace import ended_key, feed_name
@@ -31,6 +34,7 @@ from tests.conftest import Caller, new_caller
 from tests.helpers import TLS, URL, lookup_path, numbers, wait_until
 from tests.marks import RESUME, e164
 from tests.processes import Stack
+from tests.test_cli import endcontact
 from tests.valkey_cluster import ValkeyCluster
 
 # The requests' deadline; the writers' client waits 10 s more before it calls a request
@@ -39,6 +43,7 @@ DEADLINE = 3.0
 # From a fault to everything succeeding again: the node timeout (1 s), the election,
 # the clients reading the new map; far more than it takes, far less than a hang.
 RECOVERY = 30.0
+WEBHOOKS = "/api/v1/webhooks"
 # Slots a migration moves under load.
 MOVED_SLOTS = 500
 
@@ -52,6 +57,8 @@ def cluster_stack(
         "ENDCONTACT_REDIS_CLUSTER": "true",
         "ENDCONTACT_DURABLE_REPLICAS": "1",
         "ENDCONTACT_RATE_LIMIT": "0",
+        # The test's receiver listens on loopback.
+        "ENDCONTACT_WEBHOOK_ALLOW_PRIVATE": "true",
     }
     with Stack(tmp_path_factory.mktemp("cluster-stack"), DEADLINE, settings=settings) as stack:
         stack.start_broker()
@@ -88,7 +95,11 @@ def test_every_part_of_the_api_on_a_cluster(
 ) -> None:
     callers = _callers(store, 20)
     ended, resumed = e164(numbers(100, 3)), e164(numbers(100, 1))
+    receiver = Receiver()
     with httpx.Client(base_url=cluster_stack.base, verify=TLS, timeout=30) as http:
+        hooked = callers[:3]
+        hooks = [http.post(WEBHOOKS, json={"url": receiver.url}, headers=c.headers) for c in hooked]
+        assert [hook.status_code for hook in hooks] == [201] * 3, hooks[0].text
         for caller in callers:
             headers = caller.headers
             answer = http.post(URL, json={"phoneNumberList": ended}, headers=headers)
@@ -109,6 +120,34 @@ def test_every_part_of_the_api_on_a_cluster(
             assert [event["type"] for event in history.json()["events"]] == ["ended", "resumed"]
             feed = http.get(f"{URL}/events", headers=headers).json()
             assert len(feed["events"]) == 4
+
+        # Every change of the three campaigns with a webhook reached it, signed as the
+        # webhook's secret says; the webhooks are listed, their attempts logged.
+        def delivered() -> bool:
+            return len(receiver.received) >= 3 * 4
+
+        wait_until(delivered, 30, "the webhooks' deliveries")
+        for caller, hook in zip(hooked, hooks, strict=True):
+            listed = http.get(WEBHOOKS, headers=caller.headers).json()
+            assert [item["id"] for item in listed["webhooks"]] == [hook.json()["id"]]
+            signer = Webhook(hook.json()["secret"])
+            mine = [
+                signer.verify(one.body, one.headers)["data"]
+                for one in receiver.received
+                if one.headers["webhook-id"].startswith(f"msg_{hook.json()['id']}_")
+            ]
+            assert sorted((event["type"], event["phoneNumber"]) for event in mine) == sorted(
+                [("ended", phone) for phone in ended] + [("resumed", resumed[0])]
+            )
+            attempts = http.get(
+                f"{WEBHOOKS}/{hook.json()['id']}/deliveries", headers=caller.headers
+            )
+            assert attempts.status_code == 200
+            assert (
+                http.delete(f"{WEBHOOKS}/{hook.json()['id']}", headers=caller.headers).status_code
+                == 204
+            )
+        receiver.close()
         ready = http.get("/readyz")
         assert (ready.status_code, ready.json()["redis"]) == (200, "ok")
         metrics = httpx.get(f"{cluster_stack.base}/metrics", verify=TLS)
@@ -117,6 +156,37 @@ def test_every_part_of_the_api_on_a_cluster(
     held = {valkey_cluster.primary_of_key(ended_key(c.key.scope)) for c in callers}
     assert held == set(valkey_cluster.primaries())
     assert all(count > 0 for count in valkey_cluster.keys_per_primary().values())
+
+
+def test_the_commands_on_a_cluster(cluster_stack: Stack, valkey_cluster: ValkeyCluster) -> None:
+    """keys create, list, revoke; webhooks list; export: against the cluster."""
+    env = cluster_stack.env
+    made = endcontact("keys", "create", "--company", "cli", "--campaign", "spring", env=env)
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip().splitlines()[-1]
+    phones = e164(numbers(200, 3))
+    ended = httpx.post(
+        f"{cluster_stack.base}{URL}",
+        json={"phoneNumberList": phones},
+        headers={"x-api-key": secret},
+        verify=TLS,
+    )
+    assert ended.status_code == 201
+    assert ended.json()["failure"] == []
+    exported = endcontact("export", "--company", "cli", "--campaign", "spring", env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert sorted(row.split(",")[0] for row in exported.stdout.splitlines()[1:]) == phones
+    scope = ("--company", "cli", "--campaign", "spring")
+    hooks = endcontact("webhooks", "list", "--json", *scope, env=env)
+    assert (hooks.returncode, json.loads(hooks.stdout)) == (0, {"webhooks": []})
+
+    def key() -> dict[str, str]:
+        listed = json.loads(endcontact("keys", "list", "--json", env=env).stdout)
+        (mine,) = [k for k in listed if k["company"] == "cli"]
+        return dict(mine)
+
+    assert endcontact("keys", "revoke", key()["id"], env=env).returncode == 0
+    assert key()["revokedAt"] is not None
 
 
 def _seen(writers: Writers, at: float, stack: Stack) -> str:
