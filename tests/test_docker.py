@@ -62,11 +62,12 @@ class Compose:
     project: str
     env: dict[str, str]
     base: str
+    files: tuple[str, ...] = FILES
 
     def __call__(
         self, *args: str, timeout: float = 120, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        files = [arg for name in FILES for arg in ("-f", name)]
+        files = [arg for name in self.files for arg in ("-f", name)]
         done = subprocess.run(
             # No escape codes in what is parsed: outside CI, compose wrote "\x1b[2K"
             # before log lines even with --no-color, so one replica read as two.
