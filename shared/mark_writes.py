@@ -4,6 +4,7 @@ WAITAOF per node that took them; and the feeds trimmed of what is past the reten
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ import redis
 from shared import lua
 from shared.apikeys import Scope
 from shared.clock import SERVER_TIME
+from shared.connection import failure
 from shared.events import CODES, Change
 from shared.keyspace import (
     EVENTS_PATTERN,
@@ -25,6 +27,8 @@ from shared.keyspace import (
     scope_of_feed,
 )
 from shared.nodes import RELOCATED, by_node, primaries, reread_map
+
+log = logging.getLogger(__name__)
 
 # Entries past the retention one write trims (a write adds one per request at most, so
 # the feed shrinks to its retention however fast it is written), and one sweep.
@@ -143,6 +147,10 @@ class MarkWrites:
                 break
         if failures and all(flag is None for flag in outcome.values()):
             raise failures[-1]
+        for failed in failures:
+            # One node of a Cluster: its campaigns' numbers fail, the others' stand.
+            said = f"NotDurable: {failed}" if isinstance(failed, NotDurable) else failure(failed)
+            log.warning("a store node did not take its part of a batch: %s", said)
         return [outcome[position] for position in range(len(changes))]
 
     def _on_node(self, client: redis.Redis, plans: list[tuple[Scope, _Plan]]) -> list[Any]:

@@ -144,9 +144,6 @@ def test_the_cluster_is_made_once_locked_down_and_not_published(cluster: Compose
     assert published == {"proxy"}
 
 
-# TODO(lead): drop this skip when the service side of ENDCONTACT_REDIS_CLUSTER has
-# landed; until then the web and workers write as to one server and get MOVED.
-@pytest.mark.skip(reason="needs the service's ENDCONTACT_REDIS_CLUSTER (issue 22)")
 def test_campaigns_are_spread_over_the_primaries(cluster: Compose) -> None:
     campaigns = campaigns_one_per_primary()
     keys = create_keys(cluster, campaigns)
@@ -162,8 +159,9 @@ def test_campaigns_are_spread_over_the_primaries(cluster: Compose) -> None:
         )
         assert checked.status_code == 200
         assert checked.json()["notEnded"] == []
-    # TODO(lead): what /readyz shows of the primaries, once the service knows the cluster.
-    assert httpx.get(f"{cluster.base}/readyz", timeout=10).status_code == 200
+    # Ready: every primary took /readyz's write.
+    ready = httpx.get(f"{cluster.base}/readyz", timeout=10)
+    assert (ready.status_code, ready.json()["redis"]) == (200, "ok")
 
     served = primaries(cluster)
     assert len(served) == 3, served

@@ -365,9 +365,12 @@ def _outcome(
     if isinstance(change, BatchFailed):
         return change  # logged when it was read
     if (changed := next(stored)) is None:
-        # The store refused this campaign's changes (e.g. WRONGTYPE), or this request's
-        # deadline had passed; the others stand.
-        failed = BatchFailed("refused by the store (its campaign's keys, or past its deadline)")
+        # The store refused this campaign's changes (e.g. WRONGTYPE), its node of a
+        # Cluster failed or did not vouch for them, or this request's deadline had
+        # passed; the others stand.
+        failed = BatchFailed(
+            "not applied by the store (its campaign's keys or node, or past its deadline)"
+        )
         # As Celery logs a task that raised: its id and its arguments' repr (masked).
         log.error("%s task %s %s failed: %s", request.name, request.id, request.argsrepr, failed)
         return failed
