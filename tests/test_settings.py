@@ -80,3 +80,18 @@ def test_broker_through_sentinel_needs_its_own_group_name() -> None:
     assert settings.sentinel_master is None
     assert settings.broker().sentinel_master == "queue"
     assert settings.broker().redis_url == env["ENDCONTACT_BROKER_URL"]
+
+
+def test_a_cluster_store_needs_a_node_and_a_broker_apart() -> None:
+    node = {"REDIS_URL": "redis://:pw@node-1:6379", "ENDCONTACT_REDIS_CLUSTER": "true"}
+    with pytest.raises(SettingsError, match="ENDCONTACT_BROKER_URL"):
+        Settings.from_env(node)
+    broker = {"ENDCONTACT_BROKER_URL": "redis://broker:6379/0"}
+    for url in ("sentinel://h1:26379/0", "unix:///run/valkey.sock", ""):
+        with pytest.raises(SettingsError, match="REDIS_URL"):
+            Settings.from_env({**node, **broker, "REDIS_URL": url, "REDIS_SENTINEL_MASTER": "m"})
+    settings = Settings.from_env({**node, **broker})
+    assert settings.redis_cluster is True
+    # The broker is never the cluster.
+    assert settings.broker().redis_cluster is False
+    assert Settings.from_env({"REDIS_URL": "redis://one:6379"}).redis_cluster is False
