@@ -18,6 +18,7 @@ from shared.settings import Settings
 from shared.store import Store
 from tests.helpers import TLS
 from tests.processes import Stack, spawn, start_web, stop, wait_for, worker_ready
+from tests.valkey_cluster import ValkeyCluster
 
 UNIT = Path(__file__).parent / "unit"
 
@@ -45,6 +46,23 @@ def broker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process = start_server(tmp_path_factory.mktemp("broker"), port, extra_args=BROKER_ARGS)
     yield f"redis://127.0.0.1:{port}"
     stop_server(process)
+
+
+@pytest.fixture(scope="module")
+def valkey_cluster_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyCluster]:
+    """A six-node Valkey Cluster (three primaries, a replica each) for a test module:
+    about 2 s to start and create (of which 1 s is valkey-cli's own wait for the nodes
+    to join, and most of the rest a new primary's 2 s before it says cluster_state:ok)."""
+    with ValkeyCluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def valkey_cluster(valkey_cluster_module: ValkeyCluster) -> ValkeyCluster:
+    """The module's cluster, whole: a node an earlier test killed or stopped is back and
+    in sync (which nodes are primaries may have changed: ask, never assume)."""
+    valkey_cluster_module.heal()
+    return valkey_cluster_module
 
 
 @pytest.fixture(scope="session")
