@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from api.problems import or_unavailable, unauthorized
-from shared.apikeys import looks_like_key
+import redis
+
+from api.problems import REDIS_TIMEOUT, unauthorized, unavailable
+from shared.apikeys import digest, looks_like_key
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -23,12 +28,51 @@ def check_shape(request: Request) -> None:
         raise unauthorized()
 
 
-async def authenticate(request: Request, store: AsyncStore) -> ApiKey:
+# How long, and for how many keys, a web process answers with what the store last
+# said of a key while the store cannot say (below).
+KNOWN_FOR = 60.0
+KNOWN_KEYS = 10_000
+
+
+class KnownKeys:
+    """The active keys this process saw last, by their secret's digest (never the secret).
+
+    On a Valkey Cluster a key's record lives on one primary, rarely its campaign's: while
+    that primary fails over (about 2 s) every request with the key would be a 503,
+    though its campaign's own primary serves. So a key the store vouched for within
+    KNOWN_FOR is taken while the store cannot answer for it; while it can, the store's
+    answer (a revoke included) is the only one. A revoke written just before its
+    primary failed can so be missed for KNOWN_FOR at most: revoking then fails anyway."""
+
+    def __init__(self, for_seconds: float = KNOWN_FOR, most: int = KNOWN_KEYS) -> None:
+        self._for = for_seconds
+        self._most = most
+        self._keys: OrderedDict[str, tuple[float, ApiKey]] = OrderedDict()
+
+    def saw(self, secret_digest: str, key: ApiKey | None) -> None:
+        self._keys.pop(secret_digest, None)
+        if key is not None and key.active:
+            self._keys[secret_digest] = (time.monotonic(), key)
+            if len(self._keys) > self._most:
+                self._keys.popitem(last=False)
+
+    def recent(self, secret_digest: str) -> ApiKey | None:
+        seen = self._keys.get(secret_digest)
+        return seen[1] if seen and time.monotonic() - seen[0] <= self._for else None
+
+
+async def authenticate(request: Request, store: AsyncStore, known: KnownKeys) -> ApiKey:
     check_shape(request)
     secret = request.headers.get(HEADER, "")
-    key = await or_unavailable(
-        store.find_key(secret), "The API key cannot be checked right now; retry shortly."
-    )
+    secret_digest = digest(secret)
+    try:
+        async with asyncio.timeout(REDIS_TIMEOUT):
+            key = await store.find_key(secret)
+    except (TimeoutError, redis.RedisError, OSError):
+        if (recent := known.recent(secret_digest)) is not None:
+            return recent
+        raise unavailable("The API key cannot be checked right now; retry shortly.") from None
+    known.saw(secret_digest, key)
     if key is None or not key.active:
         raise unauthorized()
     return key

@@ -3,12 +3,12 @@ caller's key once admitted."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
 from api.admission import Admission
-from api.auth import authenticate
+from api.auth import KnownKeys, authenticate
 from api.fanout import FanOut
 from api.middleware import answer_with
 from api.ratelimit import RateLimiter
@@ -34,6 +34,8 @@ class Services:
     webhooks: AsyncWebhooks
     results: ResultListener
     rates: RateLimiter
+    # What the store last said of the keys this process saw (api.auth).
+    known_keys: KnownKeys = field(default_factory=KnownKeys)
 
 
 def services(request: Request) -> Services:
@@ -44,6 +46,6 @@ def services(request: Request) -> Services:
 async def admit(request: Request, svc: Services) -> ApiKey:
     """The caller's key, with the request counted against its rate limit; from then
     on every answer to it carries the RateLimit headers, a 400 or 404 as a 201."""
-    key = await authenticate(request, svc.store)
+    key = await authenticate(request, svc.store, svc.known_keys)
     answer_with(request.scope, await svc.rates.check(key))
     return key

@@ -368,9 +368,7 @@ def _outcome(
         # The store refused this campaign's changes (e.g. WRONGTYPE), its node of a
         # Cluster failed or did not vouch for them, or this request's deadline had
         # passed; the others stand.
-        failed = BatchFailed(
-            "not applied by the store (its campaign's keys or node, or past its deadline)"
-        )
+        failed = BatchFailed("refused by the store (its campaign's keys or node, or deadline)")
         # As Celery logs a task that raised: its id and its arguments' repr (masked).
         log.error("%s task %s %s failed: %s", request.name, request.id, request.argsrepr, failed)
         return failed
