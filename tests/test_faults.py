@@ -546,7 +546,9 @@ def test_reads_answer_while_the_broker_is_down(stack: Stack, fault: signal.Signa
 
 
 def _reads_and_an_end(stack: Stack, caller: Caller, phone: str) -> None:
-    """Every read answers 200, counted by the web; an end answers within its deadline."""
+    """Every read answers 200, counted by the web, and the check says the number is
+    ended (a sender checking before each send sends nothing to it); an end and a
+    resume answer within their deadline."""
     reads = [
         ("GET", lookup_path(phone), None),
         ("GET", f"{lookup_path(phone)}/history", None),
@@ -559,10 +561,13 @@ def _reads_and_an_end(stack: Stack, caller: Caller, phone: str) -> None:
             answer = http.request(method, path, json=body)
             assert answer.status_code == 200, (path, answer.text)
             assert int(answer.headers["ratelimit-remaining"]) < 600
-        started = time.monotonic()
-        ended = post_numbers(http, caller.headers, ["(509) 555-0124"])
-        assert ended.status_code in (201, 503), ended.text
-        assert time.monotonic() - started < stack.timeout + 3
+            if path.endswith("/check"):
+                assert answer.json()["notEnded"] == [], answer.text
+        for path in (URL, "/api/v1/leads/resume-contact"):
+            started = time.monotonic()
+            changed = http.post(path, json={"phoneNumberList": ["(509) 555-0124"]})
+            assert changed.status_code in (201, 503), changed.text
+            assert time.monotonic() - started < stack.timeout + 3
 
 
 def test_a_change_answered_as_a_failure_is_never_made_later(tmp_path: Path) -> None:
