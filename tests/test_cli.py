@@ -10,6 +10,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import httpx
+import pytest
 import redis
 
 from shared.apikeys import digest
@@ -19,7 +20,7 @@ from shared.store import Store
 from shared.webhooks import key_webhooks_key, webhook_key
 from tests.conftest import new_caller
 from tests.helpers import TLS, URL, clean_env, wait_until
-from tests.processes import ROOT, spawn, start_web, stop
+from tests.processes import ROOT, http_ready, spawn, start_web, stop, wait_for
 
 
 def endcontact(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -317,6 +318,43 @@ def test_a_web_started_before_its_store_says_so_until_it_answers(
     said = log.read_text()
     assert "waiting for the broker" not in said
     assert "hunter2" not in said
+
+
+@pytest.mark.parametrize(
+    ("argv", "sig"),
+    [
+        (["web"], signal.SIGINT),
+        (["web", "--workers=2"], signal.SIGINT),
+        (["web", "--workers=2"], signal.SIGTERM),
+        (["worker", "--concurrency=1"], signal.SIGINT),
+        (["worker", "--concurrency=2"], signal.SIGINT),
+    ],
+    ids=["web-ctrl-c", "web-processes-ctrl-c", "web-processes-sigterm", "solo-ctrl-c", "ctrl-c"],
+)
+def test_web_and_worker_exit_with_the_signal_that_stopped_them(
+    argv: list[str], sig: signal.Signals, redis_url: str, broker_server: str, tmp_path: Path
+) -> None:
+    """130 after Ctrl-C, 143 after SIGTERM, as `run` (test_embedded) and as a shell
+    reports a process it killed, each way web and worker run (SIGTERM of one web process
+    and of a solo worker: test_faults). A broker database of its own: no session task
+    goes to these workers."""
+    env = {"REDIS_URL": redis_url, "ENDCONTACT_BROKER_URL": f"{broker_server}/10"}
+    log = tmp_path / "command.log"
+    port = free_port()
+    web = argv[0] == "web"
+    process = spawn([*argv, f"--port={port}"] if web else argv, env, log)
+    workers = 0 if web else int(argv[-1].rsplit("=", 1)[1])
+
+    def ready() -> bool:
+        if web:
+            return http_ready(f"http://127.0.0.1:{port}")
+        return log.read_text().count(" ready.") == workers
+
+    try:
+        wait_for(ready, process, log)
+    finally:
+        status = stop(process, sig)
+    assert status == 128 + sig, log.read_text()
 
 
 def test_an_import_that_finished_keeps_its_result_whatever_signal_follows(
