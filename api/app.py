@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
@@ -23,12 +24,13 @@ from api.ratelimit import RateLimiter
 from api.results import ResultListener
 from api.routes import ROUTES
 from api.services import Services
-from shared import logs, metrics
+from shared import background, logs, metrics
 from shared.broker import AsyncBroker
 from shared.clock import ServerClock
 from shared.connection import async_client
 from shared.settings import Settings, exit_on_bad_settings
 from shared.store import AsyncStore
+from shared.waiting import servers, until_answering
 from shared.webhook_store import AsyncWebhooks
 
 
@@ -68,6 +70,12 @@ def create_app(settings: Settings) -> Starlette:
             opened.push_async_callback(client.aclose)
             broker_client = async_client(settings.broker(), **options)
             opened.push_async_callback(broker_client.aclose)
+            # Compose may start the web before its servers: it answers meanwhile (not
+            # ready), and says at each attempt which server it waits for.
+            store_server, *broker_server = servers(settings)
+            waited = [(store_server, client)] + [(b, broker_client) for b in broker_server]
+            waiting = asyncio.create_task(until_answering(waited), name="server-wait")
+            opened.push_async_callback(background.stop, waiting)
             # Tasks expire, and rate-limit windows turn, on the broker's clock.
             broker_clock = ServerClock()
             await opened.enter_async_context(broker_clock.kept(broker_client))

@@ -184,9 +184,7 @@ class ResultListener:
                 )
                 self._subscribed.clear()
                 self._lost = True
-                with contextlib.suppress(Exception):
-                    await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
-                self._pubsub = self._redis.pubsub()
+                await self._new_pubsub()
                 await asyncio.sleep(_RECONNECT_DELAY)
 
     async def _read(self) -> None:
@@ -200,6 +198,11 @@ class ResultListener:
                     log.warning("result listener lost the broker: %s", failure(exc))
                 self._lost = True
                 self._subscribed.clear()
+                # Subscribed afresh, not left to redis-py, which resubscribes a connection
+                # it reconnects but keeps the pattern as subscribed if the server refuses
+                # that (an ACL, say): the connection stays open and nothing would ever
+                # subscribe again (issue 19).
+                await self._new_pubsub()
                 await asyncio.sleep(_RECONNECT_DELAY)
                 continue
             if message is None:
@@ -219,6 +222,14 @@ class ResultListener:
                     self._lost = False
                     log.info("result listener reconnected")
                     self._spawn(self._sweep_all())
+
+    async def _new_pubsub(self) -> None:
+        """Drop the subscription's connection, which may be in the middle of a reply,
+        for a new one; the next read subscribes on it."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(background.STOP_TIMEOUT):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+        self._pubsub = self._redis.pubsub()
 
     def _settle_batch(self, data: str) -> None:
         """A worker's batch of results for this process: {task id: Celery state}."""

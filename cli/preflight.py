@@ -9,7 +9,8 @@ import socket
 import redis
 
 from shared.connection import sync_client
-from shared.settings import Settings, without_password
+from shared.settings import Settings
+from shared.waiting import servers
 
 
 class Unavailable(RuntimeError):
@@ -46,15 +47,11 @@ def listen(host: str, port: int) -> socket.socket:
 def check_servers(settings: Settings) -> None:
     """The store, and the broker when it is another server, answer; Unavailable names
     the first that does not, by its URL without the password."""
-    targets = [("store", "REDIS_URL", settings)]
-    if settings.broker_url is not None:
-        targets.append(("broker", "ENDCONTACT_BROKER_URL", settings.broker()))
-    for role, variable, target in targets:
-        client = sync_client(target, socket_timeout=2, socket_connect_timeout=2)
+    for server in servers(settings):
+        client = sync_client(server.settings, socket_timeout=2, socket_connect_timeout=2)
         try:
             client.ping()
         except (redis.RedisError, OSError) as exc:
-            url = without_password(target.require_redis_url())
-            raise Unavailable(f"the {role} ({variable}) at {url} does not answer: {exc}") from None
+            raise Unavailable(f"{server} does not answer: {exc}") from None
         finally:
             client.close()

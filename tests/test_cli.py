@@ -10,16 +10,17 @@ from importlib.metadata import version
 from pathlib import Path
 
 import httpx
+import pytest
 import redis
 
 from shared.apikeys import digest
-from shared.embedded import free_port
+from shared.embedded import free_port, start_server, stop_server
 from shared.keyspace import feed_name, key_record
 from shared.store import Store
 from shared.webhooks import key_webhooks_key, webhook_key
 from tests.conftest import new_caller
 from tests.helpers import TLS, URL, clean_env, wait_until
-from tests.processes import ROOT, spawn, start_web, stop
+from tests.processes import ROOT, http_ready, spawn, start_web, stop, wait_for
 
 
 def endcontact(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -259,15 +260,14 @@ def test_web_and_worker_without_their_server_retry_saying_where_and_are_not_read
     web_log, worker_log = tmp_path / "web.log", tmp_path / "worker.log"
     worker = spawn(["worker", "--concurrency=1"], env, worker_log)
     base, web = start_web(env, web_log)
-    refused = f"Error 111 connecting to 127.0.0.1:{closed}. Connection refused."
+    waiting = (
+        f"waiting for the store (REDIS_URL) at redis://:**@127.0.0.1:{closed}/0, trying again "
+        f"every 2 s: ConnectionError: Error 111 connecting to 127.0.0.1:{closed}. "
+        "Connection refused."
+    )
     try:
         wait_until(
-            lambda: (
-                web_log.read_text().count(f"metrics flush failed: ConnectionError: {refused}") >= 2
-            ),
-            30,
-            "the web's warnings",
-            watch=[web],
+            lambda: web_log.read_text().count(waiting) >= 2, 30, "the web's warnings", watch=[web]
         )
         ready = httpx.get(f"{base}/readyz", timeout=10, verify=TLS)
         assert (ready.status_code, ready.json()) == (
@@ -285,6 +285,76 @@ def test_web_and_worker_without_their_server_retry_saying_where_and_are_not_read
             stop(process)
     for log in (web_log, worker_log):
         assert "hunter2" not in log.read_text()
+
+
+def test_a_web_started_before_its_store_says_so_until_it_answers(
+    broker_server: str, tmp_path: Path
+) -> None:
+    """Compose may start the web before its store (the broker up, as a server of its
+    own): idle, with no request to fail, it still names the store at each attempt, and
+    says when it answers. It used to say nothing until a request came."""
+    closed = free_port()
+    env = {
+        "REDIS_URL": f"redis://:hunter2@127.0.0.1:{closed}/0",
+        "ENDCONTACT_BROKER_URL": f"{broker_server}/9",
+    }
+    log = tmp_path / "web.log"
+    _, web = start_web(env, log)
+    store = f"the store (REDIS_URL) at redis://:**@127.0.0.1:{closed}/0"
+    try:
+        wait_until(
+            lambda: log.read_text().count(f"waiting for {store}, trying again every 2 s: ") >= 2,
+            30,
+            "the web's warnings",
+            watch=[web],
+        )
+        server = start_server(tmp_path / "store", closed, password="hunter2")
+        try:
+            wait_until(lambda: f"{store} answers" in log.read_text(), 30, "the line", watch=[web])
+        finally:
+            stop_server(server)
+    finally:
+        stop(web)
+    said = log.read_text()
+    assert "waiting for the broker" not in said
+    assert "hunter2" not in said
+
+
+@pytest.mark.parametrize(
+    ("argv", "sig"),
+    [
+        (["web"], signal.SIGINT),
+        (["web", "--workers=2"], signal.SIGINT),
+        (["web", "--workers=2"], signal.SIGTERM),
+        (["worker", "--concurrency=1"], signal.SIGINT),
+        (["worker", "--concurrency=2"], signal.SIGINT),
+    ],
+    ids=["web-ctrl-c", "web-processes-ctrl-c", "web-processes-sigterm", "solo-ctrl-c", "ctrl-c"],
+)
+def test_web_and_worker_exit_with_the_signal_that_stopped_them(
+    argv: list[str], sig: signal.Signals, redis_url: str, broker_server: str, tmp_path: Path
+) -> None:
+    """130 after Ctrl-C, 143 after SIGTERM, as `run` (test_embedded) and as a shell
+    reports a process it killed, each way web and worker run (SIGTERM of one web process
+    and of a solo worker: test_faults). A broker database of its own: no session task
+    goes to these workers."""
+    env = {"REDIS_URL": redis_url, "ENDCONTACT_BROKER_URL": f"{broker_server}/10"}
+    log = tmp_path / "command.log"
+    port = free_port()
+    web = argv[0] == "web"
+    process = spawn([*argv, f"--port={port}"] if web else argv, env, log)
+    workers = 0 if web else int(argv[-1].rsplit("=", 1)[1])
+
+    def ready() -> bool:
+        if web:
+            return http_ready(f"http://127.0.0.1:{port}")
+        return log.read_text().count(" ready.") == workers
+
+    try:
+        wait_for(ready, process, log)
+    finally:
+        status = stop(process, sig)
+    assert status == 128 + sig, log.read_text()
 
 
 def test_an_import_that_finished_keeps_its_result_whatever_signal_follows(

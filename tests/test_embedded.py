@@ -168,6 +168,11 @@ def test_commands_started_beside_run_find_the_servers_and_their_password(running
     exported = endcontact("export", "--company", "acme", "--campaign", "spring", env=running.env)
     assert exported.returncode == 0, exported.stderr
     assert exported.stdout.splitlines()[1].startswith(f"{NUMBER},")
+    hooks = endcontact(
+        "webhooks", "list", "--company", "acme", "--campaign", "spring", env=running.env
+    )
+    assert hooks.returncode == 0, hooks.stderr
+    assert hooks.stdout.splitlines()[0].startswith("id\turl\t")
 
     log = running.directory / "worker.log"
     worker = spawn(["worker", "--concurrency=1"], running.env, log)

@@ -451,6 +451,45 @@ def test_bad_messages_on_the_result_channels_cost_no_request(tmp_path: Path) -> 
         stack.stop()
 
 
+def test_a_result_listener_refused_its_subscription_is_not_ready_then_recovers(
+    tmp_path: Path,
+) -> None:
+    """Issue 19: while the broker refuses the web's subscription (here its ACL user
+    loses the channels, which also drops the subscribed connection), /readyz says
+    "not listening"; once it may subscribe again, the listener does so by itself and
+    requests are answered. It used to stay unsubscribed for good: the refusal came as
+    the reply to redis-py's resubscription, on a connection that stayed open."""
+    stack = Stack(tmp_path)
+    try:
+        stack.start_redis()
+        stack.start_broker()
+        stack.start_worker()
+        # The web alone as a user of its own: the worker's subscriptions are untouched.
+        acl = functools.partial(stack.broker_client.acl_setuser, "web", enabled=True)
+        acl(passwords=["+web-password"], keys=["*"], channels=["*"], commands=["+@all"])
+        broker = f"redis://web:web-password@127.0.0.1:{stack.broker_port}/0"
+        stack.base, stack.web = start_web(
+            {**stack.env, "ENDCONTACT_BROKER_URL": broker}, tmp_path / "web.log"
+        )
+        caller = new_caller(store_for(stack))
+
+        def ready() -> dict[str, object] | None:
+            answer = httpx.get(f"{stack.base}/readyz", timeout=10, verify=TLS)
+            return None if answer.status_code == 200 else dict(answer.json())
+
+        wait_until(lambda: ready() is None, 10, "ready")
+        acl(reset_channels=True)
+        refused = wait_until(ready, 10, "not ready")
+        assert (refused["broker"], refused["results"]) == ("ok", "not listening")
+        acl(channels=["*"])
+        wait_until(lambda: ready() is None, 10, "ready again")
+        answer = post_numbers(stack.base, caller.headers, numbers(0, 5))
+        assert answer.status_code == 201
+        assert len(answer.json()["success"]) == 5
+    finally:
+        stack.stop()
+
+
 def test_readyz_is_not_ready_while_the_store_refuses_writes(tmp_path: Path) -> None:
     """Issue 19: a store that answers PING but refuses every write (full, under
     noeviction) is not ready; once it takes writes again, ready again by itself."""
@@ -507,7 +546,9 @@ def test_reads_answer_while_the_broker_is_down(stack: Stack, fault: signal.Signa
 
 
 def _reads_and_an_end(stack: Stack, caller: Caller, phone: str) -> None:
-    """Every read answers 200, counted by the web; an end answers within its deadline."""
+    """Every read answers 200, counted by the web, and the check says the number is
+    ended (a sender checking before each send sends nothing to it); an end and a
+    resume answer within their deadline."""
     reads = [
         ("GET", lookup_path(phone), None),
         ("GET", f"{lookup_path(phone)}/history", None),
@@ -520,10 +561,13 @@ def _reads_and_an_end(stack: Stack, caller: Caller, phone: str) -> None:
             answer = http.request(method, path, json=body)
             assert answer.status_code == 200, (path, answer.text)
             assert int(answer.headers["ratelimit-remaining"]) < 600
-        started = time.monotonic()
-        ended = post_numbers(http, caller.headers, ["(509) 555-0124"])
-        assert ended.status_code in (201, 503), ended.text
-        assert time.monotonic() - started < stack.timeout + 3
+            if path.endswith("/check"):
+                assert answer.json()["notEnded"] == [], answer.text
+        for path in (URL, "/api/v1/leads/resume-contact"):
+            started = time.monotonic()
+            changed = http.post(path, json={"phoneNumberList": ["(509) 555-0124"]})
+            assert changed.status_code in (201, 503), changed.text
+            assert time.monotonic() - started < stack.timeout + 3
 
 
 def test_a_change_answered_as_a_failure_is_never_made_later(tmp_path: Path) -> None:
