@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from shared import background, lua
+from shared.connection import failure
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -77,7 +78,7 @@ class ServerClock:
                 self.observe(seconds(reply), sent, time.time())
         except (TimeoutError, redis.RedisError, OSError) as exc:
             if not self._failing:
-                log.warning("could not read the server's clock: %s", exc.__class__.__name__)
+                log.warning("could not read the server's clock: %s", failure(exc))
             self._failing = True
         else:
             self._failing = False

@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from shared import deliveries
+from shared.connection import failure
 from shared.deliveries import DUE, PENDING
 from shared.events import entry_events
 from shared.keyspace import ADDED, feed_record_key
@@ -73,7 +74,7 @@ class Follower:
                     committed = time.monotonic()
                     self._commit()
             except (redis.RedisError, OSError) as exc:
-                log.warning("webhook deliveries: store failed: %s", exc.__class__.__name__)
+                log.warning("webhook deliveries: store failed: %s", failure(exc))
                 self._stop.wait(BACKOFF)
                 continue
             self._woken.wait(POLL)

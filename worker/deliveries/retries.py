@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from shared.connection import failure
 from shared.deliveries import DUE, PENDING
 from shared.events import iso
 from shared.webhooks import LOG_LENGTH, Webhook, from_record, log_key
@@ -87,7 +88,7 @@ class Retries:
             try:
                 busy = self._step(claim=True)
             except (redis.RedisError, OSError) as exc:
-                log.warning("webhook deliveries: store failed: %s", exc.__class__.__name__)
+                log.warning("webhook deliveries: store failed: %s", failure(exc))
                 self._stop.wait(BACKOFF)
                 continue
             if not busy:
