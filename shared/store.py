@@ -161,7 +161,9 @@ class Store:
         with self._redis.pipeline(transaction=False) as pipe:
             for feed in feeds:
                 pipe.hget(feed_record_key(feed), ADDED)
-            added = dict(zip(feeds, pipe.execute(), strict=True))
+            added = {
+                feed: int(count or 0) for feed, count in zip(feeds, pipe.execute(), strict=True)
+            }
         return int(retries or 0) + pending_events(cursors, added)
 
     def add_metrics(self, counts: Mapping[str, float]) -> None:
@@ -275,7 +277,8 @@ class AsyncStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for feed in feeds:
                 pipe.hget(feed_record_key(feed), ADDED)
-            added = dict(zip(feeds, await pipe.execute(), strict=True))
+            counts = await pipe.execute()
+            added = {feed: int(count or 0) for feed, count in zip(feeds, counts, strict=True)}
         return int(retries or 0) + pending_events(cursors, added)
 
     async def ended_at(self, scope: Scope, phone: str) -> str | None:

@@ -435,6 +435,16 @@ def test_metrics_count_deliveries_and_show_the_pending_gauge(
     assert any(row.startswith("endcontact_webhook_pending ") for row in text.splitlines())
 
 
+def test_the_pending_gauge_counts_a_webhook_whose_campaign_has_no_event_yet(
+    hooks: HookStack, receivers: list[Receiver]
+) -> None:
+    # Its feed has no record yet: nothing added, nothing pending, and /metrics answers.
+    hooks.hook(hooks.caller(), receiver(receivers).url)
+    answer = hooks.http.get("/metrics")
+    assert answer.status_code == 200
+    assert any(row.startswith("endcontact_webhook_pending ") for row in answer.text.splitlines())
+
+
 def test_logs_carry_no_secret_no_number_and_no_url(
     hooks: HookStack, receivers: list[Receiver]
 ) -> None:
