@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -64,20 +65,52 @@ def cpu_seconds(process: subprocess.Popen[bytes] | None) -> float:
     return total
 
 
+def run_seconds(process: subprocess.Popen[bytes] | None) -> float:
+    """CPU time a process and its children have used so far, by the scheduler's own
+    account of every thread (/proc/PID/task/TID/schedstat, in ns), where Linux has it.
+    cpu_seconds' user and system times are counted in clock ticks (10 ms) given to
+    whatever runs at the tick: a server that works in bursts of microseconds, as
+    valkey does, is counted by chance, and six of them at rest read 0 to 13 ms a second
+    from one run to the next (measured, bench/store_cluster.py)."""
+    total = 0.0
+    for proc in _tree(process):
+        try:
+            for task in Path(f"/proc/{proc.pid}/task").iterdir():
+                total += int((task / "schedstat").read_text().split()[0]) / 1e9
+        except FileNotFoundError:  # gone, or a thread gone between the listing and now
+            continue
+        except (OSError, ValueError):  # no schedstat here
+            return cpu_seconds(process)
+    return total
+
+
 class Cluster:
     """`with Cluster(dir, web=..., workers=...) as c:` runs until the block ends.
 
     web: None (no web), "endcontact" (`endcontact web`), or a uvicorn factory
     such as "bench.baselines:naive_app". worker: None, "endcontact" (`endcontact
     worker --concurrency N`) or "typical" (Celery's defaults, bench/typical.py).
+    store_url: a store started elsewhere (a Valkey Cluster, bench/store_cluster.py)
+    instead of a server of its own; env: more settings for the web and workers.
     """
 
-    def __init__(self, data_dir: Path, web: str | None, worker: str | None, workers: int) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        web: str | None,
+        worker: str | None,
+        workers: int,
+        *,
+        store_url: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.web_target = web
         self.worker_kind = worker
         self.workers = workers
         self.port = free_port()
+        self.store_url = store_url
+        self.env = dict(env or {})
         self.redis_url = ""
         # The broker apart, as the embedded default and compose run it
         # (docs/durability.md); the baseline webs read REDIS_URL alone, so with them (our
@@ -91,11 +124,15 @@ class Cluster:
 
     def __enter__(self) -> Cluster:
         try:
-            redis_port = free_port()
-            self.redis = start_server(self.data_dir / "valkey", redis_port)
-            self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+            if self.store_url is None:
+                redis_port = free_port()
+                self.redis = start_server(self.data_dir / "valkey", redis_port)
+                self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+            else:
+                self.redis_url = self.store_url
             self.broker_url = self.redis_url
-            if self.web_target in (None, "endcontact"):
+            # A store started elsewhere may be a cluster, which no broker can be.
+            if self.web_target in (None, "endcontact") or self.store_url is not None:
                 broker_port = free_port()
                 self.broker = start_server(
                     self.data_dir / "broker", broker_port, extra_args=BROKER_ARGS
@@ -160,6 +197,7 @@ class Cluster:
             "REDIS_URL": self.redis_url,
             "ENDCONTACT_BROKER_URL": self.broker_url,
             "ENDCONTACT_RATE_LIMIT": "1000000000",
+            **self.env,
         }
         return subprocess.Popen(
             [sys.executable, *args],

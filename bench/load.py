@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 PATH = "/api/v1/leads/end-contact"
@@ -107,7 +108,7 @@ async def _user(
 async def closed_loop(
     host: str,
     port: int,
-    key: str,
+    key: str | Sequence[str],
     concurrency: int,
     seconds: float,
     warmup: float = 1.0,
@@ -119,10 +120,14 @@ async def closed_loop(
     now = time.perf_counter()
     measure_from, until = now + warmup, now + warmup + seconds
     per_user = [Samples(successes=[] if keep_successes else None) for _ in range(concurrency)]
+    # Several keys: connection i writes with key i (mod their count), each to its campaign.
+    keys = [key] if isinstance(key, str) else list(key)
     await asyncio.gather(
         *(
-            _user(host, port, key, numbers, per_request, measure_from, until, samples)
-            for samples in per_user
+            _user(
+                host, port, keys[i % len(keys)], numbers, per_request, measure_from, until, samples
+            )
+            for i, samples in enumerate(per_user)
         )
     )
     total = Samples(
