@@ -8,6 +8,7 @@ marks' writes, the worker's, are shared.mark_writes.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -114,6 +115,8 @@ class Store:
         # The client must decode responses: everything stored here is text.
         self._redis = client
         self._writes = MarkWrites(client, replicas, retention_days)
+        # The keyspace is at its version (shared.migrations), as far as this Store knows.
+        self._current = False
         self._metrics_add = client.register_script(METRICS_SCRIPT)
 
     @classmethod
@@ -132,12 +135,18 @@ class Store:
         """The webhooks' operations (shared.webhook_store) on this store's client."""
         return Webhooks(self._redis)
 
-    def upgrade_keyspace(self, wait: Callable[[float], object]) -> bool:
-        """As shared.migrations.upgrade."""
-        return upgrade(self._redis, wait)
+    def upgrade_keyspace(self, wait: Callable[[float], object] = time.sleep) -> bool:
+        """As shared.migrations.upgrade; once it has answered, never asked again."""
+        if self._current:
+            return False
+        moved = upgrade(self._redis, wait)
+        self._current = True
+        return moved
 
     def apply_changes(self, changes: Sequence[Change]) -> list[bool | None]:
-        """As MarkWrites.apply_changes."""
+        """As MarkWrites.apply_changes, the keyspace upgraded first (before a write lands
+        beside names it would move): raises as a write would if that cannot be done."""
+        self.upgrade_keyspace()
         return self._writes.apply_changes(changes)
 
     def time(self) -> float:

@@ -9,17 +9,14 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 
-import redis
 from celery import Celery
 from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
     task_revoked,
-    worker_init,
     worker_ready,
     worker_shutdown,
 )
@@ -27,7 +24,7 @@ from celery.signals import (
 from shared import logs
 from shared.broker import Broker
 from shared.clock import ServerClock
-from shared.connection import failure, group
+from shared.connection import group
 from shared.metrics import TASKS, Registry
 from shared.settings import Settings
 from shared.store import Store
@@ -155,15 +152,7 @@ def _task_finished(sender: object, **kwargs: object) -> None:
         parts.meter.task_finished()
 
 
-def _upgrade(sender: object, **kwargs: object) -> None:
-    parts = _parts(sender)
-    if parts is not None:
-        _upgrade_keyspace(parts.heartbeat_store)
-
-
 setup_logging.connect(_our_logging)
-# Before the worker's consumer takes a message.
-worker_init.connect(_upgrade)
 worker_ready.connect(_started)
 worker_shutdown.connect(_stopped)
 task_revoked.connect(_count_expired)
@@ -247,24 +236,3 @@ def create_celery(settings: Settings) -> Celery:
     app.steps["worker"].add(SoloPool)
 
     return app
-
-
-# Between tries to reach a store that does not answer at start-up.
-UPGRADE_RETRY_SECONDS = 2.0
-
-
-def _upgrade_keyspace(store: Store) -> None:
-    """The keyspace at its version (shared.migrations) before the worker takes a task:
-    a store that does not answer yet is waited for, a warning at each try, as the
-    broker is."""
-    while True:
-        try:
-            store.upgrade_keyspace(time.sleep)
-            return
-        except (redis.RedisError, OSError) as exc:
-            logging.getLogger(__name__).warning(
-                "the store does not answer (%s); trying again in %.0f s",
-                failure(exc),
-                UPGRADE_RETRY_SECONDS,
-            )
-            time.sleep(UPGRADE_RETRY_SECONDS)

@@ -148,6 +148,12 @@ class Heartbeat:
         trimmed = -math.inf  # a first sweep at start-up
         while True:
             self._flush()
+            try:
+                # At start-up, not at the first batch: a webhook made meanwhile would
+                # write beside names the upgrade moves (shared.migrations).
+                self._store.upgrade_keyspace()
+            except (redis.RedisError, OSError) as exc:
+                log.warning("the keyspace's upgrade failed: %s", failure(exc))
             if time.monotonic() - trimmed >= TRIM_EVERY:
                 trimmed = time.monotonic()
                 try:
