@@ -189,6 +189,10 @@ def test_the_commands_on_a_cluster(cluster_stack: Stack, valkey_cluster: ValkeyC
     assert key()["revokedAt"] is not None
 
 
+def _ready(stack: Stack) -> int:
+    return httpx.get(f"{stack.base}/readyz", verify=TLS, timeout=10).status_code
+
+
 def _seen(writers: Writers, at: float, stack: Stack) -> str:
     """The answers since the fault, a line each, and the worker's last lines."""
     lines = [
@@ -268,12 +272,18 @@ def test_sigstop_of_a_primary_past_the_node_timeout_then_sigcont(
     primary = valkey_cluster.primaries()[0]
     callers = _callers(store, 4, _held_by(valkey_cluster, primary)) + _callers(store, 2)
 
+    ready: list[int] = []
+
     def stop_and_cont() -> None:
         valkey_cluster.stop(primary)
+        # /readyz asks every primary: not ready while one does not answer.
+        ready.append(wait_until(lambda: _ready(cluster_stack) != 200 and 1, 10, "not ready"))
         valkey_cluster.wait_failover(primary)
         valkey_cluster.cont(primary)
 
     _load_fault_and_check(cluster_stack, store, callers, stop_and_cont)
+    assert ready == [1]
+    wait_until(lambda: _ready(cluster_stack) == 200, RECOVERY, "ready again")
     # The old primary came back as a replica of the one that took over.
     wait_until(
         lambda: primary not in valkey_cluster.primaries(), RECOVERY, "the old primary a replica"
