@@ -45,7 +45,7 @@ DEADLINE = 3.0
 RECOVERY = 30.0
 WEBHOOKS = "/api/v1/webhooks"
 # Slots a migration moves under load.
-MOVED_SLOTS = 500
+MOVED_SLOTS = 200
 
 
 @pytest.fixture(scope="module")
