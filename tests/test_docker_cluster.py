@@ -27,7 +27,7 @@ from shared.apikeys import PREFIX, Scope
 from shared.embedded import free_port
 from shared.keyspace import ended_key
 from tests.helpers import URL, numbers, post_numbers
-from tests.test_docker import UP_TIMEOUT, Compose, _engine
+from tests.test_docker import UP_TIMEOUT, Compose, needs_engine
 
 FILES = ("compose.yaml", "compose.cluster.yaml")
 NODES = tuple(f"redis-{n}" for n in range(1, 7))
@@ -39,11 +39,7 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Compose]:
-    reason = _engine()
-    if reason is not None:
-        if os.environ.get("ENDCONTACT_TEST_DOCKER") == "required":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    needs_engine()
     port = free_port()
     env = {
         **os.environ,
