@@ -8,13 +8,13 @@ Storage (shared.store writes it all in one script, so a mark and its event are n
 apart, on disk either: the AOF holds a script's writes as one MULTI/EXEC, and Redis
 drops a transaction cut short at the end of the file):
 
-- The campaign's hash (`ec:ended:<company>:<campaign>`): number -> its history, newest
+- The campaign's hash (`ec:ended:{<company>:<campaign>}`): number -> its history, newest
   event first, one line per event (`line`). The first character is the number's state:
   `e` ended, `r` resumed (not ended). The endedAt of an ended number is the time of its
   first line, so a read of the state never parses more than the first line. A value
   written before events existed is the endedAt alone (ISO 8601, starts with a digit):
   ended, with no known history.
-- The campaign's stream (`ec:events:<company>:<campaign>`): the feed. One entry per
+- The campaign's stream (`ec:events:{<company>:<campaign>}`): the feed. One entry per
   request's changes in one worker batch: the type, key id, request id, reason once,
   and the numbers in order. The entry's stream id gives the time (its milliseconds) and
   each event's id: `<ms>-<seq>-<index in the entry>`.
