@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-import redis
-
-from api.problems import REDIS_TIMEOUT, unauthorized, unavailable
+from api.problems import Problem, or_unavailable, unauthorized
 from shared.apikeys import digest, looks_like_key
 
 if TYPE_CHECKING:
@@ -66,12 +63,13 @@ async def authenticate(request: Request, store: AsyncStore, known: KnownKeys) ->
     secret = request.headers.get(HEADER, "")
     secret_digest = digest(secret)
     try:
-        async with asyncio.timeout(REDIS_TIMEOUT):
-            key = await store.find_key(secret)
-    except (TimeoutError, redis.RedisError, OSError):
+        key = await or_unavailable(
+            store.find_key(secret_digest), "The API key cannot be checked right now; retry shortly."
+        )
+    except Problem:  # the store cannot answer
         if (recent := known.recent(secret_digest)) is not None:
             return recent
-        raise unavailable("The API key cannot be checked right now; retry shortly.") from None
+        raise
     known.saw(secret_digest, key)
     if key is None or not key.active:
         raise unauthorized()

@@ -149,10 +149,7 @@ def async_client(settings: Settings, **options: Any) -> redis.asyncio.Redis:
         client = sentinel.master_for(target.master, **target.primary_kwargs())
     pool = client.connection_pool
     # Before any connection is made: the pool makes them of this class.
-    base = pool.connection_class
-    if base not in _CHECKED:
-        _CHECKED[base] = _closed_checked(base)
-    pool.connection_class = _CHECKED[base]
+    pool.connection_class = _checked(pool.connection_class)
     return client
 
 
@@ -161,15 +158,18 @@ def _async_cluster(url: str, options: dict[str, Any]) -> redis.asyncio.Redis:
     _closed_checked says; a pool's `max_connections` is per node there."""
     cluster = _AsyncCluster.from_url(url, **options)
     kwargs = cluster.nodes_manager.connection_kwargs
-    base = kwargs["connection_class"]
-    if base not in _CHECKED:
-        _CHECKED[base] = _closed_checked(base)
-    kwargs["connection_class"] = _CHECKED[base]
+    kwargs["connection_class"] = _checked(kwargs["connection_class"])
     return cast("redis.asyncio.Redis", cluster)
 
 
 # Each connection class made once: a class per client would grow without end.
 _CHECKED: dict[type[Any], type[Any]] = {}
+
+
+def _checked(base: type[Any]) -> type[Any]:
+    if base not in _CHECKED:
+        _CHECKED[base] = _closed_checked(base)
+    return _CHECKED[base]
 
 
 def _closed_checked(base: type[Any]) -> type[Any]:

@@ -26,7 +26,7 @@ from shared.keyspace import (
     feed_record_key,
     scope_of_feed,
 )
-from shared.nodes import RELOCATED, by_node, primaries, reread_map
+from shared.nodes import RELOCATED, UNREACHED, by_node, primaries, reread_map
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,6 @@ class _Plan:
 
     args: list[str | int] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
-    # What its node answered last.
-    reply: Any = None
 
 
 def _plans(changes: Sequence[Change]) -> dict[Scope, _Plan]:
@@ -82,6 +80,12 @@ def _plans(changes: Sequence[Change]) -> dict[Scope, _Plan]:
 
 class NotDurable(RuntimeError):
     """The mark was written but Redis did not confirm it is on disk."""
+
+
+def told(exc: BaseException) -> str:
+    """A failed write as a log line says it: NotDurable's text says what fell short,
+    never what was sent; any other as shared.connection.failure says it."""
+    return f"NotDurable: {exc}" if isinstance(exc, NotDurable) else failure(exc)
 
 
 # How long a write may wait for its fsync. With appendfsync always it is already on
@@ -127,30 +131,32 @@ class MarkWrites:
         # it again, and send the campaigns a node said are not its own once more (the
         # script that said so made no change, and one past its deadline makes none).
         for attempt in range(2):
-            relocated: list[Scope] = []
-            for node_client, group in by_node(self._redis, scopes, _tagged(scopes)).values():
+            retry: list[Scope] = []
+            reread = False
+            # A campaign's node is its marks' (its keys share their tag).
+            for node_client, group in by_node(self._redis, scopes, ended_key).values():
                 try:
                     replies = self._on_node(node_client, [(scope, plans[scope]) for scope in group])
                 except (redis.RedisError, OSError, NotDurable) as exc:
                     failures.append(exc)
                     replies = [exc] * len(group)
                 for scope, reply in zip(group, replies, strict=True):
-                    if isinstance(reply, (*RELOCATED, redis.ConnectionError, redis.TimeoutError)):
-                        relocated.append(scope)
                     _read_flags(plans[scope], reply, outcome)
-            if relocated:
+                    # A node that did not answer is read again in the map but not asked
+                    # again: a stopped one would hold the batch for another socket timeout.
+                    reread |= isinstance(reply, UNREACHED)
+                    if isinstance(reply, RELOCATED):
+                        retry.append(scope)
+            if reread:
                 reread_map(self._redis)
-            # A node that did not answer is not asked again: a stopped one would hold
-            # the batch for another socket timeout.
-            scopes = [scope for scope in relocated if isinstance(plans[scope].reply, RELOCATED)]
+            scopes = retry
             if attempt or not scopes:
                 break
         if failures and all(flag is None for flag in outcome.values()):
             raise failures[-1]
         for failed in failures:
             # One node of a Cluster: its campaigns' numbers fail, the others' stand.
-            said = f"NotDurable: {failed}" if isinstance(failed, NotDurable) else failure(failed)
-            log.warning("a store node did not take its part of a batch: %s", said)
+            log.warning("a store node did not take its part of a batch: %s", told(failed))
         return [outcome[position] for position in range(len(changes))]
 
     def _on_node(self, client: redis.Redis, plans: list[tuple[Scope, _Plan]]) -> list[Any]:
@@ -226,14 +232,8 @@ class MarkWrites:
             raise NotDurable(f"{reply[1]} of {self._replicas} replicas fsynced in time")
 
 
-def _tagged(scopes: Sequence[Scope]) -> dict[Scope, str]:
-    """A key of each campaign, by which its node is found (they share its tag)."""
-    return {scope: ended_key(scope) for scope in scopes}
-
-
 def _read_flags(plan: _Plan, reply: Any, outcome: dict[int, bool | None]) -> None:
     """A campaign's script reply as the outcome of each of its changes."""
-    plan.reply = reply
     flags = None if isinstance(reply, BaseException) else list(reply)
     for at, position in enumerate(plan.positions):
         flag = None if flags is None else int(flags[at])

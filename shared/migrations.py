@@ -81,25 +81,20 @@ def upgrade(client: redis.Redis, wait: Callable[[float], object]) -> bool:
     return moved > 0
 
 
-def _old_names(client: redis.Redis) -> Iterator[str]:
-    for node in primaries(client):
-        for prefix in _RENAMED_PREFIXES:
-            for key in node.scan_iter(match=f"{prefix}*", count=1000):
-                name = str(key)
-                if not name.removeprefix(prefix).startswith("{"):
-                    yield name
-
-
-def _old_hooks_names(client: redis.Redis) -> Iterator[tuple[str, str]]:
-    """Version 1's webhook and delivery keys with their new names."""
+def _renames(client: redis.Redis) -> Iterator[tuple[str, str]]:
+    """Version 1's keys with their new names."""
     for old, new in _HOOKS_RENAMED.items():
         if client.exists(old):  # routed by the key (a Cluster's other nodes say MOVED)
             yield old, new
     for node in primaries(client):
+        for prefix in _RENAMED_PREFIXES:
+            for key in node.scan_iter(match=f"{prefix}*", count=1000):
+                feed = str(key).removeprefix(prefix)
+                if not feed.startswith("{"):
+                    yield str(key), prefix + tag(feed)
         for prefix, renamed in _HOOKS_PREFIXES.items():
             for key in node.scan_iter(match=f"{prefix}*", count=1000):
-                name = str(key)
-                yield name, renamed + name.removeprefix(prefix)
+                yield str(key), renamed + str(key).removeprefix(prefix)
 
 
 def _move(client: redis.Redis, old: str, new: str) -> bool:
@@ -113,12 +108,7 @@ def _move(client: redis.Redis, old: str, new: str) -> bool:
 
 
 def _to_version_2(client: redis.Redis) -> int:
-    moved = 0
-    for old in list(_old_names(client)):
-        prefix = next(p for p in _RENAMED_PREFIXES if old.startswith(p))
-        moved += _move(client, old, prefix + tag(old.removeprefix(prefix)))
-    for old, new in list(_old_hooks_names(client)):
-        moved += _move(client, old, new)
+    moved = sum(_move(client, old, new) for old, new in list(_renames(client)))
     for old, field in _FIELDS_MOVED.items():
         for feed, value in client.hgetall(old).items():
             client.hset(feed_record_key(str(feed)), field, value)

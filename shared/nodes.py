@@ -9,7 +9,7 @@ send it to a default node), a SCAN, a /readyz probe of every primary.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,6 +33,9 @@ RELOCATED = (
     redis.exceptions.ReadOnlyError,
 )
 
+# Replies after which the slot map is read again: those, or the node did not answer.
+UNREACHED = (*RELOCATED, redis.ConnectionError, redis.TimeoutError)
+
 
 def cluster_of(client: redis.Redis) -> redis.cluster.RedisCluster | None:
     """The cluster client, if `client` is one (shared.connection makes it so)."""
@@ -40,9 +43,9 @@ def cluster_of(client: redis.Redis) -> redis.cluster.RedisCluster | None:
 
 
 def by_node(
-    client: redis.Redis, items: Iterable[T], key_of: dict[T, str]
+    client: redis.Redis, items: Iterable[T], key_of: Callable[[T], str]
 ) -> dict[str, tuple[redis.Redis, list[T]]]:
-    """`items` grouped by the node that holds `key_of[item]`, with a client of that
+    """`items` grouped by the node that holds `key_of(item)`, with a client of that
     node (one server: one group, `client` itself)."""
     cluster = cluster_of(client)
     groups: dict[str, tuple[redis.Redis, list[T]]] = {}
@@ -50,7 +53,7 @@ def by_node(
         if cluster is None:
             name, node_client = "", client
         else:
-            node = cluster.get_node_from_key(key_of[item])  # type: ignore[no-untyped-call]
+            node = cluster.get_node_from_key(key_of(item))  # type: ignore[no-untyped-call]
             name, node_client = node.name, cluster.get_redis_connection(node)
         groups.setdefault(name, (node_client, []))[1].append(item)
     return groups

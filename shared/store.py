@@ -104,7 +104,9 @@ def _fields(flat: Sequence[Any]) -> dict[str, str]:
 
 
 def _feeds(cursors: Mapping[Any, Any]) -> list[str]:
-    """The feeds that the webhooks' cursors follow, each once."""
+    """The feeds that the webhooks' cursors follow, each once: PENDING and CURSORS share
+    the {hooks} tag (one round trip), the feeds' records are each on its campaign's
+    node (one more)."""
     return sorted({HookCursor.parse(str(value)).feed for value in cursors.values()})
 
 
@@ -165,14 +167,15 @@ class Store:
 
     def pending_deliveries(self) -> int:
         """As AsyncStore.pending_deliveries."""
-        retries, cursors = self._redis.get(PENDING), self._redis.hgetall(CURSORS)
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(PENDING)
+            pipe.hgetall(CURSORS)
+            retries, cursors = pipe.execute()
         feeds = _feeds(cursors)
         with self._redis.pipeline(transaction=False) as pipe:
             for feed in feeds:
                 pipe.hget(feed_record_key(feed), ADDED)
-            added = {
-                feed: int(count or 0) for feed, count in zip(feeds, pipe.execute(), strict=True)
-            }
+            added = dict(zip(feeds, pipe.execute(), strict=True))
         return int(retries or 0) + pending_events(cursors, added)
 
     def add_metrics(self, counts: Mapping[str, float]) -> None:
@@ -252,8 +255,9 @@ class AsyncStore:
         self._feed_read = client.register_script(FEED_READ_SCRIPT)
         self._page_read = client.register_script(PAGE_READ_SCRIPT)
 
-    async def find_key(self, secret: str) -> ApiKey | None:
-        return _api_key(await self._redis.hgetall(key_record(digest(secret))))
+    async def find_key(self, secret_digest: str) -> ApiKey | None:
+        """The key whose secret has this digest (shared.apikeys.digest)."""
+        return _api_key(await self._redis.hgetall(key_record(secret_digest)))
 
     async def ping(self) -> bool:
         """Every primary answers (one server: it does)."""
@@ -281,13 +285,15 @@ class AsyncStore:
     async def pending_deliveries(self) -> int:
         """Webhook deliveries waiting for their first attempt (events the webhooks
         have yet to pass in their feeds), for a retry, or in an attempt."""
-        retries, cursors = await self._redis.get(PENDING), await self._redis.hgetall(CURSORS)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(PENDING)
+            pipe.hgetall(CURSORS)
+            retries, cursors = await pipe.execute()
         feeds = _feeds(cursors)
         async with self._redis.pipeline(transaction=False) as pipe:
             for feed in feeds:
                 pipe.hget(feed_record_key(feed), ADDED)
-            counts = await pipe.execute()
-            added = {feed: int(count or 0) for feed, count in zip(feeds, counts, strict=True)}
+            added = dict(zip(feeds, await pipe.execute(), strict=True))
         return int(retries or 0) + pending_events(cursors, added)
 
     async def ended_at(self, scope: Scope, phone: str) -> str | None:

@@ -122,11 +122,12 @@ class Cursor:
 
 
 def pending_events(cursors: Mapping[Any, Any], added: Mapping[Any, Any]) -> int:
-    """Events in the feeds that the webhooks following them have yet to pass."""
+    """Events in the feeds that the webhooks following them have yet to pass; `added`
+    by feed name, None (or missing) for a feed with no event yet."""
     total = 0
     for value in cursors.values():
         cursor = Cursor.parse(str(value))
-        total += max(0, int(added.get(cursor.feed, 0)) - cursor.passed)
+        total += max(0, int(added.get(cursor.feed) or 0) - cursor.passed)
     return total
 
 

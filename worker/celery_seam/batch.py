@@ -55,9 +55,8 @@ from celery.worker.strategy import default, hybrid_to_proto2, proto1_to_proto2
 from kombu.utils.uuid import uuid
 
 from shared.clock import ServerClock
-from shared.connection import failure
 from shared.events import Change
-from shared.mark_writes import NotDurable
+from shared.mark_writes import told
 from shared.metrics import Registry
 from shared.settings import SettingsError, exit_on_bad_settings
 from shared.store import Store
@@ -270,10 +269,7 @@ class Batches:
             stored = iter(self._store.apply_changes([c for c in changes if isinstance(c, Change)]))
         except Exception as exc:
             # Redis down, a timeout, not on disk in time: no change of the batch is vouched for.
-            # NotDurable's and a connection's text say what fell short, or where, never
-            # what was sent; any other error only by its kind.
-            said = failure(exc) if not isinstance(exc, NotDurable) else f"NotDurable: {exc}"
-            log.error("change batch of %d failed: %s", len(requests), said)
+            log.error("change batch of %d failed: %s", len(requests), told(exc))
             failed = BatchFailed(exc.__class__.__name__)
             return [c if isinstance(c, BatchFailed) else failed for c in changes]
         return [_outcome(r, c, stored) for r, c in zip(requests, changes, strict=True)]

@@ -12,7 +12,7 @@ import redis.client
 
 from shared import deliveries, lua
 from shared.clock import SERVER_TIME
-from shared.nodes import RELOCATED, cluster_of, reread_map
+from shared.nodes import UNREACHED, cluster_of, reread_map
 from shared.webhooks import webhook_key
 
 _PREFIXES = lua.load("worker.deliveries", "prefixes")
@@ -49,6 +49,6 @@ def hooks_pipeline(client: redis.Redis) -> Iterator[redis.client.Pipeline]:
     try:
         with cluster.get_redis_connection(node).pipeline(transaction=False) as pipe:
             yield pipe
-    except (*RELOCATED, redis.ConnectionError, redis.TimeoutError):
+    except UNREACHED:
         reread_map(client)
         raise
