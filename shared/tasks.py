@@ -18,6 +18,7 @@ announcement, one message per task on the channel named as their result key.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from shared.apikeys import Scope
@@ -47,9 +48,10 @@ def task_args(scope: Scope, phone: str, context: Context = NO_CONTEXT) -> list[s
     ]
 
 
-def change_of(name: object, args: object) -> Change | None:
+def change_of(name: object, args: object, deadline_ms: int = 0) -> Change | None:
     """The change a task's name and arguments ask for, if they are ours (whatever a
-    message holds: None for anything else, never an error)."""
+    message holds: None for anything else, never an error), with its request's
+    deadline (Change.deadline_ms)."""
     kind = KINDS.get(name) if isinstance(name, str) else None
     if kind is None or not isinstance(args, list | tuple) or len(args) not in (3, 6):
         return None
@@ -57,18 +59,27 @@ def change_of(name: object, args: object) -> Change | None:
         return None
     if len(args) == 3 and kind == ENDED:
         company, campaign, phone = args
-        return Change(Scope(company, campaign), phone, kind, NO_CONTEXT)
+        return Change(Scope(company, campaign), phone, kind, NO_CONTEXT, deadline_ms)
     if len(args) != 6:
         return None
     company, campaign, phone, key_id, request_id, reason = args
+    context = _context(key_id, request_id, reason)
+    if context is None:
+        return None
+    return Change(Scope(company, campaign), phone, kind, context, deadline_ms)
+
+
+# A request's tasks share their context: read once for all of them, not once a number
+# (a worker's batch holds up to two requests' worth).
+@functools.lru_cache(maxsize=256)
+def _context(key_id: str, request_id: str, reason: str) -> Context | None:
     # Stored on history lines between spaces (shared.events): the web sends no other.
-    if not (_plain(key_id) and _plain(request_id)):
+    if not (_PLAIN.fullmatch(key_id) and _PLAIN.fullmatch(request_id)):
         return None
     try:
-        context = Context(key_id, request_id, parse_reason(reason))
+        return Context(key_id, request_id, parse_reason(reason))
     except ValueError:
         return None
-    return Change(Scope(company, campaign), phone, kind, context)
 
 
 RESULT_KEY_PREFIX = "celery-task-meta-"
@@ -91,5 +102,5 @@ def batch_channel(listener: str) -> str:
     return f"{RESULT_KEY_PREFIX}{listener}-batch"
 
 
-def _plain(text: str) -> bool:
-    return all(33 <= ord(char) <= 126 for char in text)
+# Printable ASCII without the space (33 to 126).
+_PLAIN = re.compile("[!-~]*")

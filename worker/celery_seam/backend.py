@@ -6,8 +6,8 @@ SUCCESS. Our tasks are never delivered twice (acks on receipt, no ack emulation,
 worker.app) and a request reads each result once, so the read only costs: about a
 tenth of a worker's CPU per task (bench/README.md). Everything else is Celery's.
 
-store_results writes the results of a batch of tasks (batch.py) in one round
-trip, announced in one message per web process instead of one per task.
+store_results writes the results of a batch of tasks (batch.py) in one script,
+announced in one message per web process instead of one per task.
 """
 
 from __future__ import annotations
@@ -19,12 +19,17 @@ from typing import Any
 from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.states import FAILURE
 
+from shared import lua
 from shared.tasks import batch_channel, listener_of
 from worker.celery_seam.versions import HAS_FAILURE_EXPIRES
+
+STORE_RESULTS_SCRIPT = lua.load("worker.celery_seam", "store_results")
 
 
 class WriteOnly:
     """Stores a result without reading the one before it."""
+
+    _script: Any = None  # store_results.lua, registered with the backend's client
 
     def _store_result(
         self,
@@ -60,33 +65,36 @@ class WriteOnly:
         encode = json.dumps if backend.serializer == "json" else backend.encode
         # result_failure_expires came with Celery 5.7 (versions.py).
         failure_expires = backend.failure_expires if HAS_FAILURE_EXPIRES else backend.expires
+        keys: list[str] = []
+        args: list[str | int] = []
+        announcements: list[str] = []
         batches: dict[str, dict[str, str]] = {}
-        with backend.client.pipeline(transaction=False) as pipe:
-            for task_id, state, result in results:
-                meta = {
-                    "status": state,
-                    "result": backend.encode_result(result, state),
-                    "traceback": None,
-                    "children": [],
-                    "date_done": date_done,
-                    "task_id": task_id,
-                }
-                key, value = backend.get_key_for_task(task_id), encode(meta)
-                expires = failure_expires if state == FAILURE else backend.expires
-                # The command itself: redis-py 8's set() and setex() check their
-                # arguments for deprecations per call, ten times the cost of the rest.
-                if expires:
-                    pipe.execute_command("SET", key, value, "EX", int(expires))
-                else:
-                    pipe.execute_command("SET", key, value)
-                listener = listener_of(task_id)
-                if listener is None:
-                    pipe.publish(key, value)
-                else:
-                    batches.setdefault(listener, {})[task_id] = state
-            for listener, states in batches.items():
-                pipe.publish(batch_channel(listener), json.dumps(states))
-            pipe.execute()
+        for task_id, state, result in results:
+            meta = {
+                "status": state,
+                "result": backend.encode_result(result, state),
+                "traceback": None,
+                "children": [],
+                "date_done": date_done,
+                "task_id": task_id,
+            }
+            key, value = backend.get_key_for_task(task_id), encode(meta)
+            expires = failure_expires if state == FAILURE else backend.expires
+            keys.append(key)
+            args += (value, int(expires or 0))
+            listener = listener_of(task_id)
+            if listener is None:
+                announcements += (key, value)
+            else:
+                batches.setdefault(listener, {})[task_id] = state
+        for listener, states in batches.items():
+            announcements += (batch_channel(listener), json.dumps(states))
+        # One script (store_results.lua) where a pipeline read a reply per task: a
+        # sixth of a worker's CPU per number was that pipeline (issue 23's profile).
+        client = backend.client
+        if self._script is None or self._script.registered_client is not client:
+            self._script = client.register_script(STORE_RESULTS_SCRIPT)
+        self._script(keys=keys, args=args + announcements, client=client)
 
 
 class WriteOnlyRedisBackend(WriteOnly, RedisBackend):  # type: ignore[misc]

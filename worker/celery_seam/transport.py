@@ -133,9 +133,8 @@ class _ReadsEnvelopes:
 
 
 class Waiting:
-    """What else waits on the queue, taken in one round trip (lua/take_waiting.lua) and
-    delivered through the consumer as this transport delivers what it pops (kombu's
-    `Connection._deliver`): a batch (batch.py) is what was waiting."""
+    """What else waits on the queue, taken in one round trip (lua/take_waiting.lua): a
+    batch (batch.py) is what was waiting."""
 
     def __init__(self, most: int, shared_from: int) -> None:
         self._args = [most, shared_from]
@@ -143,39 +142,41 @@ class Waiting:
         self._supported = True
         self._script: Any = None
 
-    def deliver(self, channel: Any, queue: str) -> None:
-        """Take what waits on `queue` and deliver it on kombu's `channel`."""
+    def take(self, channel: Any, queue: str) -> list[bytes]:
+        """The entries waiting on `queue`, taken off it through kombu's `channel`, as
+        the broker's client returns them: each is read by the batch (plain.py), or by
+        envelope() before it is delivered."""
         if not self._supported:
-            return
+            return []
         try:
             with channel.conn_or_acquire() as client:
                 if self._script is None:
                     self._script = client.register_script(TAKE_WAITING_SCRIPT)
-                raws = self._script(keys=[queue], args=self._args, client=client)
+                raws: list[bytes] = self._script(keys=[queue], args=self._args, client=client)
         except ResponseError as exc:
             if _unsupported(exc):
                 # Before Redis 6.2 RPOP takes no count; an ACL may forbid scripts.
                 batch_log.warning("the broker cannot pop several messages at once: batches of one")
                 self._supported = False
-                return
+                return []
             batch_log.warning("could not take waiting messages: %s", exc.__class__.__name__)
-            return
+            return []
         except (RedisError, OSError) as exc:
             # Nothing was taken: they stay for the next delivery.
             batch_log.warning("could not take waiting messages: %s", exc.__class__.__name__)
-            return
-        for raw in raws or ():
-            # Not kombu's envelope: taken off the queue, it is gone, logged as one this
-            # transport pops. One that is, whatever its task message holds, is handled
-            # by consumer.py.
-            message = envelope(raw)
-            if message is None:
-                continue
-            try:
-                channel.connection._deliver(message, queue)
-            except Exception:
-                # One bad message must not cost the rest of the batch.
-                batch_log.exception("could not deliver a message")
+            return []
+        return list(raws or ())
+
+
+def deliver(channel: Any, message: dict[str, Any], queue: str) -> None:
+    """Deliver an envelope through the consumer as this transport delivers what it pops
+    (kombu's `Connection._deliver`: kombu's Message, then Celery's Request); whatever
+    its task message holds is consumer.py's to handle."""
+    try:
+        channel.connection._deliver(message, queue)
+    except Exception:
+        # One bad message must not cost the rest of the batch.
+        batch_log.exception("could not deliver a message")
 
 
 def _unsupported(exc: ResponseError) -> bool:
