@@ -19,6 +19,10 @@ its room until it is about to push, and the next ones ask for room beside it;
 otherwise all those that arrive while room opens (or at once, in a burst) would pass,
 take the slow path and, but one, be refused at its end. A lone request (one client)
 goes straight on.
+
+A request's deadline runs from its arrival (api.middleware.arrived): one left, once its
+key and body are read, with too little of it for the budget and its own tasks
+(LATE_SHARE: a slow upload, or an event loop behind) is refused before its push.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ if TYPE_CHECKING:
 BUDGET_SHARE = 0.5
 # After a refusal, how long requests are first checked against the broker.
 WATCHFUL = 5.0
+# A request with less than this share of its deadline left when it is about to be
+# queued is refused: the queue ahead may take the budget, and its own tasks need some
+# time after that.
+LATE_SHARE = BUDGET_SHARE + 0.1
 # The early check's wait; past it, the request goes on as if there were room.
 CHECK_TIMEOUT = 0.5
 # Fewer bytes of JSON than any phone number takes in the list (quotes and comma
@@ -82,6 +90,19 @@ class Admission:
         self._refused_at = -math.inf  # time.monotonic() of this process's last refusal
         # Tasks of this process's requests let through, not yet pushed.
         self._held = 0
+
+    def in_time(self, remaining: float) -> None:
+        """Refuse a request left with too little of its deadline: a 503 problem."""
+        if remaining >= LATE_SHARE * self._timeout:
+            return
+        self._refused_at = time.monotonic()
+        waited = self._timeout - remaining
+        raise _overloaded(
+            f"This request took {waited:.1f} s to arrive and be read, too long to be done "
+            "in time; nothing of it was queued.",
+            waited,
+            self._timeout,
+        )
 
     @contextlib.asynccontextmanager
     async def room(self, content_length: str | None) -> AsyncIterator[Room]:
@@ -124,11 +145,21 @@ class Admission:
         # is mostly refused again, at a cost in the web's CPU each time. Never past a
         # deadline, by which every task queued now has been done or has expired.
         wait = (seen.depth + count) / seen.rate
-        seconds = min(max(1, math.ceil(wait)), math.ceil(self._timeout))
-        raise Problem(
-            503,
+        raise _overloaded(
             "More tasks are queued than the workers can do in time; nothing of this "
-            f"request was queued. Retry in {seconds} s.",
-            type="/problems/overloaded",
-            headers={"Retry-After": str(seconds)},
+            "request was queued.",
+            wait,
+            self._timeout,
         )
+
+
+def _overloaded(reason: str, wait: float, timeout: float) -> Problem:
+    """A 503 problem: come back in `wait` seconds, at least one, never past a deadline
+    (by which every task queued now has been done or has expired)."""
+    seconds = min(max(1, math.ceil(wait)), math.ceil(timeout))
+    return Problem(
+        503,
+        f"{reason} Retry in {seconds} s.",
+        type="/problems/overloaded",
+        headers={"Retry-After": str(seconds)},
+    )

@@ -96,7 +96,6 @@ def create_app(settings: Settings) -> Starlette:
                 fanout=FanOut(
                     TaskPublisher(broker_client, admission),
                     listener,
-                    settings.result_timeout,
                     broker_clock,
                 ),
                 metrics=registry,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -41,25 +42,26 @@ class FanOut:
         self,
         publisher: TaskPublisher,
         listener: ResultListener,
-        timeout: float,
         broker_clock: ServerClock,
     ) -> None:
         self._publisher = publisher
         self._listener = listener
-        self._timeout = timeout
         self._broker_clock = broker_clock
 
-    async def change(self, kind: str, scope: Scope, phones: list[str], context: Context) -> Outcome:
-        """Run one task per number to end or resume contact (`kind`, shared.events); a
-        task not known to have succeeded is a failure."""
+    async def change(
+        self, kind: str, scope: Scope, phones: list[str], context: Context, deadline: float
+    ) -> Outcome:
+        """Run one task per number to end or resume contact (`kind`, shared.events) by
+        `deadline` (time.monotonic()); a task not known to have succeeded is a failure."""
         # Past its request's deadline a task is pointless: the worker discards it, and
         # the store refuses its write. Taken before the deadline, so that it is never
         # later: what is answered as a failure is never made afterwards. On the broker's
         # clock, which the worker reads too (worker.celery_seam): neither machine's clock need
         # be right. Read in the background (ServerClock.kept), not in this request's path.
-        expires = datetime.fromtimestamp(self._broker_clock.now() + self._timeout, UTC)
+        remaining = deadline - time.monotonic()
+        expires = datetime.fromtimestamp(self._broker_clock.now() + remaining, UTC)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
+        at = loop.time() + remaining
         task_ids = [self._listener.new_task_id() for _ in phones]
         messages = self._publisher.messages(
             task_ids,
@@ -71,7 +73,7 @@ class FanOut:
         with self._listener.watch(task_ids) as watch:
             published = redis_failed = False
             try:
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout_at(at):
                     await self._listener.ready()
                     # Set first: an LPUSH cut off by the deadline may still have landed.
                     published = True

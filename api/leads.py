@@ -19,6 +19,7 @@ from api.body import (
     read_body,
 )
 from api.metrics import count_numbers
+from api.middleware import arrived
 from api.problems import Problem, invalid, or_unavailable
 from api.reads import CsvExport, after_ahead, export_query, feed_query, page_query, wants_csv
 from api.services import Services, admit, services
@@ -33,6 +34,9 @@ async def change(request: Request, kind: str) -> Response:
     """End or resume contact (`kind`) with the body's numbers, through the workers."""
     svc = services(request)
     started = time.perf_counter()
+    # Its deadline runs from its arrival (api.middleware): the time its key, its body and
+    # the event loop took is spent.
+    deadline = arrived(request.scope) + svc.settings.result_timeout
     # While overloaded, refused before the key is looked up, the body and the messages
     # (api.admission); a key missing or malformed is a 401 all the same.
     check_shape(request)
@@ -41,9 +45,10 @@ async def change(request: Request, kind: str) -> Response:
         check_content_type(request.headers.get("content-type"))
         phones, reason = change_request(await read_body(request), svc.settings.default_region)
         room.fit(len(phones))
+        svc.admission.in_time(deadline - time.monotonic())
     # The middleware has set the request's id (X-Request-ID) before any handler runs.
     context = Context(key.id, logs.request_id.get() or "", reason)
-    outcome = await svc.fanout.change(kind, key.scope, phones, context)
+    outcome = await svc.fanout.change(kind, key.scope, phones, context, deadline)
     count_numbers(svc.metrics, outcome)
     log.info(
         "end-contact" if kind == ENDED else "resume-contact",

@@ -23,6 +23,15 @@ errors = logging.getLogger("endcontact.api")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Where a request's handler leaves headers for every answer from then on, errors included.
 EXTRA_HEADERS = "endcontact.headers"
+# When the request reached the app (time.monotonic()): its deadline runs from there, not
+# from when its handler pushes its tasks, which under load can be seconds later.
+ARRIVED = "endcontact.arrived"
+
+
+def arrived(scope: Scope) -> float:
+    """When the request reached the app (now, for one that came another way)."""
+    value = scope.get(ARRIVED)
+    return value if isinstance(value, float) else time.monotonic()
 
 
 def answer_with(scope: Scope, headers: Mapping[str, str]) -> None:
@@ -47,6 +56,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope[ARRIVED] = time.monotonic()
         given = dict(scope["headers"]).get(HEADER, b"")
         rid = _accepted(given) or uuid.uuid4().hex
         token = request_id.set(rid)

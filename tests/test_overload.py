@@ -63,6 +63,15 @@ def burst(
         return list(pool.map(one, bodies))
 
 
+def without_workers(tmp_path: Path, timeout: float) -> Stack:
+    """Store, broker and web with a deadline of `timeout` seconds; no worker."""
+    stack = Stack(tmp_path, timeout=timeout)
+    stack.start_redis()
+    stack.start_broker()
+    stack.start_web()
+    return stack
+
+
 def queued_numbers(broker: redis.Redis) -> list[str]:
     """The phone number of every task message waiting in the queue."""
     phones = []
@@ -167,10 +176,7 @@ def _refusal(stack: Stack) -> None:
 
 def test_without_any_worker_nothing_is_refused(tmp_path: Path) -> None:
     """No worker has ever beaten: every request is taken, and fails at its deadline."""
-    stack = Stack(tmp_path, timeout=1.0)
-    stack.start_redis()
-    stack.start_broker()
-    stack.start_web()
+    stack = without_workers(tmp_path, 1.0)
     try:
         store = Store(redis.Redis.from_url(stack.url, decode_responses=True))
         caller = new_caller(store)
@@ -223,3 +229,50 @@ def test_hundreds_of_requests_at_once_are_all_taken(patient_web: str, caller: Ca
     refused = {r.text for r in answers if r.status_code != 201}
     assert [r.status_code for r in answers].count(201) == count, refused
     assert all(r.json()["failure"] == [] for r in answers)
+
+
+def _slowly(phones: list[str], seconds: float) -> Iterator[bytes]:
+    """A body sent in five pieces over `seconds`: a slow upload (the pace is the
+    behaviour under test, not a wait for something to happen)."""
+    text = json.dumps({"phoneNumberList": phones}).encode()
+    step = math.ceil(len(text) / 5)
+    for start in range(0, len(text), step):
+        yield text[start : start + step]
+        if start + step < len(text):
+            time.sleep(seconds / 4)
+
+
+def test_a_deadline_runs_from_the_requests_arrival(tmp_path: Path) -> None:
+    """The time a request takes to arrive whole counts against its deadline (4 s here).
+    With one second of it spent on a slow upload, the answer still comes by the deadline
+    from the first byte (no worker runs: every number fails there), not a whole deadline
+    after the body. With 2.5 s spent, too little is left for the queue's budget and the
+    tasks: a 503 with Retry-After, and nothing of it queued."""
+    stack = without_workers(tmp_path, 4.0)
+    try:
+        store = Store(redis.Redis.from_url(stack.url, decode_responses=True))
+        broker = redis.Redis.from_url(stack.broker_url)
+        caller = new_caller(store)
+        headers = {**caller.headers, "content-type": "application/json"}
+        with httpx.Client(base_url=stack.base, timeout=30, verify=TLS) as client:
+            phones = numbers(20_000)
+            started = time.monotonic()
+            response = client.post(URL, content=_slowly(phones, 1.0), headers=headers)
+            elapsed = time.monotonic() - started
+            assert response.status_code == 201, response.text
+            assert response.json() == {"success": [], "failure": phones}
+            # The deadline and the last look at the results (api.fanout.SWEEP_TIMEOUT).
+            assert elapsed < stack.timeout + 0.5, elapsed
+            assert broker.llen(QUEUE) == 50
+
+            started = time.monotonic()
+            late = client.post(URL, content=_slowly(numbers(20_100), 2.5), headers=headers)
+            elapsed = time.monotonic() - started
+            assert assert_problem(late, 503)["type"] == "/problems/overloaded"
+            assert 1 <= int(late.headers["retry-after"]) <= math.ceil(stack.timeout)
+            assert elapsed < stack.timeout, elapsed
+            assert broker.llen(QUEUE) == 50
+        store.close()
+        broker.close()
+    finally:
+        stack.stop()
