@@ -24,7 +24,8 @@ import redis.asyncio
 from api.results import result_key
 from bench.cluster import Cluster, cpu_seconds, rss_mib
 from bench.load import Numbers, Samples, closed_loop
-from bench.report import HEADER, Memory, Point, plot, report, row
+from bench.overload import load
+from bench.report import HEADER, Memory, Overload, Point, plot, report, row
 from shared.apikeys import Scope
 from shared.keyspace import ended_key
 from shared.phones import to_e164
@@ -49,8 +50,13 @@ def _key(cluster: Cluster) -> str:
 
 
 def run_system(
-    name: str, concurrencies: list[int], seconds: float, workers: int, work: Path
-) -> tuple[list[Point], Memory]:
+    name: str,
+    concurrencies: list[int],
+    seconds: float,
+    workers: int,
+    work: Path,
+    overload: int = 0,
+) -> tuple[list[Point], Memory, Overload | None]:
     points = []
     web, worker = SYSTEMS[name]
     typical = worker == "typical"
@@ -84,8 +90,15 @@ def run_system(
                 point.worker_cpu_ms = used["workers"] * 1000 / max(1, samples.all_numbers)
             points.append(point)
             print(row(points[-1]), flush=True)
+        past = None
+        if overload and name == "endcontact":
+            # Past saturation: clients that wait their Retry-After, as a good client does.
+            past = Overload.of(
+                overload, asyncio.run(load(cluster.port, key, overload, seconds, first))
+            )
+            print(past.row(), flush=True)
         memory = Memory(name, web0, rss_mib(cluster.web), worker0, rss_mib(cluster.worker))
-    return points, memory
+    return points, memory, past
 
 
 def celery_floor(seconds: float, workers: int, work: Path) -> Point:
@@ -212,6 +225,13 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,4,16,64")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 1)
+    parser.add_argument(
+        "--overload",
+        type=int,
+        default=512,
+        metavar="CLIENTS",
+        help="endcontact past saturation: this many clients that wait their Retry-After (0: none)",
+    )
     parser.add_argument("--drain-tasks", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--short", action="store_true", help="a few seconds: does it work?")
@@ -228,30 +248,33 @@ def main() -> None:
         return
     if args.short:
         args.seconds, args.concurrency, args.drain_tasks = 0.5, "1,4", 300
+        args.overload = min(args.overload, 32)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
 
     points: list[Point] = []
     memory: list[Memory] = []
+    overloaded: Overload | None = None
     print(HEADER, flush=True)
     with tempfile.TemporaryDirectory(prefix="endcontact-bench-") as tmp:
         work = Path(tmp)
         for system in args.systems.split(","):
-            system_points, system_memory = run_system(
-                system, concurrencies, args.seconds, args.workers, work
+            system_points, system_memory, past = run_system(
+                system, concurrencies, args.seconds, args.workers, work, args.overload
             )
             points += system_points
             memory.append(system_memory)
+            overloaded = overloaded or past
         (work / "floor").mkdir()
         floor = celery_floor(max(args.seconds, 1.0), args.workers, work)
         print(row(floor), flush=True)
         # One run proves it works; three are what a figure needs (a run spreads ±10 %).
         drain = drain_ceiling(args.drain_tasks, args.workers, work, runs=1 if args.short else 3)
-    text = report(points, floor, drain, memory, args.seconds, args.workers)
+    text = report(points, floor, drain, memory, args.seconds, args.workers, overloaded)
     print()
     print(text)
     (args.out / "results.md").write_text(text)
-    plot(points, floor, drain, args.out / "results.png")
+    plot(points, floor, drain, args.out / "results.png", overloaded)
     print(f"wrote {args.out / 'results.md'} and {args.out / 'results.png'}")
 
 

@@ -35,6 +35,9 @@ def test_short_benchmark_prints_table_and_writes_plot(tmp_path: Path) -> None:
         assert system in table
     assert "drain ceiling" in table
     assert "c=1 p50 / Celery floor p50" in table
+    # Past saturation (32 clients in the short run), each answer timed from its sending.
+    assert "c=32 slowest answer ms" in table
+    assert "| 32 |" in table.split("past saturation")[1]
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
