@@ -41,6 +41,14 @@ def test_short_benchmark_prints_table_and_writes_plot(tmp_path: Path) -> None:
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.timeout(120)
+def test_cpu_benchmark_runs_and_prints_its_figures() -> None:
+    result = run_module("bench.cpu", "--clients", "2", "--seconds", "1")
+    assert "endcontact, 2 clients:" in result.stdout
+    for part in ("web", "workers", "store", "broker", "load generator", "cores busy"):
+        assert part in result.stdout
+
+
 @pytest.mark.timeout(300)
 def test_reads_benchmark_runs_and_prints_its_figures() -> None:
     result = run_module("bench.reads", "3000", "1")
