@@ -93,16 +93,13 @@ class Admission:
 
     def in_time(self, remaining: float) -> None:
         """Refuse a request left with too little of its deadline: a 503 problem."""
-        if remaining >= LATE_SHARE * self._timeout:
-            return
-        self._refused_at = time.monotonic()
-        waited = self._timeout - remaining
-        raise _overloaded(
-            f"This request took {waited:.1f} s to arrive and be read, too long to be done "
-            "in time; nothing of it was queued.",
-            waited,
-            self._timeout,
-        )
+        if remaining < LATE_SHARE * self._timeout:
+            waited = self._timeout - remaining
+            raise self._refuse(
+                f"This request took {waited:.1f} s to arrive and be read, too long to be done "
+                "in time; nothing of it was queued.",
+                waited,
+            )
 
     @contextlib.asynccontextmanager
     async def room(self, content_length: str | None) -> AsyncIterator[Room]:
@@ -139,27 +136,24 @@ class Admission:
         if seen.admitted:
             return
         assert seen.rate is not None  # the script refuses only with a measured rate
-        self._refused_at = time.monotonic()
         # Until the queue ahead has drained: a client told to come back as soon as
         # there is room for it alone comes back with every other refused client and
-        # is mostly refused again, at a cost in the web's CPU each time. Never past a
-        # deadline, by which every task queued now has been done or has expired.
-        wait = (seen.depth + count) / seen.rate
-        raise _overloaded(
+        # is mostly refused again, at a cost in the web's CPU each time.
+        raise self._refuse(
             "More tasks are queued than the workers can do in time; nothing of this "
             "request was queued.",
-            wait,
-            self._timeout,
+            (seen.depth + count) / seen.rate,
         )
 
-
-def _overloaded(reason: str, wait: float, timeout: float) -> Problem:
-    """A 503 problem: come back in `wait` seconds, at least one, never past a deadline
-    (by which every task queued now has been done or has expired)."""
-    seconds = min(max(1, math.ceil(wait)), math.ceil(timeout))
-    return Problem(
-        503,
-        f"{reason} Retry in {seconds} s.",
-        type="/problems/overloaded",
-        headers={"Retry-After": str(seconds)},
-    )
+    def _refuse(self, reason: str, wait: float) -> Problem:
+        """The 503 problem of a refusal, from which this process is watchful (WATCHFUL):
+        come back in `wait` seconds, at least one, never past a deadline (by which every
+        task queued now has been done or has expired)."""
+        self._refused_at = time.monotonic()
+        seconds = min(max(1, math.ceil(wait)), math.ceil(self._timeout))
+        return Problem(
+            503,
+            f"{reason} Retry in {seconds} s.",
+            type="/problems/overloaded",
+            headers={"Retry-After": str(seconds)},
+        )

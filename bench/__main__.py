@@ -30,7 +30,6 @@ from shared.apikeys import Scope
 from shared.keyspace import ended_key
 from shared.phones import to_e164
 from shared.settings import Settings
-from shared.store import Store
 from shared.tasks import TASK_NAME, task_args
 from worker.app import create_celery
 
@@ -42,11 +41,6 @@ SYSTEMS = {
     "naive + our worker": ("bench.baselines:naive_app", "endcontact"),
     "direct": ("bench.baselines:direct_app", None),
 }
-
-
-def _key(cluster: Cluster) -> str:
-    store = Store(redis.Redis.from_url(cluster.redis_url, decode_responses=True))
-    return store.create_key("bench", "bench")[1]
 
 
 def run_system(
@@ -65,7 +59,7 @@ def run_system(
     directory = work / name.replace(" + ", "-").replace(" ", "-")
     directory.mkdir()
     with Cluster(directory, web, worker, count) as cluster:
-        key = _key(cluster)
+        key = cluster.create_key()
         # A short warm-up so start-up costs are not in the first point or memory.
         asyncio.run(closed_loop("127.0.0.1", cluster.port, key, 2, 1.0, warmup=0.5))
         web0, worker0 = rss_mib(cluster.web), rss_mib(cluster.worker)
@@ -164,7 +158,7 @@ def soak(seconds: float, concurrency: int, workers: int, work: Path) -> None:
     directory = work / "soak"
     directory.mkdir()
     with Cluster(directory, "endcontact", "endcontact", workers) as cluster:
-        key = _key(cluster)
+        key = cluster.create_key()
 
         def restart() -> None:
             assert cluster.worker is not None

@@ -25,6 +25,7 @@ from shared.apikeys import Scope
 from shared.embedded import BROKER_ARGS, free_port, start_server, stop_server
 from shared.keyspace import ended_key
 from shared.phones import to_e164
+from shared.store import Store
 from shared.tasks import QUEUE, task_args
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,6 +158,11 @@ class Cluster:
             if process is not None:
                 stop_server(process, timeout=30)
         self._log.close()
+
+    def create_key(self) -> str:
+        """A new API key's secret, for company and campaign "bench"."""
+        store = Store(redis.Redis.from_url(self.redis_url, decode_responses=True))
+        return store.create_key("bench", "bench")[1]
 
     def fill_queue(self, scope: Scope, tasks: int) -> None:
         """Put `tasks` end-contact messages, for fresh numbers of `scope`, on the queue."""

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.__main__ import SYSTEMS, _key
+from bench.__main__ import SYSTEMS
 from bench.cluster import Cluster, run_seconds
 from bench.load import closed_loop
 
@@ -29,7 +29,7 @@ def measure(system: str, clients: int, seconds: float, workers: int) -> str:
         tempfile.TemporaryDirectory(prefix="endcontact-cpu-") as tmp,
         Cluster(Path(tmp), web, worker, workers) as cluster,
     ):
-        key = _key(cluster)
+        key = cluster.create_key()
         asyncio.run(closed_loop("127.0.0.1", cluster.port, key, clients, 2.0, warmup=0.5))
         parts = {
             "web": cluster.web,

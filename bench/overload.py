@@ -84,11 +84,16 @@ async def load(port: int, key: str, clients: int, seconds: float, first: int) ->
     return level
 
 
-def _ms(values: list[float], q: float) -> str:
+def quantile_ms(values: list[float], q: float) -> float:
+    """The `q` quantile of latencies in seconds, in milliseconds (NaN for none)."""
     if not values:
-        return "-"
+        return float("nan")
     ordered = sorted(values)
-    return f"{1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]:.0f}"
+    return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _ms(values: list[float], q: float) -> str:
+    return "-" if not values else f"{quantile_ms(values, q):.0f}"
 
 
 def report(clients: int, level: Level, cpu: dict[str, float]) -> str:

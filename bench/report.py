@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.load import Samples
-from bench.overload import Level
+from bench.overload import Level, quantile_ms
 from shared.embedded import server_binary
 
 
@@ -68,10 +68,6 @@ class Overload:
 
     @classmethod
     def of(cls, clients: int, level: Level) -> Overload:
-        def p99(values: list[float]) -> float:
-            ordered = sorted(values) or [float("nan")]
-            return 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-
         return cls(
             clients,
             len(level.accepted),
@@ -80,8 +76,8 @@ class Overload:
             level.numbers,
             level.failed,
             (level.numbers - level.failed) / level.seconds,
-            p99(level.accepted),
-            p99(level.refused),
+            quantile_ms(level.accepted, 0.99),
+            quantile_ms(level.refused, 0.99),
             1000 * max(level.accepted + level.refused, default=float("nan")),
         )
 
