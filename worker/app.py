@@ -191,8 +191,10 @@ def create_celery(settings: Settings) -> Celery:
         # timeout), long after the request reported it as a failure the client may
         # retry; the expiry in each message would discard it anyway.
         task_acks_late=False,
-        # One message in hand per worker process: a worker that dies loses at most the
-        # task it runs, and a busy worker leaves the rest of the queue to idle ones.
+        # One delivery at a time per worker process (one pop: its message and, for a batch,
+        # what waited with it, at most transport.POP_MOST): a worker that dies or freezes
+        # loses at most those, reported as failures, and a busy worker leaves the rest of
+        # the queue to idle ones.
         worker_prefetch_multiplier=1,
         # Keep retrying the broker at start-up: in compose the worker may start first.
         broker_connection_retry_on_startup=True,

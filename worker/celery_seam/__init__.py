@@ -15,9 +15,10 @@ what this package names below.
   before each write, storing a batch's results in one round trip (overrides
   `_store_result`, `_get_result_meta`, `_set_with_state`).
 - CONSUMER (consumer.py): Celery's consumer, dropping a malformed message on its own.
-- register_transport(), envelope() (transport.py): kombu's Redis transport, dropping a
-  queue entry that is not a message (overrides `Channel._brpop_read`); its Waiting
-  takes what else waits on the queue for a batch (kombu's `Connection._deliver`).
+- register_transport(), envelope() (transport.py): kombu's Redis transport, popping a
+  batch's worth of entries at once (BLMPOP) and dropping a queue entry that is not a
+  message (overrides `Channel._brpop_start` and `Channel._brpop_read`); its Waiting
+  hands a batch what was popped with its message (kombu's `Connection._deliver`).
 - EndContactCelery (program.py): Celery's app whose worker program logs its banner and
   shutdown notices as log lines (overrides Worker.emit_banner, replaces
   `celery.apps.worker.safe_say`); its work() runs the worker and gives its exit status,

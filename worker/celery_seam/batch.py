@@ -1,14 +1,15 @@
 """End-contact tasks run in batches on Celery's own consumer.
 
 Each number is still one Celery task message on the queue. What changes is how a
-worker runs them: when the consumer hands it a message, the worker also takes,
-without waiting, what else waits on the queue (all of it, or half of a long queue so
-that another worker runs the rest meanwhile; at most BATCH_MAX in all: one script,
-transport.Waiting). A message plainly ours is read straight from its envelope into
-what the batch needs of it (plain.py: a fifth to a third of the CPU per number went to
-building kombu's Message and Celery's Request for it); any other is fed through the
-consumer like any delivered message (kombu's Message, Celery's Request: task ids,
-expiry and `task_revoked`, argsrepr, acks all as usual). Then, for the whole batch:
+worker runs them: the consumer hands it a message, and with it what else waited on
+the queue, taken in the same pop (up to BATCH_MAX in all: transport.Waiting; from a
+broker without BLMPOP, what waits is taken by one script just after: all of it, or
+half of a long queue so that another worker runs the rest meanwhile). A message
+plainly ours is read straight from its envelope into what the batch needs of it
+(plain.py: a fifth to a third of the CPU per number went to building kombu's Message
+and Celery's Request for it); any other is fed through the consumer like any
+delivered message (kombu's Message, Celery's Request: task ids, expiry and
+`task_revoked`, argsrepr, acks all as usual). Then, for the whole batch:
 
 1. one round trip to the store: each campaign's changes, marks with their events, in one
    script, and one `WAITAOF` (Store.apply_changes);
@@ -64,18 +65,16 @@ from shared.settings import SettingsError, exit_on_bad_settings
 from shared.store import Store
 from shared.tasks import KINDS, QUEUE, change_of
 from worker.celery_seam.plain import PlainRequest, Reader
-from worker.celery_seam.transport import Waiting, deliver, envelope
+from worker.celery_seam.transport import POP_MOST, Waiting, deliver, envelope
 
 # The logger name of before the seam package: what operators filter the logs on.
 log = logging.getLogger("worker.batch")
 
-# Most messages one batch takes. Larger batches cost fewer round trips per number but
-# keep the numbers of one batch waiting for its slowest part, and leave less work for
-# the other worker processes.
-BATCH_MAX = 100
-# A queue this long or longer is shared: a worker takes half of it (up to BATCH_MAX),
-# so that the next idle worker runs the other half at the same time; a shorter one is
-# taken whole, so that no number waits for a second round.
+# Most messages one batch takes: what one pop takes (transport.POP_MOST).
+BATCH_MAX = POP_MOST
+# From a broker without BLMPOP, a queue this long or longer is shared: a worker takes
+# half of it (up to BATCH_MAX), so that the next idle worker runs the other half at the
+# same time; a shorter one is taken whole, so that no number waits for a second round.
 SHARED_FROM = 32
 
 
