@@ -194,11 +194,15 @@ def test_a_batch_stores_its_failures_beside_its_successes(redis_url: str, broker
     app = create_celery(settings)
     listener = uuid.uuid4().hex
     done, refused, celerys = task_id(listener, 0), task_id(listener, 1), str(uuid.uuid4())
+    # Successes share their text but for the id (made from one template a batch).
+    kept, odd = task_id(listener, 2), f'{uuid.uuid4()} "odd" \\ é'
     app.backend.store_results(
         [
             (done, SUCCESS, True),
             (refused, FAILURE, BatchFailed("refused by the store")),
             (celerys, FAILURE, BatchFailed("refused by the store")),
+            (kept, SUCCESS, False),
+            (odd, SUCCESS, True),
         ]
     )
     broker = redis.Redis.from_url(broker_url, decode_responses=True)
@@ -209,6 +213,13 @@ def test_a_batch_stores_its_failures_beside_its_successes(redis_url: str, broker
         assert 0 < broker.ttl(RESULT_KEY_PREFIX + task) <= RESULT_EXPIRES
         # As any Celery client reads it.
         assert app.AsyncResult(task).state == state
+    for task, result in ((done, True), (kept, False), (odd, True)):
+        stored = broker.get(RESULT_KEY_PREFIX + task) or ""
+        # The text Celery's backend stores, byte for byte (its meta through json.dumps).
+        meta = {"status": SUCCESS, "result": result, "traceback": None, "children": []}
+        meta |= {"date_done": json.loads(stored)["date_done"], "task_id": task}
+        assert stored == json.dumps(meta)
+        assert app.AsyncResult(task).result is result
     broker.close()
 
 

