@@ -9,6 +9,7 @@ the answer stays a 201 with every number a failure.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -22,9 +23,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+import redis.asyncio
 
-from api.admission import BUDGET_SHARE
-from shared.broker import DRAIN, WORKER_SILENCE, WORKERS
+from api.admission import BUDGET_SHARE, Admission
+from api.problems import Problem
+from shared.broker import DRAIN, WORKER_SILENCE, WORKERS, AsyncBroker, Broker
 from shared.store import Store
 from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller
@@ -277,3 +280,44 @@ def test_a_deadline_runs_from_the_requests_arrival(tmp_path: Path) -> None:
         broker.close()
     finally:
         stack.stop()
+
+
+def test_requests_are_checked_early_only_near_the_budget(broker_server: str) -> None:
+    """With requests on their way, a request asks the broker early whether it fits only
+    when the queue the broker last told of, and they, may come near the budget: far
+    below it that round trip would say yes. A queue filled meanwhile behind this
+    process's back is still refused at the push, and from then on early."""
+    url = f"{broker_server}/10"  # a database of its own: no worker takes this queue
+    with redis.Redis.from_url(url, decode_responses=True) as sync:
+        sync.flushdb()
+        # One live worker that drains 1,000 tasks a second: with a 2 s deadline the
+        # budget (1 s) holds 1,000 tasks, and "near" is past 500.
+        Broker(sync).heartbeat("w@host", 1000.0)
+
+        async def requests() -> list[int]:
+            client = redis.asyncio.Redis.from_url(url, decode_responses=True)
+            admission = Admission(AsyncBroker(client), timeout=2.0)
+            refused: list[int] = []
+            try:
+                await admission.push(["task"] * 10)  # the broker tells of an empty queue
+                sync.lpush(QUEUE, *["other"] * 980)  # 990 queued: 50 more do not fit
+                async with admission.room("500"):  # a request on its way (50 tasks)
+                    # Beside it, 100 tasks are far from 500: not asked early.
+                    async with admission.room("500"):
+                        try:
+                            await admission.push(["task"] * 50)
+                        except Problem as problem:
+                            refused.append(problem.status)
+                    # Refused once, the process asks early.
+                    try:
+                        async with admission.room("500"):
+                            pass
+                    except Problem as problem:
+                        refused.append(problem.status)
+            finally:
+                await client.aclose()
+            return refused
+
+        assert asyncio.run(requests()) == [503, 503]
+        assert sync.llen(QUEUE) == 990  # nothing of the refused requests
+        sync.flushdb()
