@@ -37,9 +37,10 @@ from shared.clock import ServerClock
 
 # The embedded options of a message that carries none (Celery's task protocol 2).
 _NO_OPTIONS = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-# msgspec's JSON decoder: the same values as the standard one for what it accepts, at a
+# msgspec's JSON decoder: the same values as the standard one for what both accept, at a
 # third of the CPU (5.2 -> 1.7 µs an envelope). What it refuses (NaN, a lone surrogate,
-# nesting past its limit) goes Celery's way, whose parser has its own say.
+# nesting past its limit) goes Celery's way, whose parser has its own say; what only it
+# accepts (an integer past Python's 4,300 digits) is read, if the rest is plainly ours.
 _decode = msgspec.json.Decoder().decode
 
 

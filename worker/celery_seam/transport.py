@@ -21,9 +21,11 @@ it may hold a phone number) and dropped, and the worker goes on with the next. A
 envelope whose message Celery cannot run is consumer.py's to drop.
 
 The worker takes the transport by the broker URL's scheme, as kombu does (register()). The
-override is of kombu's `Channel._brpop_read`, whose text this repeats but for the
-decoding; it was read in kombu 5.5.2, 5.6.0 and 5.7.0, which differ only where said.
-Before moving to a later kombu, compare its `_brpop_read` with this one.
+overrides are of kombu's `Channel._brpop_start` and `Channel._brpop_read`, whose text
+they repeat but for the command (BLMPOP, see _ReadsEnvelopes) and the decoding; they
+were read in kombu 5.5.2, 5.6.0 and 5.7.0, which differ only where said (5.5 waits 1 s,
+5.6 brpop_timeout, 5.7 also notes when the pop was sent). Before moving to a later
+kombu, compare its `_brpop_start` and `_brpop_read` with these.
 """
 
 from __future__ import annotations
