@@ -19,7 +19,7 @@ from shared.keyspace import ended_key
 from shared.store import Store, utc_now
 from shared.tasks import QUEUE
 from tests.conftest import Caller, new_caller, serving
-from tests.helpers import URL, assert_problem, lookup_path, post_numbers, wait_until
+from tests.helpers import URL, assert_problem, lookup_path, numbers, post_numbers, wait_until
 from tests.processes import spawn, stop, wait_for, worker_ready
 
 
@@ -88,16 +88,12 @@ def test_a_requests_numbers_are_ended_in_one_batch(
     # by one write at one time. Popped one a wake (kombu's BRPOP), each process took a
     # part: two writes, two times (each request here, 3 of 3 before the change).
     for first in (2000, 2100, 2200):
-        response = post_numbers(web_client, caller.headers, numbers_from(first, 50))
+        response = post_numbers(web_client, caller.headers, numbers(first))
         assert response.status_code == 201
         assert response.json()["failure"] == []
         times = {store.ended_at(caller.key.scope, phone) for phone in response.json()["success"]}
         assert len(times) == 1, times
         clock_passes(times.pop() or "")
-
-
-def numbers_from(first: int, count: int) -> list[str]:
-    return [f"(509) 555-{n:04d}" for n in range(first, first + count)]
 
 
 def test_ending_again_is_a_success_and_keeps_the_first_time(

@@ -73,8 +73,9 @@ class WriteOnly:
         # every task of the batch but for its id, which the meta puts last. Made once a
         # batch and completed per task (4 -> 2 µs a task).
         heads: dict[bool, str] = {}
+        templated = encode is json.dumps
         for task_id, state, result in results:
-            if state == SUCCESS and isinstance(result, bool) and encode is json.dumps:
+            if templated and state == SUCCESS and isinstance(result, bool):
                 if (head := heads.get(result)) is None:
                     text = encode(_meta(backend, result, state, date_done, ""))
                     head = heads[result] = text[: -len('""}')]
