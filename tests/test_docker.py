@@ -69,8 +69,8 @@ class Compose:
     ) -> subprocess.CompletedProcess[str]:
         files = [arg for name in self.files for arg in ("-f", name)]
         done = subprocess.run(
-            # No escape codes in what is parsed: outside CI, compose wrote "\x1b[2K"
-            # before log lines even with --no-color, so one replica read as two.
+            # No escape codes in what is parsed (ps, config); logs are read per container
+            # (logs()), where compose's own prefixing still wrote some.
             [DOCKER, "compose", "--ansi", "never", "-p", self.project, *files, *args],
             cwd=ROOT,
             env=self.env,
@@ -103,8 +103,15 @@ class Compose:
     def inspect(self, container: str, template: str) -> str:
         return self.docker("inspect", "--format", template, container).stdout.strip()
 
-    def logs(self, service: str) -> str:
-        return self("logs", "--no-color", service).stdout
+    def logs(self, service: str) -> dict[str, str]:
+        """Each of the service's containers' own log, by container: no prefix to parse
+        (compose 2.26 wrote "\x1b[2K" before some prefixed lines, even with --ansi
+        never, so one replica read as two)."""
+        logs = {}
+        for container in self.containers(service):
+            done = self.docker("logs", container)
+            logs[container] = done.stdout + done.stderr
+        return logs
 
     def healthy(self, service: str, count: int) -> bool:
         ids = self.containers(service)
@@ -264,12 +271,12 @@ def test_requests_are_spread_over_the_three_web_replicas(compose: Compose, key: 
         assert answer.status_code == 201
         assert answer.headers["x-request-id"] == rid
     served_by: dict[str, set[str]] = {}
-    for line in compose.logs("web").splitlines():
-        replica, _, text = line.partition("|")
-        if text.strip().startswith("{"):
-            rid = json.loads(text).get("request_id")
-            if rid in ids:
-                served_by.setdefault(replica.strip(), set()).add(rid)
+    for replica, log in compose.logs("web").items():
+        for line in log.splitlines():
+            if line.startswith("{"):
+                rid = json.loads(line).get("request_id")
+                if rid in ids:
+                    served_by.setdefault(replica, set()).add(rid)
     assert len(served_by) == 3, served_by.keys()
     assert set().union(*served_by.values()) == set(ids)
 
