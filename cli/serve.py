@@ -9,9 +9,6 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
-from types import FrameType
-from typing import Any
 
 from cli.options import PORT, PROCESSES
 from cli.preflight import check_servers, listen
@@ -28,8 +25,6 @@ log = logging.getLogger("endcontact.cli")
 
 
 def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
     logs.configure()
     # The port first, before any server is started or joined: a taken one ends the
     # command here. (uvicorn's own bind, after the app's start-up, failed into a
@@ -39,51 +34,42 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     else:
         listener = listen(args.host, args.port)
     with listener, servers(settings) as resolved:
-        # The factory reads its settings from the environment, as in compose.
-        os.environ.update(server_env(resolved))
-        config = uvicorn.Config(
-            "api.app:create_app_from_env",
-            factory=True,
-            workers=args.workers,
-            # Its lines carry the request path, and the lookup path is a phone number;
-            # api.middleware logs each request with its route instead.
-            access_log=False,
-            # uvicorn's own lines go through our JSON logging (shared.logs).
-            log_config=None,
-            server_header=False,
-            # In-flight requests finish within their deadline; give them that long.
-            timeout_graceful_shutdown=int(settings.result_timeout) + 5,
-        )
+        if args.workers > 1:
+            # N processes of one web each on the same socket, as `run` starts its web
+            # and `worker` its workers: each accepts for itself (cli.accepting), which
+            # uvicorn's own supervisor's children would not.
+            fd = listener.fileno()
+            web = cli_command("web", f"--listen-fd={fd}", pass_fds=(fd,))
+            return supervise([web] * args.workers, server_env(resolved))
         host, port = listener.getsockname()[:2]
         log.info("web listening on %s:%s", host, port, extra={"host": host, "port": port})
-        return _serve(config, listener)
+        # The factory reads its settings from the environment, as in compose.
+        os.environ.update(server_env(resolved))
+        return _serve(settings, listener)
 
 
-def _serve(config: Any, listener: socket.socket) -> int:
-    """uvicorn on `listener`: one process, or a supervisor of config.workers."""
+def _serve(settings: Settings, listener: socket.socket) -> int:
+    """One uvicorn process on `listener`, until a signal stops it."""
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
-    if config.workers == 1:
-        # Stopped by a signal, it raises that signal again once shut down: main() says
-        # which (KeyboardInterrupt, Terminated).
-        uvicorn.Server(config).run(sockets=[listener])
-        return 0
-    processes = Multiprocess(config, sockets=[listener])
-    # Its handlers, in place now, stop the processes and forget the signal: note it.
-    caught: list[int] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _noting(signal.getsignal(signum), caught))
-    processes.run()
-    return stopped_by(caught[0]) if caught else 0
+    from cli.accepting import Server
 
-
-def _noting(handler: Any, caught: list[int]) -> Callable[[int, FrameType | None], None]:
-    def note(signum: int, frame: FrameType | None) -> None:
-        caught.append(signum)
-        handler(signum, frame)
-
-    return note
+    config = uvicorn.Config(
+        "api.app:create_app_from_env",
+        factory=True,
+        # Its lines carry the request path, and the lookup path is a phone number;
+        # api.middleware logs each request with its route instead.
+        access_log=False,
+        # uvicorn's own lines go through our JSON logging (shared.logs).
+        log_config=None,
+        server_header=False,
+        # In-flight requests finish within their deadline; give them that long.
+        timeout_graceful_shutdown=int(settings.result_timeout) + 5,
+    )
+    # Stopped by a signal, it raises that signal again once shut down: main() says
+    # which (KeyboardInterrupt, Terminated).
+    Server(config).run(sockets=[listener])
+    return 0
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -192,7 +178,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
     web = commands.add_parser("web", help="the HTTP front end")
     serve_options(web)
-    web.add_argument("--workers", type=PROCESSES, default=1, metavar="N", help="uvicorn processes")
+    web.add_argument("--workers", type=PROCESSES, default=1, metavar="N", help="web processes")
     # `run`'s listening socket, inherited: its web serves there instead of binding.
     web.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     web.set_defaults(handler=cmd_web)
