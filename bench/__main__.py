@@ -86,7 +86,7 @@ def run_system(
             print(row(points[-1]), flush=True)
         past = None
         if overload and name == "endcontact":
-            # Past saturation: clients that wait their Retry-After, as a good client does.
+            # Past saturation: clients that wait their Retry-After, as the project's client does.
             past = Overload.of(
                 overload, asyncio.run(load(cluster.port, key, overload, seconds, first))
             )

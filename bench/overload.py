@@ -1,5 +1,6 @@
 """Closed-loop load against endcontact with the broker apart (or on one server), where
-a refused client waits its Retry-After as a well-behaved client would.
+a refused client waits its Retry-After as the project's client does (a little longer
+at random: endcontact_client.retry.wait_before_retry).
 
     python -m bench.overload --clients 1 16 64 256 --seconds 20 [--one-server]
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -26,6 +28,7 @@ import redis
 from bench.cluster import ROOT, _wait, cpu_seconds
 from bench.load import Numbers, _request
 from cli.run import healthy
+from endcontact_client.retry import Backoff, wait_before_retry
 from shared.embedded import BROKER_ARGS, free_port, start_server, stop_server
 from shared.store import Store
 
@@ -65,7 +68,7 @@ async def _client(port: int, key: str, numbers: Numbers, until: float, level: Le
                 # A new connection after the wait: the server closes idle ones after
                 # 5 s (uvicorn's keep-alive), as long as the longest Retry-After.
                 writer.close()
-                await asyncio.sleep(retry)
+                await asyncio.sleep(wait_before_retry(retry, 0, Backoff(), math.inf) or 0.0)
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
             else:
                 level.other += 1

@@ -81,7 +81,17 @@ def test_unreadable_retry_after_is_none(header: str | None) -> None:
 
 def test_retry_after_is_honoured_and_bounded_by_the_deadline() -> None:
     backoff = Backoff(base=1.0, cap=1.0)
-    assert wait_before_retry(3.0, 0, backoff, remaining=10.0) == 3.0
+    rngs = [random.Random(seed) for seed in range(20)]  # noqa: S311 (jitter)
+    waits = {wait_before_retry(3.0, 0, backoff, 10.0, rng) for rng in rngs}
+    # At least Retry-After, at most half as long again, and not all the same: clients
+    # refused together do not come back together.
+    assert all(wait is not None and 3.0 <= wait <= 4.5 for wait in waits)
+    assert len(waits) == 20
+    # Never past the deadline: where the spread would end there, Retry-After exactly.
+    near = [wait_before_retry(3.0, 0, backoff, 3.1, rng) for rng in rngs]
+    assert all(wait is not None and 3.0 <= wait < 3.1 for wait in near)
+    assert 3.0 in near
+    assert wait_before_retry(0.0, 0, backoff, remaining=10.0) == 0.0
     # A wait that ends past the deadline is no use: give up now.
     assert wait_before_retry(12.0, 0, backoff, remaining=10.0) is None
     assert wait_before_retry(None, 0, backoff, remaining=0.0) is None

@@ -16,6 +16,8 @@ from email.utils import parsedate_to_datetime
 CHANGE_CHUNK = 50
 CHECK_CHUNK = 1000
 _SECONDS = re.compile(r"[0-9]+")
+# A share of Retry-After a client waits beyond it, at most (wait_before_retry).
+RETRY_AFTER_SPREAD = 0.5
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,24 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 def wait_before_retry(
-    retry_after: float | None, attempt: int, backoff: Backoff, remaining: float
+    retry_after: float | None,
+    attempt: int,
+    backoff: Backoff,
+    remaining: float,
+    rng: random.Random | None = None,
 ) -> float | None:
     """How long to wait before trying again, or None to give up: when the wait (the
     service's Retry-After if it gave one, else the backoff's) would end past the
-    deadline, waiting is pointless."""
-    delay = retry_after if retry_after is not None else backoff.delay(attempt)
+    deadline, waiting is pointless.
+
+    Retry-After is the least wait. The clients the service refused together were told
+    the same, and each waits up to RETRY_AFTER_SPREAD of it longer, at random, so that
+    they do not come back together to be refused together again (unless the spread
+    would take the wait past the deadline: then exactly Retry-After)."""
+    if retry_after is None:
+        delay = backoff.delay(attempt, rng)
+    else:
+        delay = retry_after + (rng or _random).uniform(0.0, RETRY_AFTER_SPREAD * retry_after)
+        if delay >= remaining:
+            delay = retry_after
     return delay if delay < remaining else None
