@@ -21,7 +21,10 @@ burst) would pass, take the slow path and, but one, be refused at its end. A lon
 request (one client) goes straight on, and so do requests while the queue, as the
 broker last told it, and those on their way fill less than NEAR_SHARE of the budget:
 there every check would say yes, at a round trip a request (a twentieth of the web's
-CPU at 16 clients).
+CPU at 16 clients). And a request that would not fit beside those on their way, into
+an empty queue and twice the budget, is refused asking no one: a herd of clients that
+come back together reaches the app at once (cli.accepting), and each asking would be
+a round trip and, at once, a connection of its own to the broker.
 
 A request's deadline runs from its arrival (api.middleware.arrived): one left, once its
 key and body are read, with too little of it for the budget and its own tasks
@@ -62,6 +65,12 @@ LATE_SHARE = BUDGET_SHARE + 0.1
 # says yes. Half: a burst from a quiet queue lets at most half the budget's worth
 # through to be refused at their push, at the CPU of their slow path.
 NEAR_SHARE = 0.5
+# Requests of one process on their way to the queue may bring at most this many
+# budgets' worth of tasks: past it, one more is refused at once. Not one budget: the
+# queue drains while they make their way (their keys, their bodies), and with one a
+# herd of 512 clients at a 2 s deadline was refused more and answered later (slowest
+# 3.8 and 4.0 s against 1.8 and 1.9 s with two; bench/README.md).
+ON_THEIR_WAY_MOST = 2.0
 # The early check's wait; past it, the request goes on as if there were room.
 CHECK_TIMEOUT = 0.5
 # Fewer bytes of JSON than any phone number takes in the list (quotes and comma
@@ -120,6 +129,7 @@ class Admission:
         room = Room(self, most_numbers(content_length))
         self.hold(room.tasks)
         try:
+            self._beside(ahead, room.tasks)
             if time.monotonic() - self._refused_at <= WATCHFUL or (
                 ahead and self._near(room.tasks + ahead)
             ):
@@ -127,6 +137,22 @@ class Admission:
             yield room
         finally:
             self.hold(-room.tasks)
+
+    def _beside(self, ahead: int, tasks: int) -> None:
+        """Refuse at once, asking no one, a request that cannot fit beside those of
+        this process already on their way (ON_THEIR_WAY_MOST): a herd of clients come
+        back together (all at one turn of the loop, cli.accepting) would otherwise all
+        ask the broker, each on a connection of its own, and go on to be refused at
+        their push."""
+        seen = self._seen
+        if not ahead or seen is None or seen.rate is None:
+            return
+        if ahead + tasks > ON_THEIR_WAY_MOST * seen.rate * self._budget:
+            raise self._refuse(
+                "More requests are on their way to the queue than the workers can do in "
+                "time; nothing of this request was queued.",
+                (ahead + tasks) / seen.rate,
+            )
 
     def hold(self, tasks: int) -> None:
         self._held += tasks

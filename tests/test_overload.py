@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import math
 import signal
@@ -39,6 +40,9 @@ pytestmark = pytest.mark.timeout(180)
 # Concurrent 50-number requests: more than a worker drains in the budget on any
 # machine this runs on (about 100 to 1,000 tasks a second).
 BURST = 40
+# Room taken in the queue behind the web's back: no worker reads it (the test's worker
+# is stopped meanwhile), and it is taken out again.
+FILLER = "not a task"
 
 
 def numbers(first: int, count: int = 50) -> list[str]:
@@ -137,8 +141,14 @@ def _refusal(stack: Stack) -> None:
         assert assert_problem(response, 503)["type"] == "/problems/overloaded"
         assert 1 <= int(response.headers["retry-after"]) <= math.ceil(stack.timeout)
 
-    # Still refusing what does not fit (the queue is as full): a key missing or
-    # malformed is a 401 all the same, told without looking anything up.
+    # The burst leaves the queue full or nearly (a request refused as not fitting beside
+    # those on their way can leave room that one of them, refused too, did not take):
+    # topped up to the budget here, the queue takes no more.
+    room = math.floor(rate * budget) - broker.llen(QUEUE)
+    if room > 0:
+        broker.rpush(QUEUE, *[FILLER] * room)
+    # Still refusing what does not fit: a key missing or malformed is a 401 all the
+    # same, told without looking anything up.
     for headers in ({}, {"x-api-key": "not-a-key"}):
         body = {"phoneNumberList": numbers(90_000)}
         response = httpx.post(f"{stack.base}{URL}", json=body, headers=headers, verify=TLS)
@@ -153,6 +163,7 @@ def _refusal(stack: Stack) -> None:
 
     # What is queued is the accepted requests' tasks and nothing of the refused ones
     # (the stopped worker's pop, waiting on the broker, may have taken one pop's worth).
+    broker.lrem(QUEUE, 0, FILLER)
     waiting = queued_numbers(broker)
     assert set(waiting) <= {phone for phones in accepted for phone in phones}
     assert len(waiting) >= 50 * len(accepted) - POP_MOST
@@ -320,4 +331,53 @@ def test_requests_are_checked_early_only_near_the_budget(broker_server: str) -> 
 
         assert asyncio.run(requests()) == [503, 503]
         assert sync.llen(QUEUE) == 990  # nothing of the refused requests
+        sync.flushdb()
+
+
+def test_a_request_that_cannot_fit_beside_those_on_their_way_is_refused_at_once(
+    broker_server: str,
+) -> None:
+    """Requests of this process on their way already bring two budgets' worth
+    (ON_THEIR_WAY_MOST): the next is refused before it asks anyone, so a herd let in at
+    once (cli.accepting) does not become as many round trips and connections. Here
+    the broker does not answer (paused) when it comes: a request that asked would wait
+    for it (api.admission.CHECK_TIMEOUT), then be let through."""
+    url = f"{broker_server}/10"  # a database of its own: no worker takes this queue
+    with redis.Redis.from_url(url, decode_responses=True) as sync:
+        sync.flushdb()
+        workers = Broker(sync)
+        # One live worker at 2,000 tasks a second, a 2 s deadline: the budget (1 s)
+        # holds forty requests of 50.
+        workers.heartbeat("w@host", 2000.0)
+
+        async def requests() -> tuple[int, Problem | None]:
+            client = redis.asyncio.Redis.from_url(url, decode_responses=True)
+            admission = Admission(AsyncBroker(client), timeout=2.0)
+            refused = None
+            try:
+                async with contextlib.AsyncExitStack() as on_their_way:
+                    for _ in range(40):  # each asked early, and fits
+                        await on_their_way.enter_async_context(admission.room("500"))
+                    # The worker slows to half, and a push tells this process so: the
+                    # forty on their way now bring two budgets.
+                    workers.heartbeat("w@host", 1000.0)
+                    await admission.push(["task"] * 10)
+                    # Longer than the early check waits; it ends by itself.
+                    sync.execute_command("CLIENT", "PAUSE", 1_000, "ALL")
+                    try:
+                        async with admission.room("500"):
+                            pass
+                    except Problem as problem:
+                        refused = problem
+                    held = admission._held
+            finally:
+                await client.aclose()
+            return held, refused
+
+        held, refused = asyncio.run(requests())
+        assert refused is not None
+        assert refused.status == 503
+        assert refused.headers["Retry-After"] == "2"  # at most the deadline
+        assert held == 40 * 50  # the refused one holds nothing
+        assert sync.llen(QUEUE) == 10  # the push's, nothing of the refused
         sync.flushdb()
