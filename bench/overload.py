@@ -154,7 +154,7 @@ def main() -> None:
         print(
             "| clients | 201 | 503 | other | numbers accepted | failed | done/s "
             "| 201 p50 ms | 201 p99 ms | 503 p50 ms | 503 p99 ms | slowest ms "
-            "| cores: web / workers / store / broker |"
+            "| cores: web / workers / store / broker / load generator |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         parts = {"web": processes[1], "workers": processes[0], "store": servers[0]}
@@ -165,8 +165,12 @@ def main() -> None:
             asyncio.run(load(web_port, key, min(clients, 16), 3.0, first))  # warm, measured
             first += 1_000_000
             before = {name: cpu_seconds(process) for name, process in parts.items()}
+            # This process is the load generator: on the same cores as the service, it
+            # competes with it, the more so the more clients it has.
+            generating = time.process_time()
             level = asyncio.run(load(web_port, key, clients, args.seconds, first))
             used = {name: cpu_seconds(process) - before[name] for name, process in parts.items()}
+            used["load generator"] = time.process_time() - generating
             first += 1_000_000
             print(report(clients, level, used), flush=True)
             time.sleep(6)  # the queue drains, tasks of given-up requests expire
