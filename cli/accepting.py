@@ -16,6 +16,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
 
@@ -86,7 +87,15 @@ class Acceptor:
 class Server(uvicorn.Server):
     """uvicorn's Server, but the connections on `sockets` are accepted by an Acceptor
     (the module's docstring says why); everything else, its lifespan, its shutdown and
-    its connections' protocol, is uvicorn's own."""
+    its connections' protocol, is uvicorn's own. It notes the first signal that
+    stopped it (`stopped_by`)."""
+
+    stopped_by: int | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.stopped_by is None:
+            self.stopped_by = sig
+        super().handle_exit(sig, frame)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         assert sockets is not None, "the web always hands uvicorn its listening socket"

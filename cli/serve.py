@@ -66,10 +66,13 @@ def _serve(settings: Settings, listener: socket.socket) -> int:
         # In-flight requests finish within their deadline; give them that long.
         timeout_graceful_shutdown=int(settings.result_timeout) + 5,
     )
+    server = Server(config)
     # Stopped by a signal, it raises that signal again once shut down: main() says
-    # which (KeyboardInterrupt, Terminated).
-    Server(config).run(sockets=[listener])
-    return 0
+    # which (KeyboardInterrupt, Terminated). That raise goes through asyncio's own
+    # SIGINT handler, and once in a CI run it was lost (exit status 0 after Ctrl-C):
+    # the signal the server noted says it all the same.
+    server.run(sockets=[listener])
+    return 0 if server.stopped_by is None else stopped_by(server.stopped_by)
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
