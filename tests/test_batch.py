@@ -435,3 +435,41 @@ def test_a_broker_without_blmpop_is_popped_one_entry_at_a_time(tmp_path: Path) -
         said = stack.logs().count("the broker cannot pop several entries at once")
         # Once per worker process that tried (two at most), not once a pop.
         assert 1 <= said <= 2
+
+
+def test_expired_tasks_are_discarded_together_as_celery_discards_one(stack: Stack) -> None:
+    """Tasks whose request gave up on them before a worker took them: the first of the
+    worker's pop goes Celery's way (its Request's revoked()), the others are discarded
+    together, in one round trip, each stored as Celery stores an expired task, logged
+    and announced as Celery does it."""
+    broker = stack.broker_client
+    publisher = TaskPublisher(None)  # type: ignore[arg-type]  # builds, never sends
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    listener = uuid.uuid4().hex
+    tasks = [task_id(listener, n) for n in range(60)]
+    phones = numbers(7_000, 60)
+    args = [["expired", "tenant", phone, "key_x", "request-x", ""] for phone in phones]
+    messages = publisher.messages(tasks, args, [repr(["+15*******00"])] * 60, past)
+    published = broker.info("commandstats").get("cmdstat_publish", {}).get("calls", 0)
+    logged = stack.logs().count("Discarding revoked task")
+    broker.lpush(QUEUE, *messages)  # at once: one pop takes them all
+    wait_until(lambda: all(broker.exists(RESULT_KEY_PREFIX + t) for t in tasks), 30, "results")
+
+    stored = {t: str(broker.get(RESULT_KEY_PREFIX + t) or "") for t in tasks}
+    first = tasks[0]  # the oldest, popped first: Celery's way
+    celerys = json.loads(stored[first])
+    assert celerys["status"] == "REVOKED"
+    assert celerys["result"]["exc_type"] == "TaskRevokedError"
+    for task, text in stored.items():
+        # Celery's text, byte for byte, but for its id and time.
+        date = json.loads(text)["date_done"]
+        expected = stored[first].replace(first, task).replace(celerys["date_done"], date)
+        assert text == expected, task
+    # Not announced one by one, as Celery's way announces each result (to its own key's
+    # channel): the first so, the rest in one message (shared.tasks.batch_channel).
+    assert broker.info("commandstats")["cmdstat_publish"]["calls"] - published <= 2
+    # Logged as Celery logs each, and nothing marked.
+    wait_until(
+        lambda: stack.logs().count("Discarding revoked task") - logged == 60, 10, "the log lines"
+    )
+    assert Store(stack.client).ended_at(Scope("expired", "tenant"), phones[0]) is None

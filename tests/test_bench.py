@@ -49,6 +49,14 @@ def test_cpu_benchmark_runs_and_prints_its_figures() -> None:
         assert part in result.stdout
 
 
+@pytest.mark.timeout(120)
+def test_expired_benchmark_runs_and_prints_its_figures() -> None:
+    result = run_module("bench.expired", "--tasks", "500", "--workers", "1")
+    assert "500 expired tasks, 1 workers:" in result.stdout
+    assert "discarded a second" in result.stdout
+    assert "µs of the workers' CPU each" in result.stdout
+
+
 @pytest.mark.timeout(300)
 def test_reads_benchmark_runs_and_prints_its_figures() -> None:
     result = run_module("bench.reads", "3000", "1")

@@ -10,9 +10,10 @@ is plainly a message of ours, as the web publishes it (api/publisher.py) or Cele
 own `send_task` would, is read here, in one pass, into a PlainRequest that holds those.
 
 Anything that would make Celery do more than run the task goes Celery's way instead
-(read() answers None): an ETA or countdown, an expiry already past (Celery stores it as
-REVOKED and sends task_revoked), a revoked id, kwargs, callbacks, errbacks, a chain or
-chord, another encoding. So does every message while the task's events are on (Flower)
+(read() answers None): an ETA or countdown, a revoked id, kwargs, callbacks, errbacks,
+a chain or chord, another encoding. An expiry already past is read too, the request
+marked expired: the batch discards it as Celery would (batch.py), its REVOKED result
+stored with the others'. So does every message while the task's events are on (Flower)
 or something listens to task_received: those are sent per Request (Reader.on()). Of the
 bookkeeping Celery keeps per task, the totals `celery inspect stats` shows are kept for
 these too (batch.py).
@@ -55,6 +56,8 @@ class PlainRequest:
     # On this worker's clock, as Celery's Request holds it (moved from the broker's).
     expires: datetime | None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # Its expiry had passed when it was read: to be discarded, not run.
+    expired: bool = False
 
 
 class Reader:
@@ -102,30 +105,28 @@ class Reader:
         if not isinstance(args, list) or kwargs != {} or options != _NO_OPTIONS:
             return None
         try:
-            expires = _expiry(headers.get("expires"), self._broker_clock.offset)
+            expires, expired = _expiry(headers.get("expires"), self._broker_clock.offset)
         except _CeleryWay:
             return None
         argsrepr = headers.get("argsrepr")
-        return PlainRequest(
-            task_id, name, args, argsrepr if isinstance(argsrepr, str) else "", expires
-        )
+        text = argsrepr if isinstance(argsrepr, str) else ""
+        return PlainRequest(task_id, name, args, text, expires, expired=expired)
 
 
 class _CeleryWay(Exception):
     """A message for Celery's own handling (read())."""
 
 
-def _expiry(text: object, broker_offset: float) -> datetime | None:
-    """The message's expiry moved onto this worker's clock, None if it has none;
-    _CeleryWay if it is past, or not one Python reads the way Celery would."""
+def _expiry(text: object, broker_offset: float) -> tuple[datetime | None, bool]:
+    """The message's expiry moved onto this worker's clock (None if it has none), and
+    whether it has passed (Celery's test: Request.maybe_expire); _CeleryWay if it is
+    not one Python reads the way Celery would."""
     if text is None:
-        return None
+        return None, False
     if not isinstance(text, str):
         raise _CeleryWay
     expires, timestamp = _moved(text, broker_offset)
-    if timestamp <= time.time():
-        raise _CeleryWay  # expired: Celery stores it as REVOKED
-    return expires
+    return expires, timestamp <= time.time()
 
 
 # A request's 50 messages carry one expiry: read once for all of them.
