@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cli.supervisor import Supervisor, cli_command, supervise
+from cli.supervisor import Supervisor, cli_command, supervise, web_on
 
 START_TIMEOUT = 60.0
 log = logging.getLogger("endcontact.run")
@@ -70,6 +70,6 @@ def run_all(
 
     commands = [
         cli_command("worker", f"--concurrency={concurrency}"),
-        cli_command("web", f"--listen-fd={listener.fileno()}", pass_fds=(listener.fileno(),)),
+        web_on(listener),
     ]
     return supervise(commands, servers, announce)

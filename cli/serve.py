@@ -13,7 +13,7 @@ import sys
 from cli.options import PORT, PROCESSES
 from cli.preflight import check_servers, listen
 from cli.servers import server_env, servers
-from cli.supervisor import cli_command, stopped_by, supervise
+from cli.supervisor import cli_command, stopped_by, supervise, web_on
 from shared import logs
 from shared.broker import Broker
 from shared.settings import Settings
@@ -38,9 +38,7 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
             # N processes of one web each on the same socket, as `run` starts its web
             # and `worker` its workers: each accepts for itself (cli.accepting), which
             # uvicorn's own supervisor's children would not.
-            fd = listener.fileno()
-            web = cli_command("web", f"--listen-fd={fd}", pass_fds=(fd,))
-            return supervise([web] * args.workers, server_env(resolved))
+            return supervise([web_on(listener)] * args.workers, server_env(resolved))
         host, port = listener.getsockname()[:2]
         log.info("web listening on %s:%s", host, port, extra={"host": host, "port": port})
         # The factory reads its settings from the environment, as in compose.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -52,6 +53,12 @@ def _die_with_parent() -> None:
 
 def cli_command(*args: str, pass_fds: tuple[int, ...] = ()) -> Command:
     return Command([sys.executable, "-m", "cli", *args], pass_fds)
+
+
+def web_on(listener: socket.socket) -> Command:
+    """A web process serving on `listener`, which it inherits (`web --listen-fd`)."""
+    fd = listener.fileno()
+    return cli_command("web", f"--listen-fd={fd}", pass_fds=(fd,))
 
 
 class Supervisor:

@@ -237,10 +237,16 @@ class Batches:
         celery-batches does (a batch id, the requests as its one argument): what
         listens to them sees one execution that carries many tasks.
         """
-        expired = [r for r in requests if isinstance(r, PlainRequest) and r.expired]
+        live: list[Any] = []
+        expired: list[PlainRequest] = []
+        for request in requests:
+            if isinstance(request, PlainRequest) and request.expired:
+                expired.append(request)
+            else:
+                live.append(request)
         if expired:
             self._discard(task, expired)
-            requests = [r for r in requests if not (isinstance(r, PlainRequest) and r.expired)]
+        requests = live
         if not requests:
             return
         batch_id = uuid()
