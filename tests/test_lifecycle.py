@@ -305,6 +305,10 @@ class Churn:
         with self.lock:
             return sum(len(sent.success) for sent in self.sent[count:])
 
+    def failures_since(self, count: int) -> int:
+        with self.lock:
+            return sum(len(sent.failure) for sent in self.sent[count:])
+
     def mark(self) -> int:
         with self.lock:
             return len(self.sent)
@@ -356,6 +360,11 @@ def _killed_mid_writes(stack: Stack) -> None:
         stack.worker.send_signal(signal.SIGKILL)
         assert stack.worker.wait() == -signal.SIGKILL
         check_store(stack.client, scope)
+        # With no worker, what was in flight and what is sent now fails at its deadline.
+        # Not left to chance: a new worker can be ready within the deadline, and once in
+        # CI one killed between two batches was, and no number failed.
+        since = churn.mark()
+        wait_until(lambda: churn.failures_since(since), 30, "a failure with no worker")
         stack.start_worker()
         since = churn.mark()
         wait_until(lambda: churn.successes_since(since) >= 50, 30, "the new worker writing")
