@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import operator
 import re
 import socket
 from collections.abc import Sequence
@@ -39,8 +40,8 @@ _STAND_INS = re.compile("(" + "|".join(re.escape(q) for q in _QUOTED.values()) +
 # json.dumps of a string, as its C encoder writes it without json.dumps's own steps (a
 # fifth of the time): messages() writes 150 strings a request.
 _quote = json.encoder.encode_basestring_ascii
-# Each stand-in's field in a message's format string (messages()).
-_FIELDS = {_QUOTED[_ID]: "{id}", _QUOTED[_REPR]: "{argsrepr}", _QUOTED[_BODY]: "{body}"}
+# Where each stand-in's value is in the values messages() puts into a message.
+_SLOTS = {_QUOTED[_ID]: 0, _QUOTED[_REPR]: 1, _QUOTED[_BODY]: 2}
 
 
 class TaskPublisher:
@@ -79,20 +80,21 @@ class TaskPublisher:
         values put in."""
         task = self._task(name, _ID, [_ARG], _REPR, expires)
         body_head, body_tail = json.dumps(task.body).split(json.dumps([_ARG]))
-        # The envelope's text as a format string: its braces doubled, each stand-in
-        # (split keeps them, at odd places) a field.
+        # The envelope's text as a %-format string: its own % doubled, each stand-in
+        # (split keeps them, at odd places) a %s, filled in the order pick() gives.
+        # %-format of a tuple, not str.format's named fields: 1.9 -> 0.8 µs a message.
         parts = _STAND_INS.split(json.dumps(self._envelope(task, _ID, _BODY)))
         template = "".join(
-            _FIELDS[part] if i % 2 else part.replace("{", "{{").replace("}", "}}")
-            for i, part in enumerate(parts)
+            "%s" if i % 2 else part.replace("%", "%%") for i, part in enumerate(parts)
         )
-        quote, b64encode, fill = _quote, base64.b64encode, template.format
+        pick = operator.itemgetter(*(_SLOTS[part] for part in parts[1::2]))
+        quote, b64encode = _quote, base64.b64encode
         out = []
         for task_id, task_args, argsrepr in zip(task_ids, args, argsreprs, strict=True):
             listed = "[" + ", ".join(map(quote, task_args)) + "]"  # json.dumps(task_args)
             body = b64encode((body_head + listed + body_tail).encode()).decode()
             # Base64's letters are none that JSON escapes: quoted, it is its JSON string.
-            out.append(fill(id=quote(task_id), argsrepr=quote(argsrepr), body=f'"{body}"'))
+            out.append(template % pick((quote(task_id), quote(argsrepr), f'"{body}"')))
         return out
 
     def _task(
