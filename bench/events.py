@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.arguments import counts
 from bench.cluster import ROOT, Cluster, cpu_seconds
 from shared.apikeys import Scope
 
@@ -48,8 +49,7 @@ def drain(events: bool, tasks: int, workers: int, directory: Path) -> tuple[floa
 
 
 def main() -> None:
-    given = [int(arg) for arg in sys.argv[1:]]
-    tasks, workers, rounds = (given + [3000, 3, 4][len(given) :])[:3]
+    tasks, workers, rounds = counts(__doc__, [3000, 3, 4])
     runs: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as work:
         for round_ in range(rounds):

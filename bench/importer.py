@@ -32,6 +32,7 @@ from pathlib import Path
 
 import redis
 
+from bench.arguments import counts
 from bench.cluster import ROOT, Cluster
 from bench.load import Numbers, closed_loop
 from cli.importer.sending import DEFAULT_CONCURRENCY, KEY_VARIABLE
@@ -99,13 +100,8 @@ def check_results(path: Path, count: int) -> None:
 
 
 def main() -> None:
-    if not all(arg.isdigit() for arg in sys.argv[1:]):
-        # --help, or anything that is not a count: what it takes, not a traceback.
-        print(__doc__)
-        sys.exit(0 if sys.argv[1] in ("-h", "--help") else 2)
-    given = [int(arg) for arg in sys.argv[1:]]
-    count, rounds = (given + [100_000, 3][len(given) :])[:2]
-    concurrencies = given[2:] or [DEFAULT_CONCURRENCY]
+    count, rounds, *concurrencies = counts(__doc__, [100_000, 3], more=True)
+    concurrencies = concurrencies or [DEFAULT_CONCURRENCY]
     ratios: dict[int, list[float]] = {c: [] for c in concurrencies}
     rates: dict[int, list[float]] = {c: [] for c in concurrencies}
     with tempfile.TemporaryDirectory() as work:

@@ -25,7 +25,6 @@ cannot: what one request costs.
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from bench.arguments import counts
 from bench.cluster import Cluster, cpu_seconds, rss_mib
 from shared.apikeys import Scope
 from shared.events import ENDED, Change, Context
@@ -190,8 +190,7 @@ def spread(values: list[float], unit: str, digits: int = 1) -> str:
 
 
 def main() -> None:
-    given = [int(arg) for arg in sys.argv[1:]]
-    marks, rounds = (given + [1_000_000, 3][len(given) :])[:2]
+    marks, rounds = counts(__doc__, [1_000_000, 3])
     # The numbers a check sends must be valid: a bench of 400s would measure nothing.
     for n in (0, marks - 1, marks, marks + 3_999_999):
         assert to_e164(national(n), "US") == e164(n), n

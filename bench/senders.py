@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import httpx
 
+from bench.arguments import counts
 from worker.senders import Connections, Request
 
 BODY = (
@@ -42,7 +43,7 @@ def measure(name: str, send: Callable[[], int], count: int) -> None:
 
 
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
+    (count,) = counts(__doc__, [3000])
     with subprocess.Popen(
         [sys.executable, "-m", "bench.receiver"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     ) as receiver:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -26,6 +25,7 @@ import msgspec
 
 from api.body import change_request
 from api.models import ChangeRequest
+from bench.arguments import counts
 from shared.events import MAX_NUMBERS, REASON_MAX
 from shared.phones import MAX_INPUT_LENGTH, to_e164
 
@@ -119,8 +119,7 @@ def measure(iterations: int, rounds: int) -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
-    iterations = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 11
+    iterations, rounds = counts(__doc__, [200, 11])
     table = measure(iterations, rounds)
     bodies = list(table)
     print(f"µs of CPU per {MAX_NUMBERS}-number body, median of {rounds} rounds of {iterations}")
