@@ -1,5 +1,7 @@
 """Where the CPU goes, per number, process by process: endcontact or the direct floor
-under closed-loop load, each part's CPU from the scheduler's own account (run_seconds).
+under closed-loop load, each part's CPU from the scheduler's own account (run_seconds);
+and what endcontact's broker holds at the end (its memory and keys: results are kept a
+little past their deadline, so a run of a minute or more shows the steady state).
 
     python -m bench.cpu --clients 16 --seconds 10 [--system direct]
 
@@ -17,6 +19,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import redis
 
 from bench.__main__ import SYSTEMS
 from bench.cluster import Cluster, run_seconds
@@ -47,6 +51,13 @@ def measure(system: str, clients: int, seconds: float, workers: int) -> str:
         wall = time.perf_counter() - started
         used = {name: run_seconds(process) - before[name] for name, process in parts.items()}
         used["load generator"] = time.process_time() - generator
+        # What the broker holds at the end: a deadline's worth of results (and at most
+        # the queue's budget of tasks), once the run is longer than a result's life.
+        held = ""
+        if cluster.worker is not None:
+            with redis.Redis.from_url(cluster.broker_url) as broker:
+                memory, keys = broker.info("memory")["used_memory"], broker.dbsize()
+            held = f"; broker memory at the end {memory / 1e6:.0f} MB ({keys:,} keys)"
     numbers = 50 * samples.all_requests
     total = sum(used.values())
     p50 = 1000 * statistics.median(samples.latencies) if samples.latencies else float("nan")
@@ -54,7 +65,7 @@ def measure(system: str, clients: int, seconds: float, workers: int) -> str:
     return (
         f"{system}, {clients} clients: {samples.numbers / samples.seconds:,.0f} numbers/s, "
         f"p50 {p50:.1f} ms; CPU per number (µs): {per_number}; total "
-        f"{1e6 * total / numbers:.1f}; cores busy {total / wall:.2f}"
+        f"{1e6 * total / numbers:.1f}; cores busy {total / wall:.2f}{held}"
     )
 
 

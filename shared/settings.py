@@ -19,6 +19,8 @@ from shared.connection import SEPARATOR, is_sentinel
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
 # How logs are written (shared.logs): auto is text on a terminal, JSON elsewhere.
 LOG_FORMATS = ("auto", "json", "text")
+# The longest deadline ENDCONTACT_RESULT_TIMEOUT may give a request (seconds).
+RESULT_TIMEOUT_MOST = 300
 
 
 class SettingsError(ValueError):
@@ -72,7 +74,9 @@ class Settings:
         return cls(
             redis_url=_redis_url(env.get("REDIS_URL") or None),
             data_dir=Path(env.get("ENDCONTACT_DATA_DIR") or "var").resolve(),
-            result_timeout=_seconds(env, "ENDCONTACT_RESULT_TIMEOUT", default=5.0, most=300),
+            result_timeout=_seconds(
+                env, "ENDCONTACT_RESULT_TIMEOUT", default=5.0, most=RESULT_TIMEOUT_MOST
+            ),
             default_region=_region(env.get("ENDCONTACT_DEFAULT_REGION") or "US"),
             rate_limit=_count(
                 env, "ENDCONTACT_RATE_LIMIT", default=600, least=0, most=1_000_000_000, zero="off"

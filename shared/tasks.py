@@ -13,7 +13,8 @@ listener id being 32 hex digits. A worker stores every result where Celery's Red
 backend does (`celery-task-meta-<task id>`), and announces the results of one batch
 to each listener in one message on batch_channel(listener): a JSON object of task id
 to Celery state ("SUCCESS", "FAILURE"). Tasks with other ids get Celery's own
-announcement, one message per task on the channel named as their result key.
+announcement, one message per task on the channel named as their result key. A result
+is kept KEPT_PAST_EXPIRY seconds past its task's expiry.
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ def _context(key_id: str, request_id: str, reason: str) -> Context | None:
 
 
 RESULT_KEY_PREFIX = "celery-task-meta-"
+# A result is kept this many seconds past its task's expiry, its request's deadline: the
+# web process waiting for it has read it by then (at the latest in its last look at the
+# deadline, api.fanout), and nobody else reads it.
+KEPT_PAST_EXPIRY = 10
 _OUR_TASK_ID = re.compile(r"([0-9a-f]{32})-[0-9]+")
 
 

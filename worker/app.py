@@ -26,9 +26,9 @@ from shared.broker import Broker
 from shared.clock import ServerClock
 from shared.connection import group
 from shared.metrics import TASKS, Registry
-from shared.settings import Settings
+from shared.settings import RESULT_TIMEOUT_MOST, Settings
 from shared.store import Store
-from shared.tasks import QUEUE
+from shared.tasks import KEPT_PAST_EXPIRY, QUEUE
 from worker import tasks
 from worker.celery_seam import (
     CONSUMER,
@@ -41,9 +41,10 @@ from worker.celery_seam import (
 from worker.heartbeat import DrainMeter, Heartbeat
 from worker.privileges import ACCEPT_CONTENT
 
-# Results are read by the waiting web process within its deadline (seconds), so they
-# need not outlive it by much; a short life keeps Redis memory flat under load.
-RESULT_EXPIRES = 60
+# The longest a result is kept (seconds): a task of ours keeps its result only a little
+# past its request's deadline (shared.tasks.KEPT_PAST_EXPIRY), however long that
+# deadline is; one without an expiry (sent by another client) this long.
+RESULT_EXPIRES = RESULT_TIMEOUT_MOST + KEPT_PAST_EXPIRY
 # How long a stopping worker waits for its deliveries process (it records the attempts
 # in flight for a few seconds first).
 DELIVERIES_STOP = 15

@@ -278,7 +278,9 @@ class Batches:
         if not task.ignore_result or task.store_errors_even_if_ignored:
             reason = TaskRevokedError("expired")
             try:
-                task.backend.store_results([(r.id, states.REVOKED, reason) for r in requests])
+                task.backend.store_results(
+                    [(r.id, states.REVOKED, reason, r.expires) for r in requests]
+                )
             except Exception as exc:
                 log.error("storing %d results failed: %s", len(requests), exc.__class__.__name__)
         for request in requests:
@@ -299,7 +301,12 @@ class Batches:
             outcomes = self._apply(requests, changes)
             elapsed = time.perf_counter() - started
             results = [
-                (request.id, states.FAILURE if isinstance(o, BatchFailed) else states.SUCCESS, o)
+                (
+                    request.id,
+                    states.FAILURE if isinstance(o, BatchFailed) else states.SUCCESS,
+                    o,
+                    request.expires,
+                )
                 for request, o in zip(requests, outcomes, strict=True)
             ]
             try:

@@ -80,6 +80,6 @@ def drop(message: Any, backend: Any) -> None:
     if task_id is None:
         return
     try:
-        backend.store_results([(task_id, FAILURE, Malformed("malformed task message"))])
+        backend.store_results([(task_id, FAILURE, Malformed("malformed task message"), None)])
     except Exception:
         log.exception("could not store the failure of malformed task message %s", task_id)
