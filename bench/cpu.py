@@ -51,8 +51,9 @@ def measure(system: str, clients: int, seconds: float, workers: int) -> str:
         wall = time.perf_counter() - started
         used = {name: run_seconds(process) - before[name] for name, process in parts.items()}
         used["load generator"] = time.process_time() - generator
-        # What the broker holds at the end: a deadline's worth of results (and at most
-        # the queue's budget of tasks), once the run is longer than a result's life.
+        # What the broker holds at the end: each result until ten seconds past its
+        # deadline (shared.tasks.KEPT_PAST_EXPIRY) and the queue's tasks; the steady
+        # state once the run is longer than a result's life.
         held = ""
         if cluster.worker is not None:
             with redis.Redis.from_url(cluster.broker_url) as broker:
