@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from celery import Celery
 from celery.states import FAILURE, SUCCESS
 from hypothesis import given
 from hypothesis import strategies as st
@@ -195,10 +196,18 @@ def test_apply_changes_is_not_durable_without_an_append_only_file(tmp_path: Path
         stop_server(server)
 
 
-def test_a_batch_stores_its_failures_beside_its_successes(redis_url: str, broker_url: str) -> None:
-    # The worker's own backend (worker/celery_seam/backend.py), as the worker configures it.
+@pytest.fixture
+def worker_app(redis_url: str, broker_url: str) -> Celery:
+    """The worker's Celery app, its backend (worker/celery_seam/backend.py) as the worker
+    configures it."""
     settings = Settings.from_env({"REDIS_URL": redis_url, "ENDCONTACT_BROKER_URL": broker_url})
-    app = create_celery(settings)
+    return create_celery(settings)
+
+
+def test_a_batch_stores_its_failures_beside_its_successes(
+    worker_app: Celery, broker_url: str
+) -> None:
+    app = worker_app
     listener = uuid.uuid4().hex
     done, refused, celerys = task_id(listener, 0), task_id(listener, 1), str(uuid.uuid4())
     # Successes share their text but for the id (made from one template a batch).
@@ -271,13 +280,12 @@ def test_the_results_of_a_request_leave_the_broker_soon_after_its_deadline(
 
 
 def test_a_result_is_kept_a_little_past_its_request_s_deadline(
-    redis_url: str, broker_url: str
+    worker_app: Celery, broker_url: str
 ) -> None:
     """Until its task's expiry and KEPT_PAST_EXPIRY seconds more (its request's web process
     has read it by then), never longer than Celery's result_expires; as long as that
     for a task without expiry."""
-    settings = Settings.from_env({"REDIS_URL": redis_url, "ENDCONTACT_BROKER_URL": broker_url})
-    app = create_celery(settings)
+    app = worker_app
     listener = uuid.uuid4().hex
     now = datetime.now(UTC)
     expiries = {
