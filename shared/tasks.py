@@ -14,7 +14,8 @@ backend does (`celery-task-meta-<task id>`), and announces the results of one ba
 to each listener in one message on batch_channel(listener): a JSON object of task id
 to Celery state ("SUCCESS", "FAILURE"). Tasks with other ids get Celery's own
 announcement, one message per task on the channel named as their result key. A result
-is kept KEPT_PAST_EXPIRY seconds past its task's expiry.
+a batch stores is kept KEPT_PAST_EXPIRY seconds past its task's expiry (one stored on
+Celery's own path, for result_expires: worker.celery_seam.backend).
 """
 
 from __future__ import annotations

@@ -46,6 +46,9 @@ class WriteOnly:
         request: Any = None,
         **kwargs: Any,
     ) -> Any:
+        # Celery's own path, one task at a time: a message of ours takes it only when
+        # it expired before its batch or carries an ETA. Its result is kept for
+        # result_expires, as Celery keeps one, not KEPT_PAST_EXPIRY past its expiry.
         backend: Any = self
         meta = backend._get_result_meta(
             result=result, state=state, traceback=traceback, request=request
